@@ -1,0 +1,1 @@
+"""The ``qfk`` command line: thin click commands over the Python API (no logic here)."""

@@ -1,0 +1,42 @@
+"""Converters: small plug-ins over one streaming core (:mod:`.core`).
+
+>>> from qwen_factory_kit.convert import convert
+>>> result = convert("medical-r1", "examples/medical_r1/rows.jsonl", output="/tmp/med.jsonl")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import QfkError
+from .columns import Columns
+from .core import ConvertResult, Converter, Reject, run_conversion
+from .medical_r1 import MedicalR1
+from .moses import Moses
+from .preference import Preference
+from .sharegpt import ShareGPT
+
+CONVERTERS: dict[str, type[Converter]] = {}
+for _cls in (MedicalR1, ShareGPT, Moses, Columns, Preference):
+    for _name in (_cls.name, *_cls.aliases):
+        CONVERTERS[_name] = _cls
+
+RUN_OPTIONS = ("output", "name", "data_dir", "limit", "seed", "val_size", "test_size", "dedup", "split", "encoding",
+               "cache_dir", "progress")
+
+
+def get_converter(name: str, **options: Any) -> Converter:
+    try:
+        cls = CONVERTERS[name]
+    except KeyError:
+        raise QfkError(f"unknown converter '{name}'", f"choose one of: {', '.join(sorted(CONVERTERS))}") from None
+    return cls(**options)
+
+
+def convert(converter: str, source: str, **options: Any) -> ConvertResult:
+    """Run converter ``converter`` on ``source``; options are the CLI's, in snake_case."""
+    run = {k: options.pop(k) for k in list(options) if k in RUN_OPTIONS}
+    return run_conversion(get_converter(converter, **options), source, **run)
+
+
+__all__ = ["CONVERTERS", "ConvertResult", "Converter", "Reject", "convert", "get_converter", "run_conversion"]

@@ -1,0 +1,368 @@
+"""Moses parallel corpora (one sentence per line, line i aligned across files) -> translation rows.
+
+SOURCE is a folder (``corpus.en`` + ``corpus.zh_tw`` + ``corpus.ja``; OPUS names such as
+``OpenSubtitles.en-zh_TW.en``; OPUS ``*.txt.zip`` files inside it) or one OPUS ``.txt.zip``.
+Files are matched by their language suffix, codes are normalised (:mod:`qwen_factory_kit.langs`),
+and every aligned line yields both directions of every language pair (three languages: six
+directions) with the language tags in the instruction and a translation system prompt.
+
+Files are read in lock-step with constant memory; a line-count mismatch stops the run before
+anything is written, naming both files and both counts.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+import unicodedata
+import zipfile
+from dataclasses import dataclass, field
+from itertools import permutations
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..errors import QfkError
+from ..io.encoding import SAMPLE_BYTES, detect_encoding, normalize_encoding
+from ..io.readers import BATCH_ROWS, BadRecord, Batch, count_lines
+from ..io.sources import ResolvedSource
+from ..langs import UNSEGMENTED, known_codes, name as lang_name, normalize_code, tag
+from ..think import format_response
+from ..workspace import slug
+from .core import Converter, Reject, check_text
+
+DEFAULT_INSTRUCTION = "Translate {src_tag} to {tgt_tag}."
+DEFAULT_SYSTEM = "You are a professional translator. Translate the user's text faithfully and fluently, and reply with the translation only."
+#: suffixes that are never a language (OPUS ships README, LICENSE, .ids, .xml alongside the text)
+_NOT_LANG = {"txt", "md", "ids", "xml", "tmx", "zip", "gz", "json", "jsonl", "py", "sh", "csv", "tsv", "parquet",
+             "scores", "log", "yaml", "yml", "html", "pdf"}
+_ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[A-Za-z]+);")
+#: weight of one ideograph/kana/hangul against one Latin character when comparing lengths
+CJK_WEIGHT = 2.75
+
+
+def weighted_length(text: str) -> float:
+    """Sentence length comparable across scripts: Latin characters count 1, CJK characters
+    :data:`CJK_WEIGHT` (Chinese and Japanese are written without spaces and pack more per character)."""
+    wide = sum(1 for ch in text if ch >= "\u2e80" and unicodedata.east_asian_width(ch) in "WF")
+    return len(text) - wide + wide * CJK_WEIGHT
+
+
+@dataclass
+class LangFile:
+    lang: str
+    display: str
+    open: Callable[[], io.BufferedIOBase]
+    encoding: str = "utf-8"
+
+
+@dataclass
+class Group:
+    display: str
+    files: list[LangFile] = field(default_factory=list)
+
+    @property
+    def langs(self) -> list[str]:
+        return [f.lang for f in self.files]
+
+
+def _suffix_split(name: str) -> tuple[str, str] | None:
+    if name.startswith(".") or "." not in name or name.upper().startswith(("README", "LICENSE", "LICENCE")):
+        return None
+    prefix, suffix = name.rsplit(".", 1)
+    if suffix.lower() in _NOT_LANG or not prefix:
+        return None
+    return prefix, suffix
+
+
+class ParallelSource:
+    """Aligned lines from one or more groups of language files (folders and OPUS zips)."""
+
+    def __init__(self, groups: list[Group], paths: list[Path]):
+        self.groups = groups
+        self.paths = paths
+        self._counts: dict[str, int] | None = None
+
+    def count(self) -> int:
+        """Lines per group; a mismatch inside a group is a :class:`QfkError` naming both files."""
+        if self._counts is None:
+            counts = {}
+            for g in self.groups:
+                per_file = []
+                for f in g.files:
+                    with f.open() as fh:
+                        per_file.append((f.display, _count_stream(fh)))
+                (a, na) = per_file[0]
+                for b, nb in per_file[1:]:
+                    if nb != na:
+                        raise QfkError(
+                            f"line-count mismatch: {a} has {na} lines but {b} has {nb}; nothing was converted",
+                            "the files must be aligned line by line: look for blank lines or line breaks inside "
+                            f"segments near the end (for example: paste {a} {b} | tail) and fix the shorter file",
+                        )
+                counts[g.display] = na
+            self._counts = counts
+        return sum(self._counts.values())
+
+    def batches(self) -> Iterator[Batch]:
+        self.count()  # never stream a misaligned group
+        for g in self.groups:
+            handles = [f.open() for f in g.files]
+            try:
+                decoders = [(f.lang, f.encoding) for f in g.files]
+                lineno = 0
+                rows: list = []
+                for lines in zip(*handles):
+                    lineno += 1
+                    row = {}
+                    for (lang, enc), raw in zip(decoders, lines):
+                        try:
+                            row[lang] = raw.decode(enc).rstrip("\r\n")
+                        except UnicodeDecodeError as exc:
+                            row = BadRecord("encoding_error", f"{lang} line is not valid {enc}: {exc.reason} at byte {exc.start}",
+                                            {l: r.decode(e, "backslashreplace").rstrip("\r\n") for (l, e), r in zip(decoders, lines)})
+                            break
+                    rows.append(row)
+                    if len(rows) == BATCH_ROWS:
+                        yield Batch(g.display, "line", range(lineno - len(rows) + 1, lineno + 1), rows)
+                        rows = []
+                if rows:
+                    yield Batch(g.display, "line", range(lineno - len(rows) + 1, lineno + 1), rows)
+            finally:
+                for h in handles:
+                    h.close()
+
+
+def _count_stream(fh) -> int:
+    n, last = 0, b"\n"
+    while block := fh.read(1 << 22):
+        n += block.count(b"\n")
+        last = block[-1:]
+    return n + (last != b"\n")
+
+
+def _parse_directions(spec: list[str] | None, lang_map: dict[str, str]) -> list[tuple[str, str]] | None:
+    """``en-zh_TW``, ``en>ja``, ``en->ja`` or ``en:ja`` -> (src, tgt) canonical pairs."""
+    if not spec:
+        return None
+    out = []
+    for item in spec:
+        item = item.strip()
+        parts: list[str] = []
+        for sep in ("->", ">", ":"):
+            if sep in item:
+                parts = item.split(sep, 1)
+                break
+        else:
+            for i, ch in enumerate(item):
+                if ch == "-" and normalize_code(item[:i], lang_map) and normalize_code(item[i + 1:], lang_map):
+                    parts = [item[:i], item[i + 1:]]
+                    break
+        codes = [normalize_code(p, lang_map) for p in parts]
+        if len(codes) != 2 or not all(codes):
+            raise QfkError(f"cannot read direction '{item}'", "write directions as SRC-TGT, for example --directions en-zh_TW,zh_TW-en")
+        out.append((codes[0], codes[1]))
+    return out
+
+
+class Moses(Converter):
+    name = "moses"
+    summary = "Moses/OPUS parallel text (corpus.en + corpus.zh_tw + corpus.ja, *.txt.zip) -> translation rows, both directions"
+    dedup_default = True
+
+    def __init__(self, *, langs: list[str] | None = None, directions: list[str] | None = None,
+                 lang_map: dict[str, str] | None = None, instruction_template: str = DEFAULT_INSTRUCTION,
+                 system: str = DEFAULT_SYSTEM, unescape_html: bool = True, max_length_ratio: float | None = None,
+                 max_chars: int | None = None, file_encodings: dict[str, str] | None = None, **kw):
+        super().__init__(langs=langs, directions=directions, lang_map=lang_map, instruction_template=instruction_template,
+                         system=system, unescape_html=unescape_html, max_length_ratio=max_length_ratio,
+                         max_chars=max_chars, file_encodings=file_encodings, **kw)
+        self.lang_map = {k: v for k, v in (lang_map or {}).items()}
+        self.langs = None
+        if langs:
+            self.langs = []
+            for code in langs:
+                norm = normalize_code(code, self.lang_map)
+                if not norm:
+                    raise QfkError(f"unknown language code '{code}' in --langs", f"known codes: {', '.join(known_codes())}")
+                self.langs.append(norm)
+        self.directions = _parse_directions(directions, self.lang_map)
+        try:
+            instruction_template.format(src_tag="", tgt_tag="", src="", tgt="", src_name="", tgt_name="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise QfkError(f"bad --instruction-template ({exc})",
+                           "use the fields {src_tag} {tgt_tag} {src} {tgt} {src_name} {tgt_name}") from None
+        self.instruction_template = instruction_template
+        self.system = system
+        self.unescape = unescape_html
+        self.max_ratio = max_length_ratio
+        self.max_chars = max_chars
+        self.file_encodings = file_encodings or {}
+        self._group_dirs: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+        self._found_langs: list[str] = []
+
+    def columns(self) -> dict:
+        cols = super().columns()
+        if self.system:
+            cols["system"] = "system"
+        return cols
+
+    def default_name(self, src: ResolvedSource) -> str:
+        if src.path.is_file():  # OPUS zips are named after their language pair: en-zh_TW.txt.zip
+            return slug(src.path.name.removesuffix(".zip").removesuffix(".txt"))
+        return slug(f"{src.path.name}_{'_'.join(sorted(self._found_langs))}")
+
+    # -- discovery --------------------------------------------------------------------------
+    def open(self, src: ResolvedSource, *, split: str | None, encoding: str | None) -> ParallelSource:
+        path = src.path
+        entries: list[tuple[str, str, Callable]] = []  # (container display, name, opener)
+        hashed: list[Path] = []
+        if path.is_file():
+            if not zipfile.is_zipfile(path):
+                raise QfkError(f"'{src.spec}' is a file, but moses needs a folder of aligned files or an OPUS .txt.zip",
+                               f"pass the folder that holds it: qfk convert moses {path.parent}")
+            entries += _zip_entries(path)
+            hashed.append(path)
+        else:
+            for p in sorted(path.iterdir()):
+                if p.is_file() and p.name.endswith(".zip") and zipfile.is_zipfile(p):
+                    entries += _zip_entries(p)
+                    hashed.append(p)
+                elif p.is_file():
+                    entries.append((str(path), p.name, (lambda p=p: open(p, "rb"))))
+                    hashed.append(p)
+        groups: dict[tuple[str, str], dict[str, tuple[str, Callable]]] = {}
+        unknown: list[tuple[str, str, str]] = []
+        for container, fname, opener in entries:
+            split_name = _suffix_split(fname)
+            if not split_name:
+                continue
+            prefix, suffix = split_name
+            lang = normalize_code(suffix, self.lang_map)
+            display = f"{container}/{fname}" if not container.endswith(".zip") else f"{container}!{fname}"
+            if lang is None:
+                unknown.append((container, prefix, display))
+                continue
+            key = (container, prefix)
+            if lang in groups.setdefault(key, {}):
+                raise QfkError(f"two files for language {lang} in one corpus: {groups[key][lang][0]} and {display}",
+                               "keep one of them, or map codes with --lang-map")
+            groups[key][lang] = (display, opener)
+        for container, prefix, display in unknown:
+            if (container, prefix) in groups:
+                suffix = display.rsplit(".", 1)[1]
+                raise QfkError(f"unknown language suffix '.{suffix}' on {display}",
+                               f"map it with --lang-map {suffix}=CODE (for example --lang-map {suffix}=zh_TW); known codes: {', '.join(known_codes())}")
+        wanted = self.langs
+        out_groups = []
+        for (container, prefix), by_lang in sorted(groups.items()):
+            langs = [l for l in (wanted or sorted(by_lang)) if l in by_lang]
+            if len(langs) < 2:
+                continue
+            pairs = list(permutations(langs, 2))
+            if self.directions:
+                pairs = [d for d in pairs if d in self.directions]
+            if not pairs:
+                continue
+            files = []
+            for lang in langs:
+                display, opener = by_lang[lang]
+                files.append(LangFile(lang, display, opener, self._encoding(display, opener, encoding)))
+            gdisplay = f"{container}/{prefix}.{{{','.join(by_lang_suffix(by_lang, langs))}}}"
+            out_groups.append(Group(gdisplay, files))
+            self._group_dirs[tuple(langs)] = pairs
+            for l in langs:
+                if l not in self._found_langs:
+                    self._found_langs.append(l)
+        if not out_groups:
+            seen = ", ".join(sorted({f"{p}.*" for (_, p) in groups})) or "no language files"
+            need = f" with languages {', '.join(wanted)}" if wanted else ""
+            raise QfkError(f"no aligned files{need} found in '{src.spec}' (saw: {seen})",
+                           "a corpus is two or more files with the same name and a language suffix: corpus.en + corpus.zh_tw, "
+                           "or OPUS Name.en-ja.en + Name.en-ja.ja")
+        self.options["found"] = {g.display: g.langs for g in out_groups}
+        return ParallelSource(out_groups, hashed)
+
+    def _encoding(self, display: str, opener: Callable, default: str | None) -> str:
+        base = display.replace("!", "/").rsplit("/", 1)[-1]
+        chosen = self.file_encodings.get(base) or default
+        if chosen:
+            enc = normalize_encoding(chosen)
+            return "utf-8-sig" if enc == "utf-8" else enc
+        with opener() as fh:
+            sample = fh.read(SAMPLE_BYTES)
+        enc = detect_encoding(sample, display)
+        if enc not in ("utf-8", "utf-8-sig"):
+            self.notes[f"encoding_detected:{base}={enc}"] += 1
+        return "utf-8-sig" if enc == "utf-8" else enc
+
+    # -- rows -------------------------------------------------------------------------------
+    def _clean(self, text: str, lang: str) -> str:
+        text = text.strip()
+        if self.unescape and "&" in text and _ENTITY.search(text):
+            text = html.unescape(text).strip()
+            self.notes["html_entities_unescaped"] += 1
+        if "\t" in text:
+            self.notes["segments_with_tabs"] += 1
+        if not text:
+            raise Reject("empty_segment", f"the {lang} side is empty")
+        if self.max_chars and len(text) > self.max_chars:
+            raise Reject("too_long", f"the {lang} side has {len(text)} characters (> --max-chars {self.max_chars})")
+        return check_text(text, lang, prompt=True)
+
+    def convert(self, row: dict) -> list[dict]:
+        texts = {lang: self._clean(text, lang) for lang, text in row.items()}
+        if self.max_ratio:
+            lengths = {l: weighted_length(t) for l, t in texts.items()}
+            lo, hi = min(lengths.values()), max(lengths.values())
+            if hi / max(lo, 1.0) > self.max_ratio:
+                raise Reject("length_ratio", f"length ratio {hi / max(lo, 1.0):.1f} > --max-length-ratio {self.max_ratio} "
+                             f"({', '.join(f'{l}={v:.0f}' for l, v in lengths.items())})")
+        outs = []
+        for src, tgt in self._group_dirs[tuple(row)]:
+            out = {
+                "instruction": self.instruction_template.format(src_tag=tag(src), tgt_tag=tag(tgt), src=src, tgt=tgt,
+                                                                src_name=lang_name(src), tgt_name=lang_name(tgt)),
+                "input": texts[src],
+                "output": format_response(texts[tgt], None, empty=self.empty),
+            }
+            if self.system:
+                out["system"] = self.system
+            outs.append(out)
+        return outs
+
+    def dedup_key(self, row: dict, outs: list[dict]) -> bytes:
+        return "\x00".join(row.values()).encode()
+
+
+def by_lang_suffix(by_lang: dict, langs: list[str]) -> list[str]:
+    return [by_lang[l][0].rsplit(".", 1)[1] for l in langs]
+
+
+class _ZipMember(io.RawIOBase):
+    """A zip member opened with its own ZipFile handle, so several members stream in lock-step."""
+
+    def __init__(self, path: Path, member: str):
+        self._zf = zipfile.ZipFile(path)
+        self._fh = self._zf.open(member)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        data = self._fh.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._fh.close()
+            self._zf.close()
+        super().close()
+
+
+def _zip_entries(path: Path) -> list[tuple[str, str, Callable]]:
+    with zipfile.ZipFile(path) as zf:
+        names = sorted(i.filename for i in zf.infolist() if not i.is_dir())
+    return [(str(path), n.rstrip("/").rsplit("/", 1)[-1],
+             (lambda n=n: io.BufferedReader(_ZipMember(path, n), buffer_size=1 << 20))) for n in names]

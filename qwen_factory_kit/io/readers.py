@@ -1,0 +1,196 @@
+"""Streaming readers: every input file becomes a sequence of :class:`Batch` objects.
+
+A batch carries the rows and their position in the source file (``line`` for JSON Lines and
+Moses text, ``row`` for Parquet/CSV data rows, ``item`` for a JSON array), so that every reject
+can name its place. Rows that cannot even be parsed arrive as :class:`BadRecord`.
+
+Memory stays constant: JSON Lines are read in blocks of lines, Parquet by record batches, CSV
+through pyarrow's streaming reader. A JSON *array* file is the one exception (it is loaded whole;
+use JSON Lines for large data).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import orjson
+
+from ..errors import QfkError
+
+#: Extensions the tabular readers understand (same set LLaMA-Factory loads, minus arrow/txt).
+TABLE_EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
+BOM = b"\xef\xbb\xbf"
+BLOCK_BYTES = 1 << 20
+BATCH_ROWS = 4096
+
+
+@dataclass(slots=True)
+class BadRecord:
+    """A row that could not be parsed; becomes a reject with ``reason``."""
+
+    reason: str
+    detail: str
+    raw: Any
+
+
+@dataclass(slots=True)
+class Batch:
+    source: str  # the file's display path
+    unit: str  # "line" | "row" | "item"
+    positions: Sequence[int]
+    rows: list
+
+
+class TableFile:
+    """One JSONL/JSON/Parquet/CSV file."""
+
+    def __init__(self, path: str | os.PathLike, *, display: str | None = None, encoding: str | None = None):
+        self.path = Path(path)
+        self.display = display or str(path)
+        self.fmt = self.path.suffix.lower()
+        self.encoding = encoding
+        if self.fmt not in TABLE_EXTENSIONS:
+            raise QfkError(
+                f"{self.display}: unsupported file type '{self.fmt or '(none)'}'",
+                f"convert it to one of {', '.join(TABLE_EXTENSIONS)}, or point at a folder of them",
+            )
+
+    # -- counting ---------------------------------------------------------------------------
+    def count(self) -> int:
+        """Number of records :meth:`batches` will yield (cheap: metadata or a newline count)."""
+        if self.fmt == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(self.path).metadata.num_rows
+        if self.fmt == ".csv":
+            return sum(len(b.rows) for b in self.batches())
+        if self.fmt == ".json" and self._json_is_array():
+            return sum(len(b.rows) for b in self.batches())
+        return count_lines(self.path)
+
+    # -- reading ----------------------------------------------------------------------------
+    def batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
+        if self.fmt == ".parquet":
+            yield from self._parquet(batch_rows)
+        elif self.fmt == ".csv":
+            yield from self._csv(batch_rows)
+        elif self.fmt == ".json" and self._json_is_array():
+            yield from self._json_array(batch_rows)
+        else:
+            yield from self._jsonl()
+
+    def _json_is_array(self) -> bool:
+        with open(self.path, "rb") as fh:
+            head = fh.read(4096)
+        return head.removeprefix(BOM).lstrip()[:1] == b"["
+
+    def _decode_line(self, line: bytes):
+        if self.encoding and self.encoding.replace("-", "").lower() not in ("utf8", "utf8sig"):
+            return line.decode(self.encoding)
+        return line
+
+    def _jsonl(self) -> Iterator[Batch]:
+        lineno = 0
+        loads = orjson.loads
+        decode = self._decode_line
+        with open(self.path, "rb") as fh:
+            first = True
+            while True:
+                lines = fh.readlines(BLOCK_BYTES)
+                if not lines:
+                    break
+                if first:
+                    lines[0] = lines[0].removeprefix(BOM)
+                    first = False
+                rows: list = []
+                start = lineno + 1
+                for line in lines:
+                    lineno += 1
+                    try:
+                        obj = loads(decode(line))
+                    except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+                        if not line.strip():
+                            rows.append(BadRecord("blank_line", "the line is empty", ""))
+                        else:
+                            text = line.decode("utf-8", "replace").rstrip("\r\n")
+                            rows.append(BadRecord("invalid_json", f"not valid JSON: {exc}", text))
+                        continue
+                    if type(obj) is not dict:
+                        rows.append(BadRecord("not_an_object", f"expected a JSON object, got {type(obj).__name__}", obj))
+                    else:
+                        rows.append(obj)
+                yield Batch(self.display, "line", range(start, lineno + 1), rows)
+
+    def _json_array(self, batch_rows: int) -> Iterator[Batch]:
+        try:
+            data = orjson.loads(self.path.read_bytes().removeprefix(BOM))
+        except orjson.JSONDecodeError as exc:
+            raise QfkError(f"{self.display}: not valid JSON ({exc})",
+                           "fix the file, or save it as JSON Lines (one object per line) so that bad rows are rejected one by one") from None
+        for start in range(0, len(data), batch_rows):
+            chunk = data[start:start + batch_rows]
+            rows = [r if type(r) is dict else BadRecord("not_an_object", f"expected a JSON object, got {type(r).__name__}", r)
+                    for r in chunk]
+            yield Batch(self.display, "item", range(start + 1, start + len(chunk) + 1), rows)
+
+    def _parquet(self, batch_rows: int) -> Iterator[Batch]:
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(self.path)
+        except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for corrupt files
+            raise QfkError(f"{self.display}: cannot read Parquet ({exc})", "check that the download finished (compare the file size or sha256)") from None
+        pos = 0
+        for rb in pf.iter_batches(batch_size=batch_rows):
+            rows = rb.to_pylist()
+            yield Batch(self.display, "row", range(pos + 1, pos + len(rows) + 1), rows)
+            pos += len(rows)
+
+    def _csv(self, batch_rows: int) -> Iterator[Batch]:
+        import csv as _csv
+
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        enc = self.encoding or "utf-8"
+        with open(self.path, newline="", encoding=enc if enc.lower() not in ("utf-8", "utf8") else "utf-8-sig") as fh:
+            header = next(_csv.reader(fh), None)
+        if not header:
+            return
+        header[0] = header[0].lstrip("\ufeff")
+        try:
+            reader = pcsv.open_csv(
+                self.path,
+                read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES, encoding=enc),
+                parse_options=pcsv.ParseOptions(newlines_in_values=True),
+                convert_options=pcsv.ConvertOptions(column_types={h: pa.string() for h in header},
+                                                    strings_can_be_null=False),
+            )
+        except Exception as exc:
+            raise QfkError(f"{self.display}: cannot read CSV ({exc})", "check the delimiter (comma) and quoting, or pass --encoding") from None
+        pos = 0
+        try:
+            for rb in reader:
+                rows = rb.to_pylist()
+                if rows and header[0] not in rows[0]:  # BOM left on the first name by pyarrow
+                    first = next(iter(rows[0]))
+                    rows = [{(header[0] if k == first else k): v for k, v in r.items()} for r in rows]
+                yield Batch(self.display, "row", range(pos + 1, pos + len(rows) + 1), rows)
+                pos += len(rows)
+        except Exception as exc:
+            raise QfkError(f"{self.display}: CSV error after data row {pos} ({exc})", "fix the quoting near that row") from None
+
+
+def count_lines(path: str | os.PathLike) -> int:
+    """Lines in a file the way :meth:`TableFile.batches` counts them (a last line without a
+    trailing newline counts too)."""
+    n = 0
+    last = b"\n"
+    with open(path, "rb") as fh:
+        while block := fh.read(BLOCK_BYTES * 4):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
