@@ -1,0 +1,191 @@
+"""The streaming core: accounting, sampling, splits, atomic writes, sources, bad input."""
+
+import importlib
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import read_jsonl, run_qfk_process, write_jsonl
+
+from qwen_factory_kit.convert import convert
+from qwen_factory_kit.convert.core import Selector
+from qwen_factory_kit.errors import QfkError
+
+
+def rows(n):
+    return [{"prompt": f"q{i}", "answer": f"a{i}"} for i in range(n)]
+
+
+def cols(src, out, **kw):
+    return convert("columns", str(src), output=str(out), prompt="prompt", response="answer", **kw)
+
+
+def test_selector_exact_and_uniform():
+    rng = random.Random(0)
+    picks = [0] * 10
+    for _ in range(2000):
+        s = Selector(10, 3, rng)
+        chosen = [i for i in range(10) if s.pick()]
+        assert len(chosen) == 3
+        for i in chosen:
+            picks[i] += 1
+    assert all(450 < p < 750 for p in picks)  # 600 expected each
+
+
+def test_limit_is_a_seeded_sample_not_the_head(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", rows(1000))
+    a = cols(src, tmp_path / "a.jsonl", limit=50, seed=1)
+    assert (a.read, a.written) == (50, 50)
+    got = [int(r["instruction"][1:]) for r in read_jsonl(a.output)]
+    assert got == sorted(got) and got != list(range(50)) and max(got) > 500
+    b = cols(src, tmp_path / "b.jsonl", limit=50, seed=1)
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    c = cols(src, tmp_path / "c.jsonl", limit=50, seed=2)
+    assert (tmp_path / "c.jsonl").read_bytes() != (tmp_path / "a.jsonl").read_bytes()
+    assert c.read == b.read == 50
+
+
+def test_splits_exact_and_disjoint(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", rows(200))
+    res = cols(src, tmp_path / "o.jsonl", val_size=0.1, test_size=15)
+    assert {k: v["rows"] for k, v in res.splits.items()} == {"train": 165, "val": 20, "test": 15}
+    seen = [r["instruction"] for s in ("train", "val", "test") for r in read_jsonl(res.splits[s]["path"])]
+    assert len(seen) == len(set(seen)) == 200
+    with pytest.raises(QfkError, match="only 200 are read"):
+        cols(src, tmp_path / "x.jsonl", val_size=150, test_size=100)
+
+
+def test_deterministic_bytes_and_manifest(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", rows(300) + [{"prompt": "bad"}])
+    cols(src, tmp_path / "a.jsonl", val_size=0.2)
+    first = {p.name: p.read_bytes() for p in tmp_path.glob("a*")}
+    cols(src, tmp_path / "a.jsonl", val_size=0.2)
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("a*")} == first
+    m = json.loads(first["a.manifest.json"])
+    assert m["counts"]["read"] == 301 and m["counts"]["rejected"] == 1
+    assert m["source"]["files"][0]["sha256"] and m["outputs"]["train"]["sha256"] and m["outputs"]["val"]["rows"] == 60
+    assert m["versions"]["qwen_factory_kit"] and m["options"]["val_size"] == 0.2 and m["converter"] == "columns"
+
+
+def test_bom_crlf_blank_lines_and_json_array(tmp_path):
+    p = tmp_path / "bom.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + b'{"prompt": "q", "answer": "a"}\r\n\r\n{"prompt": "q2", "answer": "a2"}\r\n')
+    res = cols(p, tmp_path / "o.jsonl")
+    assert (res.read, res.written, res.rejected_by_reason) == (3, 2, {"blank_line": 1})
+    arr = tmp_path / "arr.json"
+    arr.write_text(json.dumps(rows(3) + [5]))
+    res = cols(arr, tmp_path / "p.jsonl")
+    assert res.written == 3 and read_jsonl(res.rejects)[0] == {"source": str(arr), "item": 4, "reason": "not_an_object",
+                                                                "detail": "expected a JSON object, got int", "record": 5}
+
+
+def test_csv_source_with_multiline_and_numbers(tmp_path):
+    p = tmp_path / "in.csv"
+    p.write_text('prompt,answer\n"line1\nline2",42\nq,""\n', encoding="utf-8")
+    res = cols(p, tmp_path / "o.jsonl")
+    assert read_jsonl(res.output)[0]["instruction"] == "line1\nline2"
+    assert read_jsonl(res.output)[0]["output"].endswith("42")
+    assert [(r["row"], r["reason"]) for r in read_jsonl(res.rejects)] == [(2, "empty_field")]
+
+
+def test_parquet_row_numbers_across_batches(tmp_path):
+    data = rows(10000)
+    data[9000]["answer"] = None
+    pq.write_table(pa.Table.from_pylist(data), tmp_path / "t.parquet", row_group_size=3000)
+    res = cols(tmp_path / "t.parquet", tmp_path / "o.jsonl")
+    assert read_jsonl(res.rejects)[0]["row"] == 9001 and res.written == 9999
+
+
+def test_empty_input_and_missing_source(tmp_path, qfk):
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(QfkError, match="holds no rows"):
+        cols(tmp_path / "empty.jsonl", tmp_path / "o.jsonl")
+    code, out, err = qfk("convert", "medical-r1", tmp_path / "nope.jsonl")
+    assert code == 2 and "does not exist" in err and "Traceback" not in err
+    (tmp_path / "x.txt").write_text("a")
+    with pytest.raises(QfkError, match="unsupported file type"):
+        cols(tmp_path / "x.txt", tmp_path / "o.jsonl")
+
+
+def test_all_rows_rejected_is_an_error_but_rejects_are_kept(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q"}] * 3)
+    (tmp_path / "o.jsonl").write_text('{"previous": true}\n')
+    with pytest.raises(QfkError, match="every one of the 3 rows was rejected"):
+        cols(src, tmp_path / "o.jsonl")
+    assert (tmp_path / "o.jsonl").read_text() == '{"previous": true}\n'  # previous output intact
+    assert len(read_jsonl(tmp_path / "o.rejects.jsonl")) == 3
+
+
+def test_interrupted_run_leaves_previous_output_and_no_partial_file(tmp_path):
+    big = tmp_path / "big.jsonl"
+    with open(big, "w") as fh:
+        for i in range(400_000):
+            fh.write(json.dumps({"prompt": f"question {i} " * 5, "answer": f"answer {i} " * 10}) + "\n")
+    out = tmp_path / "out" / "o.jsonl"
+    out.parent.mkdir()
+    out.write_text('{"previous": true}\n')
+    proc = subprocess.Popen([sys.executable, "-m", "qwen_factory_kit", "convert", "columns", str(big), "--prompt", "prompt",
+                             "--response", "answer", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(out.parent.glob(".o.jsonl.*.tmp")):
+        time.sleep(0.02)
+    assert list(out.parent.glob(".o.jsonl.*.tmp")), "the conversion never started writing"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"Traceback" not in err
+    assert out.read_text() == '{"previous": true}\n'
+    assert sorted(p.name for p in out.parent.iterdir()) == ["o.jsonl"]
+
+
+def test_modelscope_source_goes_through_the_sdk(tmp_path, monkeypatch):
+    sd = importlib.import_module("modelscope.hub.snapshot_download")
+
+    calls = []
+
+    def fake_download(*, dataset_id, local_dir, revision=None, **kw):  # the network boundary
+        calls.append((dataset_id, revision))
+        write_jsonl(f"{local_dir}/r1_data_example.jsonl", [{"question": "Q", "think": "t", "answer": "A", "instruction": "I"}])
+        (tmp_path / "README.md").write_text("x")
+        return local_dir
+
+    monkeypatch.setattr(sd, "dataset_snapshot_download", fake_download)
+    res = convert("medical-r1", "modelscope://krisfu/delicate_medical_r1_data@v1.0", output=str(tmp_path / "o.jsonl"),
+                  cache_dir=str(tmp_path / "cache"))
+    assert calls == [("krisfu/delicate_medical_r1_data", "v1.0")] and res.written == 1
+    m = json.loads(res.manifest.read_text())
+    assert m["source"]["dataset_id"] == "krisfu/delicate_medical_r1_data" and m["source"]["revision"] == "v1.0"
+    assert m["source"]["files"][0]["path"] == "r1_data_example.jsonl"
+    assert res.name == "delicate_medical_r1_data"
+
+
+def test_modelscope_offline_error_says_how_to_download(tmp_path, monkeypatch, qfk):
+    sd = importlib.import_module("modelscope.hub.snapshot_download")
+
+    def offline(**kw):
+        raise ConnectionError("Failed to resolve 'www.modelscope.cn'")
+
+    monkeypatch.setattr(sd, "dataset_snapshot_download", offline)
+    code, _, err = qfk("convert", "medical-r1", "modelscope://krisfu/delicate_medical_r1_data", "--cache-dir", tmp_path)
+    assert code == 2 and "cannot download" in err and "modelscope download --dataset krisfu/delicate_medical_r1_data" in err
+    assert "Traceback" not in err
+
+
+def test_bad_scheme_and_bad_output(tmp_path, qfk):
+    code, _, err = qfk("convert", "sharegpt", "s3://bucket/x")
+    assert code == 2 and "unknown source scheme" in err
+    src = write_jsonl(tmp_path / "in.jsonl", rows(2))
+    code, _, err = qfk("convert", "columns", src, "--prompt", "prompt", "--response", "answer", "-o", tmp_path / "o.csv")
+    assert code == 2 and "must end in .jsonl" in err
+
+
+def test_no_traceback_for_user_mistakes_in_a_real_process(tmp_path):
+    p = run_qfk_process("convert", "moses", tmp_path / "missing-dir")
+    assert p.returncode == 2 and "error:" in p.stderr and "Traceback" not in p.stderr
+    p = run_qfk_process("convert", "medical-r1")
+    assert p.returncode == 2 and "Missing argument 'SOURCE'" in p.stderr
