@@ -108,3 +108,32 @@ def test_real_finetome_rows(real_samples, tmp_path):
     for row, src_row in zip(out, raw):
         n_turns = sum(1 for m in src_row["conversations"] if m["from"] != "system")
         assert 2 * (len(row["history"]) + 1) == n_turns
+
+
+def test_columnar_fast_path_equals_row_path(tmp_path):
+    """Parquet goes through the Arrow fast path, JSON Lines through the row path: same bytes."""
+    convs = [
+        c(("human", "Q"), ("gpt", "A")),
+        c(("system", "S"), ("human", " Q1 "), ("gpt", "A1\n"), ("human", "Q2"), ("gpt", "A2")),
+        c(("human", "Q"), ("gpt", "<think>r</think>A")),
+        c(("human", "<|im_start|>Q"), ("gpt", "A")),
+        c(("human", "Q"), ("gpt", "")),
+        c(("human", "Q")),
+        c(("user", "Q"), ("assistant", "A")),
+        c(("human", "Q"), ("function_call", "{}")),
+        c(("gpt", "A"), ("human", "Q")),
+        c(("system", ""), ("human", "Q"), ("gpt", "A")),
+        {"conversations": []},
+        {"conversations": None},
+    ]
+    rows = [{**r, "score": 4.0 + i / 10} for i, r in enumerate(convs)]
+    jsonl = write_jsonl(tmp_path / "rows.jsonl", rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet", row_group_size=5)
+    for opts in ({}, {"format": "sharegpt"}, {"empty_think": "omit", "min_score": 4.3}, {"single_turn_only": True}):
+        a = convert("sharegpt", str(jsonl), output=str(tmp_path / "a.jsonl"), **opts)
+        b = convert("sharegpt", str(tmp_path / "rows.parquet"), output=str(tmp_path / "b.jsonl"), **opts)
+        assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes(), opts
+        assert a.rejected_by_reason == b.rejected_by_reason and a.notes == b.notes and a.think == b.think, opts
+        ra = [(r["line"], r["reason"], r["detail"]) for r in read_jsonl(a.rejects)]
+        rb = [(r["row"], r["reason"], r["detail"]) for r in read_jsonl(b.rejects)]
+        assert ra == rb, opts

@@ -162,6 +162,25 @@ class Converter:
     def convert(self, row: dict) -> list[dict]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def convert_batch(self, batch: Batch, keep: list[bool] | None) -> list:
+        """Convert a batch: one entry per row, a list of output rows, a :class:`Reject`, or None
+        for a row not selected by ``keep``. Converters with a columnar fast path override this
+        (and must give exactly what :meth:`convert` gives, row by row)."""
+        out: list = []
+        append = out.append
+        convert = self.convert
+        for i, row in enumerate(batch.rows):
+            if keep is not None and not keep[i]:
+                append(None)
+            elif type(row) is BadRecord:
+                append(Reject(row.reason, row.detail))
+            else:
+                try:
+                    append(convert(row))
+                except Reject as r:
+                    append(r)
+        return out
+
     def responses(self, out: dict) -> Iterable[str]:
         for key in self.response_fields:
             value = out.get(key)
@@ -170,7 +189,8 @@ class Converter:
         for pair in out.get("history") or ():
             yield pair[1]
 
-    def dedup_key(self, row: dict, outs: list[dict]) -> bytes:
+    def dedup_key(self, batch: Batch, i: int, outs: list[dict]) -> bytes:
+        """Bytes that identify a row's content for ``--dedup`` (default: its output rows)."""
         return b"".join(orjson.dumps(o, option=orjson.OPT_SORT_KEYS) for o in outs)
 
     def columns(self) -> dict:
@@ -378,32 +398,30 @@ def run_conversion(
     split_names = ("train", "val", "test")
     bar = _Bar(total, src.spec) if progress else None
     dumps = orjson.dumps
-    convert = converter.convert
     try:
         for batch in records.batches():
             bufs: dict[str, list[bytes]] = {s: [] for s in files}
             rej_buf: list[bytes] = []
             unit, source_name = batch.unit, batch.source
-            for pos, row in zip(batch.positions, batch.rows):
-                if selector is not None and not selector.pick():
+            keep = [selector.pick() for _ in range(len(batch))] if selector is not None else None
+            results = converter.convert_batch(batch, keep)
+            for i, (pos, outs) in enumerate(zip(batch.positions, results)):
+                if outs is None:
                     continue
                 res.read += 1
                 target = split_names[splitter.assign()] if splitter else "train"
-                try:
-                    if type(row) is BadRecord:
-                        raise Reject(row.reason, row.detail)
-                    outs = convert(row)
-                    if seen is not None:
-                        key = hashlib.blake2b(converter.dedup_key(row, outs), digest_size=16).digest()
-                        if key in seen:
-                            raise Reject("duplicate", "same content as an earlier row")
+                if seen is not None and type(outs) is not Reject:
+                    key = hashlib.blake2b(converter.dedup_key(batch, i, outs), digest_size=16).digest()
+                    if key in seen:
+                        outs = Reject("duplicate", "same content as an earlier row")
+                    else:
                         seen.add(key)
-                except Reject as r:
-                    reasons[r.reason] += 1
+                if type(outs) is Reject:
+                    reasons[outs.reason] += 1
+                    row = batch.row(i)
                     raw = row.raw if type(row) is BadRecord else row
-                    rej_buf.append(dumps({"source": source_name, unit: pos, "reason": r.reason, "detail": r.detail,
-                                          "record": raw}, option=_DUMPS_OPTS | orjson.OPT_SERIALIZE_NUMPY,
-                                         default=str))
+                    rej_buf.append(dumps({"source": source_name, unit: pos, "reason": outs.reason, "detail": outs.detail,
+                                          "record": raw}, option=_DUMPS_OPTS | orjson.OPT_SERIALIZE_NUMPY, default=str))
                     continue
                 res.written += 1
                 buf = bufs[target]
@@ -418,7 +436,7 @@ def run_conversion(
             if rej_buf:
                 rej_file.write(b"".join(rej_buf))
             if bar is not None:
-                bar.advance(len(batch.rows))
+                bar.advance(len(batch))
         if bar is not None:
             bar.stop()
         res.rejected = sum(reasons.values())

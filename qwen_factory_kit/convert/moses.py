@@ -331,9 +331,6 @@ class Moses(Converter):
             outs.append(out)
         return outs
 
-    def dedup_key(self, row: dict, outs: list[dict]) -> bytes:
-        return "\x00".join(row.values()).encode()
-
 
 def by_lang_suffix(by_lang: dict, langs: list[str]) -> list[str]:
     return [by_lang[l][0].rsplit(".", 1)[1] for l in langs]

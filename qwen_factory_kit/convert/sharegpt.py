@@ -9,6 +9,7 @@ alternate, the last turn is the assistant's. Assistant answers get canonical thi
 
 from __future__ import annotations
 
+from ..think import format_response
 from .core import Converter, Reject, check_text, get_field
 
 USER, ASSISTANT, SYSTEM, FUNCTION, OBSERVATION = "human", "gpt", "system", "function_call", "observation"
@@ -72,39 +73,86 @@ class ShareGPT(Converter):
                          "the conversation must be a non-empty list of {from, value} messages")
         return msgs
 
+    def _check_score(self, score) -> None:
+        if not isinstance(score, (int, float)) or score < self.min_score:
+            raise Reject("below_min_score", f"score {score!r} < --min-score {self.min_score}")
+
     def convert(self, row: dict) -> list[dict]:
         if self.min_score is not None:
-            score = row.get("score")
-            if not isinstance(score, (int, float)) or score < self.min_score:
-                raise Reject("below_min_score", f"score {score!r} < --min-score {self.min_score}")
-        turns: list[tuple[str, str]] = []
-        system = ""
+            self._check_score(row.get("score"))
+        roles, values = [], []
         for i, msg in enumerate(self._messages(row)):
             if not isinstance(msg, dict):
                 raise Reject("wrong_type", f"message {i} is not an object")
-            role = msg.get("from", msg.get("role"))
-            value = msg.get("value", msg.get("content"))
-            canon = ROLE_ALIASES.get(role.lower() if isinstance(role, str) else role)
+            roles.append(msg.get("from", msg.get("role")))
+            values.append(msg.get("value", msg.get("content")))
+        return self._build(roles, values)
+
+    def convert_batch(self, batch, keep):
+        """Columnar fast path for Parquet: roles and values come out of Arrow as two flat lists
+        (no per-message dicts); rows with a null list or null message take :meth:`convert`."""
+        fast = _arrow_messages(batch.arrow, self.key)
+        if fast is None:
+            return super().convert_batch(batch, keep)
+        roles, values, starts, dirty = fast
+        scores = None
+        if self.min_score is not None:
+            names = batch.arrow.schema.names
+            scores = batch.arrow.column("score").to_pylist() if "score" in names else [None] * len(batch)
+        out: list = []
+        append = out.append
+        build = self._build
+        for i in range(len(batch)):
+            if keep is not None and not keep[i]:
+                append(None)
+                continue
+            try:
+                if dirty is not None and dirty[i]:
+                    append(self.convert(batch.row(i)))
+                    continue
+                if scores is not None:
+                    self._check_score(scores[i])
+                s, e = starts[i], starts[i + 1]
+                append(build(roles[s:e], values[s:e]))
+            except Reject as r:
+                append(r)
+        return out
+
+    def _build(self, roles: list, values: list) -> list[dict]:
+        """The ShareGPT rules on one conversation (roles and values as parallel lists). Values
+        without ``<|`` and ``think>`` skip the token and tag checks (same result, faster)."""
+        if not roles:
+            raise Reject("empty_conversation", "the conversation must be a non-empty list of {from, value} messages")
+        turns: list[tuple[str, str]] = []
+        system = ""
+        empty = self.empty
+        for i, (role, value) in enumerate(zip(roles, values)):
+            canon = ROLE_ALIASES.get(role) or ROLE_ALIASES.get(role.lower() if isinstance(role, str) else role)
             if canon is None:
                 raise Reject("invalid_role", f"message {i} has role {role!r}; known roles: human/user, gpt/assistant, system, function_call, observation")
-            if value is None or (isinstance(value, str) and not value.strip()):
+            if type(value) is not str:
+                if value is None:
+                    if canon == SYSTEM:
+                        continue
+                    raise Reject("empty_turn", f"message {i} ({role}) is empty")
+                raise Reject("wrong_type", f"message {i} ({role}) value must be a string, got {type(value).__name__}")
+            stripped = value.strip()
+            clean = "<|" not in stripped and "think>" not in stripped
+            if not stripped:
                 if canon == SYSTEM:
                     continue
                 raise Reject("empty_turn", f"message {i} ({role}) is empty")
-            if not isinstance(value, str):
-                raise Reject("wrong_type", f"message {i} ({role}) value must be a string, got {type(value).__name__}")
             if canon == SYSTEM:
                 if i != 0:
                     raise Reject("system_not_first", f"message {i} is a system turn; LLaMA-Factory only accepts one at the start")
-                system = check_text(value.strip(), "system", prompt=True)
+                system = stripped if clean else check_text(stripped, "system", prompt=True)
                 continue
-            expected = USER_SIDE if len(turns) % 2 == 0 else ASSISTANT_SIDE
-            if canon not in expected:
-                raise Reject("role_order", f"message {i} is '{role}' where a {'user' if expected is USER_SIDE else 'assistant'} turn must come (turns must alternate)")
+            if canon not in (USER_SIDE if len(turns) % 2 == 0 else ASSISTANT_SIDE):
+                raise Reject("role_order", f"message {i} is '{role}' where a {'user' if len(turns) % 2 == 0 else 'assistant'} turn must come (turns must alternate)")
             if canon == ASSISTANT:
-                value = self.response(value, f"message {i}")
+                value = format_response(stripped, None, empty=empty) if clean else self.response(value, f"message {i}")
             else:
-                value = check_text(value.strip(), f"message {i}", prompt=canon == USER)
+                value = stripped if clean else check_text(stripped, f"message {i}", prompt=canon == USER)
             turns.append((canon, value))
         if not turns:
             raise Reject("empty_conversation", "no user/assistant turns")
@@ -119,8 +167,47 @@ class ShareGPT(Converter):
             self.notes["rows_with_system"] += 1
         if self.out_format == "sharegpt":
             return [{"conversations": [{"from": r, "value": v} for r, v in turns], "system": system}]
-        roles = {r for r, _ in turns}
-        if FUNCTION in roles or OBSERVATION in roles:
-            raise Reject("tool_turns_need_sharegpt", "function_call/observation turns cannot be written as Alpaca; use --format sharegpt")
+        if pairs > 1 or turns[0][0] != USER or turns[1][0] != ASSISTANT:
+            roles_seen = {r for r, _ in turns}
+            if FUNCTION in roles_seen or OBSERVATION in roles_seen:
+                raise Reject("tool_turns_need_sharegpt", "function_call/observation turns cannot be written as Alpaca; use --format sharegpt")
         history = [[turns[j][1], turns[j + 1][1]] for j in range(0, len(turns) - 2, 2)]
         return [{"instruction": turns[-2][1], "input": "", "output": turns[-1][1], "system": system, "history": history}]
+
+
+def _arrow_messages(rb, key: str | None):
+    """(roles, values, row starts, dirty flags or None) from a ``list<struct<from|role,
+    value|content>>`` column, or None when the batch is not columnar or has another shape. A row
+    is dirty when its list or one of its messages (or roles) is null."""
+    if rb is None:
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = rb.schema.names
+    name = key or ("conversations" if "conversations" in names else "messages" if "messages" in names else None)
+    if name not in names:
+        return None
+    col = rb.column(name)
+    typ = col.type
+    if not (pa.types.is_list(typ) or pa.types.is_large_list(typ)) or not pa.types.is_struct(typ.value_type):
+        return None
+    fields = {typ.value_type.field(j).name for j in range(typ.value_type.num_fields)}
+    role_f = "from" if "from" in fields else "role" if "role" in fields else None
+    value_f = "value" if "value" in fields else "content" if "content" in fields else None
+    if role_f is None or value_f is None or len(fields) != 2:
+        return None
+    if not pa.types.is_string(typ.value_type.field(value_f).type) or not pa.types.is_string(typ.value_type.field(role_f).type):
+        return None
+    flat = col.flatten()
+    offsets = col.offsets.to_numpy()
+    starts = (offsets - offsets[0]).tolist()
+    dirty = None
+    if col.null_count or flat.null_count or flat.field(role_f).null_count:
+        import numpy as np
+
+        bad = pc.or_(pc.is_null(flat), pc.is_null(flat.field(role_f))).to_numpy(zero_copy_only=False)
+        cum = np.concatenate([[0], np.cumsum(bad, dtype=np.int64)])
+        off = np.asarray(starts)
+        dirty = (((cum[off[1:]] - cum[off[:-1]]) > 0) | col.is_null().to_numpy(zero_copy_only=False)).tolist()
+    return flat.field(role_f).to_pylist(), flat.field(value_f).to_pylist(), starts, dirty

@@ -36,12 +36,34 @@ class BadRecord:
     raw: Any
 
 
-@dataclass(slots=True)
 class Batch:
-    source: str  # the file's display path
-    unit: str  # "line" | "row" | "item"
-    positions: Sequence[int]
-    rows: list
+    """Rows of one file with their positions. Columnar sources (Parquet, CSV) also carry the Arrow
+    record batch (``arrow``) and build the Python rows only when asked (:attr:`rows`), so that a
+    converter with a columnar fast path never pays for them."""
+
+    __slots__ = ("source", "unit", "positions", "_rows", "arrow")
+
+    def __init__(self, source: str, unit: str, positions: Sequence[int], rows: list | None = None, arrow: Any = None):
+        self.source = source  # the file's display path
+        self.unit = unit  # "line" | "row" | "item"
+        self.positions = positions
+        self._rows = rows
+        self.arrow = arrow
+
+    @property
+    def rows(self) -> list:
+        if self._rows is None:
+            self._rows = self.arrow.to_pylist()
+        return self._rows
+
+    def row(self, i: int) -> Any:
+        """Row ``i`` alone (cheap on an Arrow batch whose rows were never built)."""
+        if self._rows is None:
+            return self.arrow.slice(i, 1).to_pylist()[0]
+        return self._rows[i]
+
+    def __len__(self) -> int:
+        return len(self.positions)
 
 
 class TableFile:
@@ -65,10 +87,8 @@ class TableFile:
             import pyarrow.parquet as pq
 
             return pq.ParquetFile(self.path).metadata.num_rows
-        if self.fmt == ".csv":
-            return sum(len(b.rows) for b in self.batches())
-        if self.fmt == ".json" and self._json_is_array():
-            return sum(len(b.rows) for b in self.batches())
+        if self.fmt == ".csv" or (self.fmt == ".json" and self._json_is_array()):
+            return sum(len(b) for b in self.batches())
         return count_lines(self.path)
 
     # -- reading ----------------------------------------------------------------------------
@@ -145,9 +165,8 @@ class TableFile:
             raise QfkError(f"{self.display}: cannot read Parquet ({exc})", "check that the download finished (compare the file size or sha256)") from None
         pos = 0
         for rb in pf.iter_batches(batch_size=batch_rows):
-            rows = rb.to_pylist()
-            yield Batch(self.display, "row", range(pos + 1, pos + len(rows) + 1), rows)
-            pos += len(rows)
+            yield Batch(self.display, "row", range(pos + 1, pos + rb.num_rows + 1), arrow=rb)
+            pos += rb.num_rows
 
     def _csv(self, batch_rows: int) -> Iterator[Batch]:
         import csv as _csv

@@ -1,0 +1,69 @@
+import json
+
+import click
+import pytest
+from conftest import run_qfk_process
+
+from qwen_factory_kit.cli.main import cli
+
+
+def all_commands(group=cli, prefix=()):
+    for name, cmd in group.commands.items():
+        yield prefix + (name,), cmd
+        if isinstance(cmd, click.Group):
+            yield from all_commands(cmd, prefix + (name,))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in all_commands()], ids=lambda p: " ".join(p))
+def test_every_command_has_help_with_examples(qfk, path):
+    code, out, _ = qfk(*path, "--help")
+    assert code == 0 and "Examples:" in out and "qfk " in out.split("Examples:")[1]
+
+
+def test_version(qfk):
+    code, out, _ = qfk("--version")
+    assert code == 0 and "qfk" in out
+
+
+def test_unknown_option_is_a_usage_error(qfk):
+    code, _, err = qfk("convert", "medical-r1", "x.jsonl", "--no-such-flag")
+    assert code == 2 and "No such option" in err
+
+
+def test_doctor_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = run_qfk_process("doctor", "--json", cwd=tmp_path, timeout=300)
+    findings = {f["check"]: f for f in json.loads(p.stdout)}
+    assert findings["llamafactory"]["status"] == "ok"
+    assert findings["tokenizer"]["status"] == "ok"
+    assert findings["torch"]["status"] == "ok", findings
+    assert findings["data-dir"]["status"] in ("info", "warn") and findings["data-dir"]["fix"]
+    assert p.returncode == 0
+
+
+def test_doctor_reports_broken_dataset_info(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dataset_info.json").write_text('{"a": {"file_name": "x.jsonl",}}')
+    from qwen_factory_kit.doctor import check_data_dir
+
+    f = check_data_dir(str(tmp_path / "data"))
+    assert f.status == "fail" and "line 1, column" in f.message
+
+
+def test_convert_starts_fast_without_torch():
+    code = ("import sys, qwen_factory_kit.cli.main, qwen_factory_kit.convert; "
+            "bad = [m for m in ('torch', 'transformers', 'llamafactory', 'pyarrow', 'pandas') if m in sys.modules]; "
+            "print(','.join(bad))")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_demo_runs(tmp_path):
+    p = run_qfk_process("demo", "--workdir", tmp_path / "demo", "--json", timeout=300)
+    assert p.returncode == 0, p.stderr
+    steps = json.loads(p.stdout)
+    assert len(steps) == 5 and all(s["read"] == s["written"] + s["rejected"] for s in steps)
+    assert {s["think"]["mode"] for s in steps} >= {"reasoning", "direct", "mixed"}
