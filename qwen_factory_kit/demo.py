@@ -2,8 +2,8 @@
 
 Today: convert every bundled example (medical reasoning rows, a FineTome-style parquet with
 multi-turn and system rows, a Moses folder with en/zh_TW/ja, an OPUS zip, preference pairs) into a
-fresh workspace and report the counts and think modes. Later steps (register, lint, recipe,
-train, merge, evaluate) are added by the issues that build them.
+fresh workspace, register them in its ``data/dataset_info.json`` and report the counts and think
+modes. Later steps (recipe, train, merge, evaluate) are added by the issues that build them.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def run_demo(workdir: str | os.PathLike, *, on_step=None) -> list[tuple[DemoStep
     data.mkdir(parents=True, exist_ok=True)
     results = []
     for step in steps(examples_dir()):
-        res = convert(step.converter, step.source, data_dir=str(data), **step.options)
+        res = convert(step.converter, step.source, data_dir=str(data), register=True, force=True, **step.options)
         results.append((step, res))
         if on_step:
             on_step(step, res)

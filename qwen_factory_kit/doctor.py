@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
+from .findings import Finding
 from .workspace import data_dir as resolve_data_dir
 
 LLAMAFACTORY_VERSION = "0.9.5"
@@ -17,17 +17,6 @@ LLAMAFACTORY_VERSION = "0.9.5"
 TORCH_COMPANIONS = {"2.11": ("0.26", "2.11")}
 PIN_CMD = 'pip install -c constraints.txt "torch==2.11.0" "torchvision==0.26.0" "torchaudio==2.11.0"'
 THINK_ID, THINK_END_ID = 151667, 151668
-
-
-@dataclass
-class Finding:
-    check: str
-    status: str  # ok | warn | fail | info
-    message: str
-    fix: str = ""
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _version(pkg: str) -> str | None:

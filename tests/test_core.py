@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -189,3 +190,21 @@ def test_no_traceback_for_user_mistakes_in_a_real_process(tmp_path):
     assert p.returncode == 2 and "error:" in p.stderr and "Traceback" not in p.stderr
     p = run_qfk_process("convert", "medical-r1")
     assert p.returncode == 2 and "Missing argument 'SOURCE'" in p.stderr
+
+
+def test_hf_source_goes_through_huggingface_hub(tmp_path, monkeypatch):
+    hub = importlib.import_module("huggingface_hub")
+    calls = []
+
+    def fake_snapshot(*, repo_id, repo_type, revision, local_dir, **kw):  # the network boundary
+        calls.append((repo_id, repo_type, revision))
+        (tmp_path / "c").mkdir(exist_ok=True)
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        rows = [{"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}]
+        pq.write_table(pa.Table.from_pylist(rows), Path(local_dir) / "train-00000-of-00001.parquet")
+        return local_dir
+
+    monkeypatch.setattr(hub, "snapshot_download", fake_snapshot)
+    res = convert("finetome", "hf://mlabonne/FineTome-100k", output=str(tmp_path / "o.jsonl"), cache_dir=str(tmp_path / "c"))
+    assert calls == [("mlabonne/FineTome-100k", "dataset", None)] and res.written == 1
+    assert json.loads(res.manifest.read_text())["source"]["revision"] == "main"

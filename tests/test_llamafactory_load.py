@@ -4,8 +4,6 @@ Every row must survive LLaMA-Factory's converter (no silent drops), and reasonin
 ``<think>\\n...\\n</think>\\n\\n`` in the trained labels.
 """
 
-import json
-
 import pytest
 from conftest import EXAMPLES, read_jsonl
 
@@ -21,26 +19,9 @@ def tok():
     return lfb.load_tokenizer()
 
 
-def register(data_dir, res):
-    """A complete dataset_info.json entry for a ConvertResult (the registry issue replaces this)."""
-    cols = {k: None for k in ("prompt", "query", "response", "history", "messages", "system", "tools", "images",
-                              "videos", "audios", "chosen", "rejected", "kto_tag")}
-    cols.update(res.columns)
-    entry = {"file_name": res.output.name, "formatting": res.formatting, "ranking": res.ranking,
-             "columns": {k: v for k, v in cols.items() if v}}
-    if res.formatting == "sharegpt":
-        entry["tags"] = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
-                         "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
-    info = data_dir / "dataset_info.json"
-    data = json.loads(info.read_text()) if info.exists() else {}
-    data[res.name] = entry
-    info.write_text(json.dumps(data, indent=2))
-
-
 def test_medical_reasoning_rows_keep_think_in_labels(tmp_path, tok):
     data = tmp_path / "data"
-    res = convert("medical-r1", str(EXAMPLES / "medical_r1" / "rows.jsonl"), data_dir=str(data), name="med")
-    register(data, res)
+    res = convert("medical-r1", str(EXAMPLES / "medical_r1" / "rows.jsonl"), data_dir=str(data), register=True, name="med")
     ds = lfb.preprocess(data, "med", tokenizer=tok)
     rows = read_jsonl(res.output)
     assert len(ds) == len(rows) == res.written
@@ -54,8 +35,7 @@ def test_medical_reasoning_rows_keep_think_in_labels(tmp_path, tok):
 @pytest.mark.parametrize("enable_thinking", [True, False, None])
 def test_finetome_history_and_system_under_each_think_mode(tmp_path, tok, enable_thinking):
     data = tmp_path / "data"
-    res = convert("sharegpt", str(EXAMPLES / "finetome"), data_dir=str(data), name="ft")
-    register(data, res)
+    res = convert("sharegpt", str(EXAMPLES / "finetome"), data_dir=str(data), register=True, name="ft")
     ds = lfb.preprocess(data, "ft", tokenizer=tok, enable_thinking=enable_thinking)
     rows = read_jsonl(res.output)
     assert len(ds) == len(rows)
@@ -76,12 +56,10 @@ def test_finetome_history_and_system_under_each_think_mode(tmp_path, tok, enable
 
 def test_sharegpt_format_and_translation_and_ranking(tmp_path, tok):
     data = tmp_path / "data"
-    sg = convert("sharegpt", str(EXAMPLES / "finetome"), data_dir=str(data), name="ftsg", format="sharegpt")
-    mo = convert("moses", str(EXAMPLES / "moses"), data_dir=str(data), name="tr")
-    zp = convert("moses", str(EXAMPLES / "opus" / "en-ja.txt.zip"), data_dir=str(data), name="opus", empty_think="omit")
-    pr = convert("preference", str(EXAMPLES / "preference" / "pairs.jsonl"), data_dir=str(data), name="pref")
-    for r in (sg, mo, zp, pr):
-        register(data, r)
+    sg = convert("sharegpt", str(EXAMPLES / "finetome"), data_dir=str(data), register=True, name="ftsg", format="sharegpt")
+    mo = convert("moses", str(EXAMPLES / "moses"), data_dir=str(data), register=True, name="tr")
+    zp = convert("moses", str(EXAMPLES / "opus" / "en-ja.txt.zip"), data_dir=str(data), register=True, name="opus", empty_think="omit")
+    pr = convert("preference", str(EXAMPLES / "preference" / "pairs.jsonl"), data_dir=str(data), register=True, name="pref")
     assert len(lfb.preprocess(data, "ftsg", tokenizer=tok)) == sg.rows_out
     ds = lfb.preprocess(data, "tr", tokenizer=tok, enable_thinking=False)
     rows = read_jsonl(mo.output)
@@ -97,9 +75,8 @@ def test_sharegpt_format_and_translation_and_ranking(tmp_path, tok):
 
 def test_real_medical_rows_through_llamafactory(real_samples, tmp_path, tok):
     data = tmp_path / "data"
-    res = convert("medical-r1", str(real_samples / "medical_r1" / "val_sample.jsonl"), data_dir=str(data), name="realmed",
+    res = convert("medical-r1", str(real_samples / "medical_r1" / "val_sample.jsonl"), data_dir=str(data), register=True, name="realmed",
                   limit=40, seed=3)
-    register(data, res)
     ds = lfb.preprocess(data, "realmed", tokenizer=tok, cutoff_len=8192)
     assert len(ds) == res.written == 40
     for ex in ds:

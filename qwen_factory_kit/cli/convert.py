@@ -27,6 +27,9 @@ def common_options(fn):
         click.option("--cache-dir", type=click.Path(file_okay=False), help="Where modelscope:// and hf:// downloads go ($QFK_CACHE_DIR)."),
         click.option("--empty-think", type=click.Choice(["explicit", "omit"]), default="explicit", show_default=True,
                      help="Answers without reasoning: write the canonical empty block '<think>\\n\\n</think>\\n\\n', or nothing."),
+        click.option("--register/--no-register", default=True, show_default=True,
+                     help="Add the output (and NAME_val / NAME_test) to DATA_DIR/dataset_info.json."),
+        click.option("--force", is_flag=True, help="Replace a registered dataset of the same name that points to another file."),
         click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout."),
         click.option("--progress/--no-progress", default=True, help="Progress bar on a terminal."),
     ]
@@ -65,6 +68,8 @@ def _print_summary(result) -> None:
     out.print(f"  think mode: {t['mode']} (reasoning {t['responses_with_reasoning']}, empty block {t['responses_with_empty_block']}, "
               f"no block {t['responses_without_block']})")
     out.print(f"  rejects: {s['rejects']}\n  manifest: {s['manifest']}")
+    if s["registered"]:
+        out.print(f"  registered in dataset_info.json as: [bold]{', '.join(s['registered'])}[/]  (dataset: {s['registered'][0]})")
 
 
 @click.group("convert")

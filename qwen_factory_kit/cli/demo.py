@@ -31,7 +31,7 @@ def demo(workdir, as_json):
         out.print(f"    qfk convert {step.converter} {step.source}  ->  {s['output']}")
         rej = ", ".join(f"{k} {v}" for k, v in s["rejected_by_reason"].items()) or "none"
         out.print(f"    read {s['read']} = written {s['written']} + rejected {s['rejected']} ({rej}); "
-                  f"{s['rows_out']} rows out; think mode {s['think']['mode']}")
+                  f"{s['rows_out']} rows out; think mode {s['think']['mode']}; registered as {', '.join(s['registered'])}")
 
     results = run_demo(workdir, on_step=show)
     if as_json:

@@ -29,10 +29,7 @@ def doctor(ctx, data_dir, as_json):
     if as_json:
         emit_json([f.as_dict() for f in findings])
     else:
-        out = console()
-        style = {"ok": "green", "warn": "yellow", "fail": "red", "info": "cyan"}
-        for f in findings:
-            out.print(f"[{style[f.status]}]{f.status:>4}[/] [bold]{f.check}[/]: {f.message}")
-            if f.fix:
-                out.print(f"      fix: {f.fix}")
+        from ..findings import print_findings
+
+        print_findings(findings, console())
     ctx.exit(1 if any(f.status == "fail" for f in findings) else 0)

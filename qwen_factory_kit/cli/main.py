@@ -27,10 +27,12 @@ def cli() -> None:
 
 def _register() -> None:
     from .convert import convert_group
+    from .datasets import datasets_group
     from .demo import demo
     from .doctor import doctor
 
     cli.add_command(convert_group)
+    cli.add_command(datasets_group)
     cli.add_command(doctor)
     cli.add_command(demo)
 

@@ -33,10 +33,19 @@ def get_converter(name: str, **options: Any) -> Converter:
     return cls(**options)
 
 
-def convert(converter: str, source: str, **options: Any) -> ConvertResult:
-    """Run converter ``converter`` on ``source``; options are the CLI's, in snake_case."""
+def convert(converter: str, source: str, *, register: bool = False, force: bool = False, **options: Any) -> ConvertResult:
+    """Run converter ``converter`` on ``source``; options are the CLI's, in snake_case.
+
+    ``register=True`` adds the outputs to ``DATA_DIR/dataset_info.json`` (the CLI's default):
+    NAME, and NAME_val / NAME_test for the splits. ``force`` replaces an entry of the same name
+    that points to another file."""
     run = {k: options.pop(k) for k in list(options) if k in RUN_OPTIONS}
-    return run_conversion(get_converter(converter, **options), source, **run)
+    result = run_conversion(get_converter(converter, **options), source, **run)
+    if register:
+        from ..registry import register_result
+
+        result.registered = register_result(result, data_dir=run.get("data_dir"), force=force)
+    return result
 
 
 __all__ = ["CONVERTERS", "ConvertResult", "Converter", "Reject", "convert", "get_converter", "run_conversion"]

@@ -156,6 +156,11 @@ class Converter:
         return TableSource(table_files(src, split=split, encoding=encoding))
 
     def default_name(self, src: ResolvedSource) -> str:
+        from ..registry import catalog_lookup
+
+        known = catalog_lookup(src.dataset_id)
+        if known:
+            return known[0]
         base = src.dataset_id.split("/")[-1] if src.dataset_id else (src.path.stem if src.path.is_file() else src.path.name)
         return slug(base)
 
@@ -196,6 +201,10 @@ class Converter:
     def columns(self) -> dict:
         """Output columns as LLaMA-Factory's ``columns`` block names them (for registration)."""
         return {"prompt": "instruction", "query": "input", "response": "output"}
+
+    def tags(self) -> dict | None:
+        """ShareGPT role tags of the output (None for Alpaca output)."""
+        return None
 
     # -- shared helpers ---------------------------------------------------------------------
     def response(self, text: str, key: str = "output") -> str:
@@ -276,7 +285,9 @@ class ConvertResult:
     formatting: str = "alpaca"
     ranking: bool = False
     columns: dict = field(default_factory=dict)
+    tags: dict | None = None
     source: dict = field(default_factory=dict)
+    registered: list = field(default_factory=list)
 
     def summary(self) -> dict:
         return {
@@ -295,6 +306,7 @@ class ConvertResult:
             "notes": self.notes,
             "formatting": self.formatting,
             "ranking": self.ranking,
+            "registered": self.registered,
         }
 
 
@@ -390,7 +402,8 @@ def run_conversion(
     files = {s: AtomicFile(paths[s]) for s in SPLITS if s == "train" or splitter and getattr(splitter, s)}
     rej_file = AtomicFile(paths["rejects"])
     res = ConvertResult(converter.name, name, paths["train"], paths["rejects"], paths["manifest"],
-                        formatting=converter.formatting, ranking=converter.ranking, columns=converter.columns())
+                        formatting=converter.formatting, ranking=converter.ranking, columns=converter.columns(),
+                        tags=converter.tags())
     reasons: Counter = Counter()
     split_rows = Counter()
     tally = ThinkTally()
@@ -494,7 +507,7 @@ def _manifest(converter: Converter, src: ResolvedSource, res: ConvertResult, fil
         "counts": {"read": res.read, "written": res.written, "rejected": res.rejected, "rows_out": res.rows_out,
                    "rejected_by_reason": res.rejected_by_reason, "notes": res.notes},
         "dataset": {"formatting": res.formatting, "ranking": res.ranking, "columns": res.columns,
-                    **({"tags": converter.tags()} if hasattr(converter, "tags") else {})},
+                    **({"tags": res.tags} if res.tags else {})},
         "think": res.think,
         "versions": versions(),
     }

@@ -1,0 +1,179 @@
+"""``qfk datasets ...``: manage LLaMA-Factory's data/dataset_info.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import console, emit_json
+
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), envvar="QFK_DATA_DIR",
+                               help="LLaMA-Factory dataset_dir holding dataset_info.json (default: $QFK_DATA_DIR or ./data).")
+
+
+@click.group("datasets")
+def datasets_group() -> None:
+    """Manage the datasets registered in LLaMA-Factory's data/dataset_info.json.
+
+    Entries written by you or other tools are kept exactly; every write is validated, locked,
+    atomic, and leaves the previous file as dataset_info.json.bak.
+
+    \b
+    Examples:
+      qfk datasets list
+      qfk datasets add data/my.jsonl --name my_data
+      qfk datasets check
+      qfk datasets remove my_data
+    """
+
+
+@datasets_group.command("add")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--name", required=True, help="Dataset name (what recipes put in dataset:).")
+@click.option("--formatting", type=click.Choice(["alpaca", "sharegpt"]), default=None, help="Default: from the manifest, else alpaca.")
+@click.option("--ranking/--no-ranking", default=None, help="Preference data (chosen/rejected). Default: from the manifest or the rows.")
+@click.option("--column", "columns", multiple=True, metavar="KEY=COLUMN", help="Extra columns, e.g. --column system=sys.")
+@click.option("--force", is_flag=True, help="Replace an entry of the same name that points to another file.")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the entry as JSON.")
+def add(path, name, formatting, ranking, columns, force, data_dir, as_json):
+    """Register a file (or folder) under NAME with complete columns/tags blocks.
+
+    Formatting, ranking and columns come from the file's qfk manifest when there is one.
+
+    \b
+    Examples:
+      qfk datasets add data/medical.jsonl --name medical
+      qfk datasets add /data/pairs.jsonl --name prefs --ranking
+      qfk datasets add chats.jsonl --name chats --formatting sharegpt
+    """
+    from ..registry import Registry, add_path
+
+    reg = Registry.at(data_dir)
+    extra = dict(c.split("=", 1) for c in columns if "=" in c)
+    entry = add_path(reg, Path(path), name, formatting=formatting, ranking=ranking, columns=extra, force=force)
+    if as_json:
+        emit_json({name: entry})
+    else:
+        console().print(f"[green]registered[/] {name} -> {entry['file_name']} in {reg.path}")
+
+
+@datasets_group.command("list")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+def list_(data_dir, as_json):
+    """List the registered datasets.
+
+    \b
+    Examples:
+      qfk datasets list
+      qfk datasets list --data-dir /work/LLaMA-Factory/data --json
+    """
+    from ..registry import Registry, resolve_file
+
+    reg = Registry.at(data_dir)
+    data = reg.read()
+    if as_json:
+        emit_json(data)
+        return
+    from rich.table import Table
+
+    table = Table("name", "file", "formatting", "ranking", "exists", title=str(reg.path))
+    for name, entry in data.items():
+        path = resolve_file(entry, reg.data_dir) if isinstance(entry, dict) else None
+        src = entry.get("file_name") or entry.get("hf_hub_url") or entry.get("ms_hub_url") or "?" if isinstance(entry, dict) else "?"
+        table.add_row(name, str(src), str(entry.get("formatting", "alpaca")), str(entry.get("ranking", False)),
+                      "yes" if path and path.exists() else ("hub" if path is None else "[red]no[/]"))
+    console().print(table)
+
+
+@datasets_group.command("show")
+@click.argument("name")
+@data_dir_option
+def show(name, data_dir):
+    """Print one entry (and its manifest summary when there is one).
+
+    \b
+    Examples:
+      qfk datasets show medical
+    """
+    from ..registry import Registry, manifest_for
+
+    reg = Registry.at(data_dir)
+    entry = reg.get(name)
+    emit_json({"name": name, "entry": entry, "manifest": manifest_for(entry, reg.data_dir)})
+
+
+@datasets_group.command("check")
+@click.argument("names", nargs=-1)
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_context
+def check(ctx, names, data_dir, as_json):
+    """Check entries against their files: file exists, extension loadable, columns present,
+    ShareGPT roles match the tags, ranking matches the rows. Exits 1 on a failure.
+
+    \b
+    Examples:
+      qfk datasets check
+      qfk datasets check medical finetome --json
+    """
+    from ..findings import print_findings
+    from ..registry import Registry, check_entry
+
+    reg = Registry.at(data_dir)
+    data = reg.read()
+    targets = names or tuple(data)
+    findings = []
+    for n in targets:
+        findings += check_entry(n, reg.get(n), reg.data_dir)
+    if as_json:
+        emit_json([f.as_dict() for f in findings])
+    else:
+        print_findings(findings, console())
+        if not targets:
+            console().print(f"no datasets registered in {reg.path}")
+    ctx.exit(1 if any(f.status == "fail" for f in findings) else 0)
+
+
+@datasets_group.command("remove")
+@click.argument("name")
+@click.option("--delete-files", is_flag=True, help="Also delete the data file and its .rejects.jsonl / .manifest.json.")
+@data_dir_option
+def remove(name, delete_files, data_dir):
+    """Remove an entry (the data stays unless --delete-files).
+
+    \b
+    Examples:
+      qfk datasets remove old_data
+      qfk datasets remove old_data --delete-files
+    """
+    from ..registry import Registry
+
+    reg = Registry.at(data_dir)
+    entry = reg.remove(name, delete_files=delete_files)
+    console().print(f"removed {name} ({entry.get('file_name')}){' and its files' if delete_files else ''}")
+
+
+@datasets_group.command("catalog")
+@click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
+def catalog_cmd(as_json):
+    """List the known sources (hub ids, schema, license, converter).
+
+    \b
+    Examples:
+      qfk datasets catalog
+      qfk convert medical-r1 modelscope://krisfu/delicate_medical_r1_data   # named medical_r1 from the catalog
+    """
+    from ..registry import catalog
+
+    cat = catalog()
+    if as_json:
+        emit_json(cat)
+        return
+    out = console()
+    for key, item in cat.items():
+        ids = ", ".join(f"{k}://{item[k]}" for k in ("modelscope", "huggingface") if item.get(k)) or item.get("url", "")
+        out.print(f"[bold]{key}[/]: {item['title']}\n    source: {ids}\n    convert: qfk convert {item['converter']} ...   "
+                  f"license: {item['license']}\n    schema: {item['schema']}")

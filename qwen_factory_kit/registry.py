@@ -1,0 +1,352 @@
+"""LLaMA-Factory's ``dataset_info.json``: the only module that reads or writes it.
+
+* Entries are built complete (:func:`build_entry`): a ``columns``/``tags`` block always names every
+  key LLaMA-Factory would otherwise turn into None.
+* Every write validates against ``dataset_info/dataset_info.schema.json`` (draft 2020-12), happens
+  under a file lock (concurrent ``qfk`` processes never lose an entry), keeps the previous file as
+  ``dataset_info.json.bak`` and replaces the file atomically (temp file + fsync + rename).
+* Entries written by the user or other tools are kept exactly (values and key order). A malformed
+  file is reported with line and column and never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import QfkError
+from .io.atomic import atomic_write_bytes
+from .workspace import data_dir as resolve_data_dir
+
+INFO_NAME = "dataset_info.json"
+LOADABLE_EXTENSIONS = (".arrow", ".csv", ".json", ".jsonl", ".parquet", ".txt")
+ALPACA_DEFAULTS = {"prompt": "instruction", "query": "input", "response": "output"}
+SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                 "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
+LOCK_TIMEOUT_S = 60
+
+
+def resource_dir() -> Path:
+    """The repository's ``dataset_info/`` folder (schema and catalog)."""
+    candidates = [Path(__file__).resolve().parent.parent / "dataset_info",
+                  Path(sys.prefix) / "share" / "qwen_factory_kit" / "dataset_info"]
+    for c in candidates:
+        if (c / "dataset_info.schema.json").is_file():
+            return c
+    raise QfkError("cannot find dataset_info/dataset_info.schema.json", "reinstall the kit: pip install -e .")
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    return json.loads((resource_dir() / "dataset_info.schema.json").read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
+def catalog() -> dict:
+    return json.loads((resource_dir() / "catalog.json").read_text(encoding="utf-8"))
+
+
+def catalog_lookup(dataset_id: str | None) -> tuple[str, dict] | None:
+    """The catalog entry whose ModelScope or Hugging Face id is ``dataset_id``."""
+    if not dataset_id:
+        return None
+    for key, item in catalog().items():
+        if dataset_id in (item.get("modelscope"), item.get("huggingface")):
+            return key, item
+    return None
+
+
+def validate_entry(name: str, entry: dict) -> None:
+    """Raise a :class:`QfkError` when ``entry`` is not what LLaMA-Factory 0.9.5 reads."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors({name: entry}), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        e = errors[0]
+        where = "/".join(str(p) for p in list(e.absolute_path)[1:]) or "(entry)"
+        raise QfkError(f"dataset_info entry '{name}' is invalid at {where}: {e.message}",
+                       "see dataset_info/dataset_info.schema.json for the keys LLaMA-Factory 0.9.5 reads")
+
+
+def build_entry(file_name: str, *, formatting: str = "alpaca", ranking: bool = False, columns: dict | None = None,
+                tags: dict | None = None, **extra: Any) -> dict:
+    """A complete entry: the ``columns`` block names every key whose LLaMA-Factory default is not
+    None (so a present block never turns them into None), plus the optional columns given."""
+    cols: dict[str, str] = {}
+    if formatting == "sharegpt":
+        cols["messages"] = "conversations"
+    elif ranking:
+        cols.update(prompt="instruction", query="input", chosen="chosen", rejected="rejected")
+    else:
+        cols.update(ALPACA_DEFAULTS)
+    cols.update({k: v for k, v in (columns or {}).items() if v})
+    if ranking and formatting != "sharegpt":
+        cols.pop("response", None)
+    entry: dict[str, Any] = {"file_name": file_name, "formatting": formatting, "ranking": ranking, "columns": cols}
+    if formatting == "sharegpt":
+        entry["tags"] = {**SHAREGPT_TAGS, **(tags or {})}
+    entry.update({k: v for k, v in extra.items() if v is not None})
+    return entry
+
+
+def file_name_for(path: Path, data_dir: Path) -> str:
+    """Relative to the data dir when the file is inside it, absolute otherwise."""
+    p, d = path.resolve(), data_dir.resolve()
+    try:
+        return p.relative_to(d).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def resolve_file(entry: dict, data_dir: Path) -> Path | None:
+    fn = entry.get("file_name")
+    if not fn:
+        return None
+    return Path(fn) if os.path.isabs(fn) else data_dir / fn
+
+
+@dataclass
+class Registry:
+    """``DATA_DIR/dataset_info.json`` with locked, validated, atomic updates."""
+
+    data_dir: Path
+
+    @classmethod
+    def at(cls, data_dir: str | os.PathLike | None = None) -> "Registry":
+        return cls(resolve_data_dir(data_dir))
+
+    @property
+    def path(self) -> Path:
+        return self.data_dir / INFO_NAME
+
+    def read(self) -> dict:
+        """The current entries (an empty dict when the file does not exist)."""
+        if not self.path.exists():
+            return {}
+        text = self.path.read_text(encoding="utf-8-sig")
+        if not text.strip():
+            return {}
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise QfkError(f"{self.path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}; it was left untouched",
+                           f"fix it by hand (the last good version may be in {self.path}.bak), then run the command again") from None
+        if not isinstance(data, dict):
+            raise QfkError(f"{self.path} must hold a JSON object of dataset entries, not {type(data).__name__}",
+                           "fix it by hand; it was left untouched")
+        return data
+
+    def update(self, change: Callable[[dict], Any]) -> Any:
+        """Apply ``change`` to the entries under the lock and write the result atomically."""
+        from filelock import FileLock, Timeout
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S):
+                data = self.read()
+                before = json.dumps(data, ensure_ascii=False, indent=2)
+                result = change(data)
+                after = json.dumps(data, ensure_ascii=False, indent=2)
+                if after != before or not self.path.exists():
+                    if self.path.exists():
+                        shutil.copyfile(self.path, str(self.path) + ".bak")
+                    atomic_write_bytes(self.path, (after + "\n").encode("utf-8"))
+                return result
+        except Timeout:
+            raise QfkError(f"another process holds {self.path}.lock for more than {LOCK_TIMEOUT_S}s",
+                           f"wait for it to finish, or remove {self.path}.lock if no qfk process is running") from None
+
+    # -- operations -------------------------------------------------------------------------
+    def add(self, name: str, entry: dict, *, force: bool = False) -> dict:
+        validate_entry(name, entry)
+
+        def change(data: dict) -> dict:
+            old = data.get(name)
+            if old is not None and old != entry and not force:
+                same_file = old.get("file_name") and self._same_file(old, entry)
+                if not same_file:
+                    raise QfkError(f"dataset '{name}' is already registered for {old.get('file_name') or old} in {self.path}",
+                                   f"choose another --name, or pass --force to replace it")
+            data[name] = entry
+            return entry
+
+        return self.update(change)
+
+    def _same_file(self, a: dict, b: dict) -> bool:
+        pa, pb = resolve_file(a, self.data_dir), resolve_file(b, self.data_dir)
+        return pa is not None and pb is not None and pa.resolve() == pb.resolve()
+
+    def remove(self, name: str, *, delete_files: bool = False) -> dict:
+        def change(data: dict) -> dict:
+            if name not in data:
+                raise QfkError(f"no dataset '{name}' in {self.path}", "list them with: qfk datasets list")
+            return data.pop(name)
+
+        entry = self.update(change)
+        if delete_files:
+            path = resolve_file(entry, self.data_dir)
+            if path is not None and path.is_file():
+                stem = path.with_suffix("")
+                for p in (path, stem.with_name(stem.name + ".rejects.jsonl"), stem.with_name(stem.name + ".manifest.json")):
+                    if p.exists():
+                        p.unlink()
+        return entry
+
+    def get(self, name: str) -> dict:
+        data = self.read()
+        if name not in data:
+            close = [n for n in data if name.lower() in n.lower()][:5]
+            hint = f"did you mean: {', '.join(close)}?" if close else "list them with: qfk datasets list"
+            raise QfkError(f"Undefined dataset '{name}' in {self.path}", hint)
+        return data[name]
+
+
+def register_result(result, *, data_dir: str | os.PathLike | None = None, force: bool = False) -> list[str]:
+    """Register a conversion's outputs (train as NAME, splits as NAME_val / NAME_test)."""
+    reg = Registry.at(data_dir)
+    names = []
+    tags = result.tags
+    for split, info in result.splits.items():
+        name = result.name if split == "train" else f"{result.name}_{split}"
+        entry = build_entry(file_name_for(Path(info["path"]), reg.data_dir), formatting=result.formatting,
+                            ranking=result.ranking, columns=result.columns, tags=tags)
+        reg.add(name, entry, force=force)
+        names.append(name)
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# qfk datasets check
+# ---------------------------------------------------------------------------------------------
+SAMPLE_ROWS = 2000
+
+
+def _sample_rows(path: Path) -> list[dict]:
+    from .io.readers import BadRecord, TableFile
+
+    rows: list[dict] = []
+    for batch in TableFile(path).batches():
+        rows.extend(r for r in batch.rows if type(r) is not BadRecord)
+        if len(rows) >= SAMPLE_ROWS:
+            break
+    return rows[:SAMPLE_ROWS]
+
+
+def check_entry(name: str, entry: dict, data_dir: Path):
+    """What LLaMA-Factory would trip on for this entry: schema, file, extension, columns present
+    in the rows, ShareGPT roles against the tags, ``ranking`` against the rows."""
+    from .findings import Finding
+
+    out: list[Finding] = []
+    try:
+        validate_entry(name, entry)
+    except QfkError as exc:
+        return [Finding(name, "fail", exc.message, exc.hint or "")]
+    path = resolve_file(entry, data_dir)
+    if path is None:
+        return [Finding(name, "info", "hub/script entry: not checked offline")]
+    if not path.exists():
+        return [Finding(name, "fail", f"File {path} not found (LLaMA-Factory fails with the same words)",
+                        f"convert again, or fix file_name; remove the entry with: qfk datasets remove {name}")]
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    exts = {p.suffix.lower() for p in files}
+    if not files:
+        return [Finding(name, "fail", f"folder {path} is empty", "point file_name at a file")]
+    if len(exts) > 1:
+        return [Finding(name, "fail", f"folder {path} mixes extensions {sorted(exts)}; LLaMA-Factory needs one",
+                        "keep one kind of file in the folder (manifests and rejects belong elsewhere)")]
+    ext = exts.pop()
+    if ext not in LOADABLE_EXTENSIONS:
+        return [Finding(name, "fail", f"extension {ext} is not loadable by LLaMA-Factory", f"use one of {', '.join(LOADABLE_EXTENSIONS)}")]
+    if ext not in (".jsonl", ".json", ".parquet", ".csv"):
+        return [Finding(name, "info", f"{ext} files are not inspected further")]
+    rows = _sample_rows(files[0])
+    if not rows:
+        return [Finding(name, "fail", f"{files[0]} holds no readable rows: 'Cannot find valid samples'", "convert again")]
+    keys = set().union(*(r.keys() for r in rows[:200]))
+    cols = entry.get("columns") or {}
+    formatting = entry.get("formatting", "alpaca")
+    ranking = bool(entry.get("ranking", False))
+    expected = dict(cols) if "columns" in entry else (
+        {"messages": "conversations"} if formatting == "sharegpt" else dict(ALPACA_DEFAULTS))
+    missing = {k: v for k, v in expected.items() if v and v not in keys}
+    if missing:
+        out.append(Finding(name, "fail", f"columns {missing} are not in the file (it has: {', '.join(sorted(keys))})",
+                           "fix the columns block, or re-register with: qfk datasets add FILE --name " + name + " --force"))
+    if formatting == "alpaca" and "columns" in entry and not ranking and not cols.get("response"):
+        out.append(Finding(name, "fail", "columns has no 'response': LLaMA-Factory turns the missing key into None",
+                           "add \"response\": \"output\" to the columns block"))
+    has_pairs = "chosen" in keys and "rejected" in keys
+    if ranking and not has_pairs and formatting == "alpaca":
+        out.append(Finding(name, "fail", "ranking is true but the rows have no chosen/rejected columns",
+                           f"set \"ranking\": false, or convert with: qfk convert preference ..."))
+    if not ranking and has_pairs:
+        out.append(Finding(name, "warn", "the rows have chosen/rejected but ranking is false: SFT will not see them",
+                           "register with --ranking for dpo/orpo/rm stages"))
+    if formatting == "sharegpt":
+        tags = {**SHAREGPT_TAGS, **(entry.get("tags") or {})} if "tags" not in entry else entry["tags"]
+        known = {tags.get(k) for k in ("user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag")}
+        msg_col = cols.get("messages", "conversations")
+        roles: set = set()
+        for r in rows:
+            for m in r.get(msg_col) or []:
+                if isinstance(m, dict):
+                    roles.add(m.get(tags.get("role_tag")))
+        unknown = roles - known
+        if unknown:
+            out.append(Finding(name, "fail", f"roles {sorted(map(str, unknown))} in the file are not in the tags block {tags}",
+                               "add them to the tags block (user_tag/assistant_tag/...) or convert with qfk convert sharegpt"))
+    if not out:
+        out.append(Finding(name, "ok", f"{entry.get('file_name')}: {formatting}{', ranking' if ranking else ''}, columns present, "
+                                       f"{len(rows)}{'+' if len(rows) == SAMPLE_ROWS else ''} rows read"))
+    return out
+
+
+def manifest_for(entry: dict, data_dir: Path) -> dict | None:
+    """The qfk manifest written next to an entry's file, if any."""
+    path = resolve_file(entry, data_dir)
+    if path is None or not path.is_file():
+        return None
+    stem = path.with_suffix("")
+    for cand in (stem.with_name(stem.name + ".manifest.json"),
+                 stem.with_name(stem.name.removesuffix("_val").removesuffix("_test") + ".manifest.json")):
+        if cand.is_file():
+            try:
+                return json.loads(cand.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+def add_path(reg: Registry, path: Path, name: str, *, formatting: str | None = None, ranking: bool | None = None,
+             columns: dict | None = None, force: bool = False) -> dict:
+    """Register an existing file: settings from its manifest, else from the options and rows."""
+    from .workspace import slug
+
+    if slug(name) != name:
+        raise QfkError(f"dataset name '{name}' has characters recipes cannot carry", f"use --name {slug(name)}")
+    probe = {"file_name": str(path.resolve())}
+    manifest = manifest_for(probe, reg.data_dir)
+    ds = (manifest or {}).get("dataset", {})
+    formatting = formatting or ds.get("formatting") or "alpaca"
+    cols = {**ds.get("columns", {}), **(columns or {})}
+    if ranking is None:
+        ranking = ds.get("ranking")
+        if ranking is None and path.is_file() and path.suffix.lower() in (".jsonl", ".json", ".parquet", ".csv"):
+            rows = _sample_rows(path)
+            ranking = bool(rows) and "chosen" in rows[0] and "rejected" in rows[0]
+    entry = build_entry(file_name_for(path, reg.data_dir), formatting=formatting, ranking=bool(ranking), columns=cols,
+                        tags=ds.get("tags"))
+    reg.add(name, entry, force=force)
+    problems = [f for f in check_entry(name, entry, reg.data_dir) if f.status == "fail"]
+    if problems:
+        reg.remove(name)
+        raise QfkError(f"'{path}' does not match the entry: {problems[0].message}; nothing was registered", problems[0].fix)
+    return entry

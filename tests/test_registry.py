@@ -1,0 +1,181 @@
+"""dataset_info.json: complete entries, safety (locks, atomic writes, .bak, user entries kept)."""
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLES, write_jsonl
+
+from qwen_factory_kit.convert import convert
+from qwen_factory_kit.errors import QfkError
+from qwen_factory_kit.registry import Registry, build_entry, check_entry, validate_entry
+
+USER_FILE = """{
+  "user_set": {"file_name": "user.json", "columns": {"prompt": "q", "response": "a", "query": "ctx"}, "formatting": "alpaca"},
+  "hub_set": {"hf_hub_url": "someone/data", "split": "train"}
+}
+"""
+
+
+def test_convert_registers_with_complete_blocks_and_keeps_user_entries(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset_info.json").write_text(USER_FILE)
+    res = convert("sharegpt", str(EXAMPLES / "finetome"), data_dir=str(data), register=True, val_size=2, name="ft")
+    assert res.registered == ["ft", "ft_val"]
+    info = json.loads((data / "dataset_info.json").read_text())
+    assert list(info) == ["user_set", "hub_set", "ft", "ft_val"]
+    assert info["user_set"] == json.loads(USER_FILE)["user_set"]
+    assert list(info["user_set"]) == ["file_name", "columns", "formatting"]  # key order kept
+    assert info["ft"]["columns"] == {"prompt": "instruction", "query": "input", "response": "output", "system": "system",
+                                     "history": "history"}
+    assert info["ft_val"]["file_name"] == "ft_val.jsonl"
+    assert (data / "dataset_info.json.bak").read_text() != (data / "dataset_info.json").read_text()
+
+
+def test_sharegpt_and_ranking_entries_are_complete():
+    sg = build_entry("x.jsonl", formatting="sharegpt", columns={"messages": "conversations", "system": "system"})
+    assert sg["tags"] == {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                          "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
+    rk = build_entry("p.jsonl", ranking=True, columns={"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"})
+    assert rk["columns"] == {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"}
+    for name, e in (("sg", sg), ("rk", rk)):
+        validate_entry(name, e)
+
+
+def test_schema_rejects_what_llamafactory_would_trip_on():
+    with pytest.raises(QfkError, match="columns"):
+        validate_entry("bad", {"file_name": "x.jsonl", "columns": {"promt": "instruction"}})
+    with pytest.raises(QfkError):
+        validate_entry("bad", {"formatting": "alpaca"})  # no source
+    with pytest.raises(QfkError, match="formatting"):
+        validate_entry("bad", {"file_name": "x", "formatting": "chatml"})
+
+
+def test_name_collision_refused_unless_force(tmp_path, qfk):
+    data = tmp_path / "data"
+    src = EXAMPLES / "preference" / "pairs.jsonl"
+    assert qfk("convert", "preference", src, "--data-dir", data, "--name", "prefs")[0] == 0
+    other = write_jsonl(tmp_path / "other.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    code, _, err = qfk("convert", "preference", other, "--data-dir", data, "--name", "prefs", "-o", tmp_path / "o.jsonl")
+    assert code == 2 and "already registered" in err and "--force" in err
+    assert json.loads((data / "dataset_info.json").read_text())["prefs"]["file_name"] == "prefs.jsonl"
+    code, _, _ = qfk("convert", "preference", other, "--data-dir", data, "--name", "prefs", "-o", tmp_path / "o.jsonl", "--force")
+    assert code == 0
+    assert json.loads((data / "dataset_info.json").read_text())["prefs"]["file_name"] == str((tmp_path / "o.jsonl").resolve())
+
+
+def test_malformed_registry_is_reported_and_never_overwritten(tmp_path, qfk):
+    data = tmp_path / "data"
+    data.mkdir()
+    broken = '{\n  "a": {"file_name": "a.jsonl"},\n  "b": {"file_name": "b.jsonl",}\n}\n'
+    (data / "dataset_info.json").write_text(broken)
+    code, _, err = qfk("convert", "medical-r1", EXAMPLES / "medical_r1" / "rows.jsonl", "--data-dir", data)
+    assert code == 2 and "line 3, column" in err and "Traceback" not in err
+    assert (data / "dataset_info.json").read_text() == broken
+
+
+def _add_many(args):
+    data_dir, worker = args
+    reg = Registry(Path(data_dir))
+    for i in range(25):
+        reg.add(f"w{worker}_{i}", build_entry(f"w{worker}_{i}.jsonl"))
+    return worker
+
+
+def test_eight_processes_adding_25_entries_each_lose_nothing(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset_info.json").write_text(USER_FILE)
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
+        assert sorted(pool.map(_add_many, [(str(data), w) for w in range(8)])) == list(range(8))
+    info = json.loads((data / "dataset_info.json").read_text())
+    assert len(info) == 202 and "user_set" in info and all(f"w{w}_{i}" in info for w in range(8) for i in range(25))
+
+
+KILL_SCRIPT = r"""
+import os, sys, time
+from pathlib import Path
+import qwen_factory_kit.io.atomic as atomic
+from qwen_factory_kit.registry import Registry, build_entry
+real_replace = os.replace
+def slow_replace(src, dst):
+    print("WRITING", flush=True)
+    time.sleep(30)
+    real_replace(src, dst)
+atomic.os.replace = slow_replace
+Registry(Path(sys.argv[1])).add("new_entry", build_entry("new.jsonl"))
+"""
+
+
+def test_killed_during_write_leaves_old_file_intact(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset_info.json").write_text(USER_FILE)
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(data)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "WRITING"  # temp file written and fsynced, rename pending
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert (data / "dataset_info.json").read_text() == USER_FILE
+    reg = Registry(data)
+    assert "new_entry" not in reg.read()
+    reg.add("after", build_entry("after.jsonl"))  # the lock is released with the dead process
+    assert set(reg.read()) == {"user_set", "hub_set", "after"}
+
+
+def test_datasets_commands(tmp_path, qfk, qfk_json):
+    data = tmp_path / "data"
+    convert("medical-r1", str(EXAMPLES / "medical_r1" / "rows.jsonl"), data_dir=str(data), register=True, name="med")
+    listing = qfk_json("datasets", "list", "--data-dir", data)
+    assert list(listing) == ["med"]
+    code, out, _ = qfk("datasets", "show", "med", "--data-dir", data)
+    shown = json.loads(out)
+    assert code == 0 and shown["manifest"]["converter"] == "medical-r1"
+    code, out, _ = qfk("datasets", "check", "--data-dir", data, "--json")
+    assert code == 0 and json.loads(out)[0]["status"] == "ok"
+    # add an outside file: absolute file_name; settings from the rows
+    ext = write_jsonl(tmp_path / "ext" / "pairs.jsonl", [{"instruction": "p", "input": "", "chosen": "a", "rejected": "b"}])
+    entry = qfk_json("datasets", "add", ext, "--name", "pairs", "--data-dir", data)["pairs"]
+    assert entry["ranking"] is True and entry["file_name"] == str(ext.resolve())
+    code, _, err = qfk("datasets", "add", ext, "--name", "bad name", "--data-dir", data)
+    assert code == 2 and "--name bad_name" in err
+    code, _, err = qfk("datasets", "remove", "nope", "--data-dir", data)
+    assert code == 2 and "qfk datasets list" in err
+    assert qfk("datasets", "remove", "med", "--data-dir", data, "--delete-files")[0] == 0
+    assert not (data / "med.jsonl").exists() and not (data / "med.manifest.json").exists()
+    assert list(json.loads((data / "dataset_info.json").read_text())) == ["pairs"]
+
+
+def test_check_finds_what_llamafactory_trips_on(tmp_path):
+    data = tmp_path
+    write_jsonl(data / "a.jsonl", [{"instruction": "q", "output": "a"}])
+    write_jsonl(data / "sg.jsonl", [{"conversations": [{"from": "user", "value": "q"}, {"from": "assistant", "value": "a"}]}])
+    write_jsonl(data / "p.jsonl", [{"instruction": "q", "input": "", "chosen": "a", "rejected": "b"}])
+    cases = {
+        "missing_file": ({"file_name": "nope.jsonl"}, "not found"),
+        "missing_column": ({"file_name": "a.jsonl", "columns": {"prompt": "question", "response": "output"}}, "not in the file"),
+        "partial_block": ({"file_name": "a.jsonl", "columns": {"prompt": "instruction"}}, "no 'response'"),
+        "roles": (build_entry("sg.jsonl", formatting="sharegpt"), "roles"),
+        "ranking": ({"file_name": "a.jsonl", "ranking": True, "columns": {"prompt": "instruction", "chosen": "c", "rejected": "r"}}, "chosen"),
+        "bad_ext": ({"file_name": "a.jsonl.bak"}, "extension"),
+    }
+    (data / "a.jsonl.bak").write_text("x")
+    for name, (entry, words) in cases.items():
+        findings = check_entry(name, entry, data)
+        assert any(f.status == "fail" and words in f.message for f in findings), (name, findings)
+    assert [f.status for f in check_entry("p", build_entry("p.jsonl", ranking=True), data)] == ["ok"]
+    sft = check_entry("p", build_entry("p.jsonl", columns={"response": "chosen"}), data)
+    assert [(f.status, "ranking is false" in f.message) for f in sft] == [("warn", True)]
+
+
+def test_catalog_names_hub_datasets(qfk):
+    code, out, _ = qfk("datasets", "catalog", "--json")
+    cat = json.loads(out)
+    assert code == 0 and cat["medical_r1"]["modelscope"] == "krisfu/delicate_medical_r1_data"
+    assert cat["finetome"]["converter"] == "sharegpt"
