@@ -162,7 +162,7 @@ def test_modelscope_source_goes_through_the_sdk(tmp_path, monkeypatch):
     m = json.loads(res.manifest.read_text())
     assert m["source"]["dataset_id"] == "krisfu/delicate_medical_r1_data" and m["source"]["revision"] == "v1.0"
     assert m["source"]["files"][0]["path"] == "r1_data_example.jsonl"
-    assert res.name == "delicate_medical_r1_data"
+    assert res.name == "medical_r1"  # named from dataset_info/catalog.json
 
 
 def test_modelscope_offline_error_says_how_to_download(tmp_path, monkeypatch, qfk):
