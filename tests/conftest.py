@@ -63,3 +63,9 @@ def write_jsonl(path, rows, *, raw_lines: list[str] | None = None) -> Path:
     lines = [json.dumps(r, ensure_ascii=False) for r in rows] + (raw_lines or [])
     path.write_text("".join(l + "\n" for l in lines), encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_dir(tmp_path, monkeypatch):
+    """Every test registers into its own data dir, never the checkout's ./data."""
+    monkeypatch.setenv("QFK_DATA_DIR", str(tmp_path / "data"))
