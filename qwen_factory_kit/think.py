@@ -201,6 +201,15 @@ class ThinkTally:
         else:
             self.no_block += 1
 
+    def add_parsed(self, parsed: ParsedResponse) -> None:
+        """Count a response of any form, from :func:`parse_response`."""
+        if parsed.has_reasoning:
+            self.reasoning += 1
+        elif parsed.has_block:
+            self.empty_block += 1
+        else:
+            self.no_block += 1
+
     def merge(self, other: "ThinkTally") -> None:
         self.reasoning += other.reasoning
         self.empty_block += other.empty_block

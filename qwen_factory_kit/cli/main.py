@@ -30,11 +30,13 @@ def _register() -> None:
     from .datasets import datasets_group
     from .demo import demo
     from .doctor import doctor
+    from .lint import lint
 
     cli.add_command(convert_group)
     cli.add_command(datasets_group)
     cli.add_command(doctor)
     cli.add_command(demo)
+    cli.add_command(lint)
 
 
 _register()

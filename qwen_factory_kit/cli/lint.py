@@ -1,0 +1,55 @@
+"""``qfk lint``."""
+
+from __future__ import annotations
+
+import click
+
+from .common import console, emit_json
+
+ENABLE_THINKING = {"true": True, "false": False, "null": None, "none": None}
+
+
+def enable_thinking_option(fn):
+    return click.option("--enable-thinking", type=click.Choice(["true", "false", "null"], case_sensitive=False), default="true",
+                        show_default=True, help="LLaMA-Factory's enable_thinking (null: mixed data).")(fn)
+
+
+@click.command("lint")
+@click.argument("target", metavar="PATH_OR_NAME")
+@click.option("--template", default="qwen3", show_default=True, help="LLaMA-Factory template the recipe will use.")
+@enable_thinking_option
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="QFK_DATA_DIR", help="Where NAME is registered (default ./data).")
+@click.option("--max-problems", type=click.IntRange(min=1), default=200, show_default=True, help="Problems listed (all are counted).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def lint(ctx, target, template, enable_thinking, data_dir, max_problems, as_json):
+    """Find what LLaMA-Factory would drop, truncate or train wrongly, before training.
+
+    Every problem comes with its row number, rule id, severity and a fix. Exits 1 when there are
+    errors. Rules: malformed or non-canonical think blocks (including the '<think>\\n\\n<think>'
+    tutorial bug), chat special tokens inside fields, ShareGPT role order, non-string or empty
+    fields, duplicates and conflicting answers, mojibake, mixed think modes, and data/template
+    combinations that train the wrong thing.
+
+    \b
+    Examples:
+      qfk lint medical                                   # a registered dataset
+      qfk lint data/finetome.jsonl --template qwen3 --enable-thinking null
+      qfk lint data/translation.jsonl --template qwen3_nothink --json
+    """
+    from ..lint import lint as run_lint
+
+    rep = run_lint(target, data_dir=data_dir, template=template, enable_thinking=ENABLE_THINKING[enable_thinking.lower()],
+                   max_problems=max_problems)
+    s = rep.summary()
+    if as_json:
+        emit_json(s)
+    else:
+        out = console()
+        for p in rep.problems:
+            colour = "red" if p.severity == "error" else "yellow"
+            where = f"row {p.row}" if p.row is not None else "file"
+            out.print(f"[{colour}]{p.severity}[/] {where} [bold]{p.rule}[/]: {p.message}\n      fix: {p.hint}")
+        verdict = "[red]FAIL[/]" if s["errors"] else "[green]OK[/]"
+        out.print(f"{verdict} {s['path']}: {s['rows']} rows, {s['errors']} errors, {s['warnings']} warnings; think mode {s['think']['mode']}")
+    ctx.exit(1 if s["errors"] else 0)

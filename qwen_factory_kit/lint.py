@@ -1,0 +1,320 @@
+"""``qfk lint``: what LLaMA-Factory would silently drop, truncate or train wrongly, found before
+the GPU does.
+
+Rules are small functions over one row (or the whole file) with an id, a severity and a fix hint
+(:data:`RULES`). Rows are read with the streaming readers; the registry entry (or the manifest,
+or the row keys) says which columns hold prompts and responses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import QfkError
+from .think import PROBLEMS, ThinkTally, find_special_tokens, has_think_tags, parse_response
+
+TEMPLATES_THINKING = ("qwen3", "qwen3_5", "qwen3_6")
+TEMPLATES_NOTHINK = ("qwen3_nothink", "qwen3_5_nothink")
+
+#: rule id -> (severity, what it means, how to fix it)
+RULES: dict[str, tuple[str, str, str]] = {
+    **{code: ("error", text, "rewrite it as <think>\\n...\\n</think>\\n\\nanswer (qfk convert normalises or rejects these)")
+       for code, text in PROBLEMS.items()},
+    "think_noncanonical": ("error", "think block whitespace is not '<think>\\n...\\n</think>\\n\\n': LLaMA-Factory will not strip it "
+                           "under enable_thinking: false and trains it verbatim", "re-convert with qfk convert (it writes the canonical form)"),
+    "chat_special_tokens": ("error", "chat control tokens inside a field: the chat template would be applied twice",
+                            "remove <|im_start|>/<|im_end|>/<|endoftext|> from the text; keep plain content"),
+    "reasoning_in_prompt": ("error", "<think> tags in a prompt-side field", "move the reasoning into the response"),
+    "system_not_first": ("error", "a system turn after the first message: LLaMA-Factory drops the row", "put the system prompt first"),
+    "role_order": ("error", "turns do not alternate user/assistant: LLaMA-Factory drops the row ('Invalid role tag')",
+                   "fix the order, or convert with qfk convert sharegpt (rejects such rows with a reason)"),
+    "odd_turns": ("error", "the conversation does not end with an assistant turn: LLaMA-Factory drops the row ('Invalid message count')",
+                  "add the answer or remove the trailing user turn"),
+    "response_not_string": ("error", "the response is not a string: LLaMA-Factory drops the row", "make it a string"),
+    "empty_prompt": ("error", "empty prompt", "fill it or drop the row"),
+    "empty_response": ("error", "empty response", "fill it or drop the row"),
+    "missing_column": ("error", "a registered column is missing from the row", "fix the columns block or the row"),
+    "duplicate_row": ("warning", "exact duplicate of an earlier row", "deduplicate (qfk convert ... --dedup)"),
+    "conflicting_answers": ("warning", "same prompt as an earlier row with a different answer", "keep one answer per prompt, or check the data"),
+    "mojibake": ("warning", "text looks mis-decoded (ftfy would change it)", "re-read the source with the right --encoding"),
+    "mixed_think_mode": ("warning", "the file mixes rows with and without reasoning",
+                         "train with template qwen3 and enable_thinking: null (mixed), or split the file"),
+    "empty_block_with_nothink": ("error", "explicit empty think blocks with template qwen3_nothink are trained as literal text",
+                                 "convert with --empty-think omit, or train with template qwen3 + enable_thinking: false"),
+    "reasoning_stripped": ("error", "reasoning rows with enable_thinking: false: LLaMA-Factory strips the reasoning, only answers are trained",
+                           "use enable_thinking: true (all rows reason) or null (mixed)"),
+    "think_tags_with_nothink": ("warning", "reasoning rows with template qwen3_nothink: the think block is trained as plain text",
+                                "use template qwen3 for reasoning data"),
+}
+
+
+@dataclass
+class Problem:
+    rule: str
+    severity: str
+    message: str
+    hint: str
+    row: int | None = None
+    field: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LintReport:
+    path: str
+    rows: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    think: dict = field(default_factory=dict)
+
+    def total(self, severity: str) -> int:
+        return sum(v for (_, s), v in self.counts.items() if s == severity)
+
+    def summary(self) -> dict:
+        return {"path": self.path, "rows": self.rows, "errors": self.total("error"), "warnings": self.total("warning"),
+                "by_rule": {r: v for (r, s), v in sorted(self.counts.items())}, "think": self.think,
+                "problems": [p.as_dict() for p in self.problems]}
+
+
+def _problem(rule: str, row: int | None, field_name: str | None = None, detail: str = "") -> Problem:
+    severity, text, hint = RULES[rule]
+    where = f"{field_name}: " if field_name else ""
+    return Problem(rule, severity, f"{where}{text}{' (' + detail + ')' if detail else ''}", hint, row, field_name)
+
+
+# --------------------------------------------------------------------------------------------
+# row model: which texts are prompts and which are responses
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Layout:
+    formatting: str = "alpaca"
+    ranking: bool = False
+    columns: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+
+
+def layout_from(entry: dict | None, sample: dict | None) -> Layout:
+    from .registry import ALPACA_DEFAULTS, SHAREGPT_TAGS
+
+    if entry:
+        fmt = entry.get("formatting", "alpaca")
+        cols = entry.get("columns") or ({"messages": "conversations"} if fmt == "sharegpt" else dict(ALPACA_DEFAULTS))
+        return Layout(fmt, bool(entry.get("ranking")), cols, entry.get("tags") or dict(SHAREGPT_TAGS))
+    keys = set(sample or {})
+    if "conversations" in keys or "messages" in keys:
+        return Layout("sharegpt", False, {"messages": "conversations" if "conversations" in keys else "messages",
+                                          **({"system": "system"} if "system" in keys else {})}, dict(SHAREGPT_TAGS))
+    cols = {k: k2 for k, k2 in ALPACA_DEFAULTS.items()}
+    for k in ("system", "history"):
+        if k in keys:
+            cols[k] = k
+    ranking = "chosen" in keys and "rejected" in keys
+    if ranking:
+        cols.pop("response", None)
+        cols.update(chosen="chosen", rejected="rejected")
+    return Layout("alpaca", ranking, cols, dict(SHAREGPT_TAGS))
+
+
+def _texts(row: dict, lay: Layout, n: int) -> Iterator[tuple[str, str, Any]]:
+    """(kind, field name, value) for every text of a row; kind is prompt | response | system | bad."""
+    cols = lay.columns
+    if lay.formatting == "sharegpt":
+        msgs = row.get(cols.get("messages", "conversations"))
+        if not isinstance(msgs, list):
+            yield "bad", "missing_column", cols.get("messages")
+            return
+        t = lay.tags
+        if cols.get("system") and row.get(cols["system"]):
+            yield "system", cols["system"], row[cols["system"]]
+        for i, m in enumerate(msgs):
+            if not isinstance(m, dict):
+                continue
+            role, value = m.get(t.get("role_tag", "from")), m.get(t.get("content_tag", "value"))
+            kind = "response" if role in (t.get("assistant_tag"), t.get("function_tag")) else ("system" if role == t.get("system_tag") else "prompt")
+            yield kind, f"message {i}", value
+        return
+    for key in ("prompt", "query", "system"):
+        col = cols.get(key)
+        if col:
+            if col not in row:
+                yield "bad", "missing_column", col
+            else:
+                yield ("system" if key == "system" else "prompt"), col, row[col]
+    for key in (("chosen", "rejected") if lay.ranking else ("response",)):
+        col = cols.get(key)
+        if col:
+            if col not in row:
+                yield "bad", "missing_column", col
+            else:
+                yield "response", col, row[col]
+    hcol = cols.get("history")
+    if hcol and isinstance(row.get(hcol), list):
+        for i, pair in enumerate(row[hcol]):
+            if isinstance(pair, (list, tuple)) and len(pair) == 2:
+                yield "prompt", f"{hcol}[{i}][0]", pair[0]
+                yield "response", f"{hcol}[{i}][1]", pair[1]
+
+
+def _sharegpt_order(row: dict, lay: Layout, n: int) -> list[Problem]:
+    msgs = row.get(lay.columns.get("messages", "conversations"))
+    if not isinstance(msgs, list):
+        return []
+    t = lay.tags
+    roles = [m.get(t.get("role_tag", "from")) for m in msgs if isinstance(m, dict)]
+    if roles and roles[0] == t.get("system_tag"):
+        roles = roles[1:]
+    if t.get("system_tag") in roles:
+        return [_problem("system_not_first", n)]
+    user_side, bot_side = (t.get("user_tag"), t.get("observation_tag")), (t.get("assistant_tag"), t.get("function_tag"))
+    for i, r in enumerate(roles):
+        if r not in (user_side if i % 2 == 0 else bot_side):
+            return [_problem("role_order", n, detail=f"turn {i} is {r!r}")]
+    if len(roles) % 2 or not roles:
+        return [_problem("odd_turns", n, detail=f"{len(roles)} turns")]
+    return []
+
+
+def lint_rows(rows: Iterator[tuple[int, Any]], lay: Layout, *, template: str = "qwen3", enable_thinking: bool | None = True,
+              path: str = "", max_problems: int = 200) -> LintReport:
+    """Run every rule on ``rows`` ((row number, row) pairs)."""
+    import ftfy
+
+    rep = LintReport(path)
+    tally = ThinkTally()
+    seen_rows: set[bytes] = set()
+    prompts: dict[bytes, bytes] = {}
+    first_reasoning_row = first_empty_row = None
+
+    def add(p: Problem) -> None:
+        rep.counts[(p.rule, p.severity)] += 1
+        if len(rep.problems) < max_problems:
+            rep.problems.append(p)
+
+    import orjson
+
+    for n, row in rows:
+        rep.rows += 1
+        if not isinstance(row, dict):
+            add(_problem("missing_column", n, detail="the row is not a JSON object"))
+            continue
+        if lay.formatting == "sharegpt":
+            for p in _sharegpt_order(row, lay, n):
+                add(p)
+        prompt_text, answer_text = [], []
+        for kind, name, value in _texts(row, lay, n):
+            if kind == "bad":
+                add(_problem("missing_column", n, value))
+                continue
+            if kind == "response" and not isinstance(value, str):
+                add(_problem("response_not_string", n, name, f"got {type(value).__name__}"))
+                continue
+            if not isinstance(value, str):
+                continue
+            if "<|" in value and find_special_tokens(value):
+                add(_problem("chat_special_tokens", n, name, ", ".join(find_special_tokens(value))))
+            if not value.strip():
+                if kind in ("prompt", "response") and not (kind == "prompt" and name == lay.columns.get("query")):
+                    add(_problem("empty_response" if kind == "response" else "empty_prompt", n, name))
+                continue
+            if ftfy.fix_encoding(value) != value:
+                add(_problem("mojibake", n, name))
+            if kind in ("prompt", "system"):
+                if has_think_tags(value):
+                    add(_problem("reasoning_in_prompt", n, name))
+                prompt_text.append(value)
+                continue
+            parsed = parse_response(value)
+            answer_text.append(value)
+            if parsed.problem:
+                add(_problem(parsed.problem, n, name))
+                continue
+            if parsed.has_block and not parsed.canonical:
+                add(_problem("think_noncanonical", n, name))
+            tally.add_parsed(parsed)
+            if parsed.has_reasoning:
+                first_reasoning_row = first_reasoning_row or n
+            elif parsed.has_block:
+                first_empty_row = first_empty_row or n
+        key = hashlib.blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str), digest_size=16).digest()
+        if key in seen_rows:
+            add(_problem("duplicate_row", n))
+        else:
+            seen_rows.add(key)
+            pkey = hashlib.blake2b("\x00".join(prompt_text).encode(), digest_size=16).digest()
+            akey = hashlib.blake2b("\x00".join(answer_text).encode(), digest_size=16).digest()
+            if prompt_text and pkey in prompts and prompts[pkey] != akey:
+                add(_problem("conflicting_answers", n))
+            prompts.setdefault(pkey, akey)
+    rep.think = tally.as_dict()
+    if tally.mode == "mixed":
+        add(_problem("mixed_think_mode", None, detail=f"{tally.reasoning} with reasoning, {tally.empty_block + tally.no_block} without"))
+    if template in TEMPLATES_NOTHINK:
+        if tally.empty_block:
+            add(_problem("empty_block_with_nothink", first_empty_row, detail=f"{tally.empty_block} responses"))
+        if tally.reasoning:
+            add(_problem("think_tags_with_nothink", first_reasoning_row, detail=f"{tally.reasoning} responses"))
+    elif enable_thinking is False and tally.reasoning:
+        add(_problem("reasoning_stripped", first_reasoning_row, detail=f"{tally.reasoning} responses"))
+    return rep
+
+
+def resolve_target(target: str, data_dir: str | None) -> tuple[Path, dict | None]:
+    """PATH or registered NAME -> (file, registry entry or None)."""
+    from .registry import Registry, manifest_for, resolve_file
+
+    p = Path(target)
+    if p.exists():
+        reg = Registry.at(data_dir)
+        for name, entry in (reg.read().items() if reg.path.exists() else []):
+            f = resolve_file(entry, reg.data_dir) if isinstance(entry, dict) else None
+            if f is not None and f.exists() and f.resolve() == p.resolve():
+                return p, entry
+        manifest = manifest_for({"file_name": str(p.resolve())}, reg.data_dir)
+        if manifest:
+            from .registry import build_entry
+
+            ds = manifest["dataset"]
+            return p, build_entry(str(p), formatting=ds["formatting"], ranking=ds["ranking"], columns=ds["columns"], tags=ds.get("tags"))
+        return p, None
+    reg = Registry.at(data_dir)
+    if not reg.path.exists():
+        raise QfkError(f"'{target}' is neither a file nor a dataset registered in {reg.path}", "give a path, or --data-dir DIR")
+    entry = reg.get(target)
+    f = resolve_file(entry, reg.data_dir)
+    if f is None:
+        raise QfkError(f"dataset '{target}' is a hub dataset: download and convert it first", "qfk convert ... then lint the output")
+    if not f.exists():
+        raise QfkError(f"dataset '{target}' points to {f}, which does not exist", f"qfk datasets check {target}")
+    return f, entry
+
+
+def iter_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    from .io.readers import BadRecord, TableFile
+
+    files = sorted(x for x in path.iterdir() if x.is_file()) if path.is_dir() else [path]
+    for f in files:
+        for batch in TableFile(f).batches():
+            for pos, row in zip(batch.positions, batch.rows):
+                yield pos, (None if type(row) is BadRecord else row)
+
+
+def lint(target: str, *, data_dir: str | None = None, template: str = "qwen3", enable_thinking: bool | None = True,
+         max_problems: int = 200) -> LintReport:
+    path, entry = resolve_target(target, data_dir)
+    rows = iter_rows(path)
+    first = next(rows, None)
+    if first is None:
+        raise QfkError(f"{path} holds no rows", "check the file")
+    lay = layout_from(entry, first[1] if isinstance(first[1], dict) else None)
+
+    def chained():
+        yield first
+        yield from rows
+
+    return lint_rows(chained(), lay, template=template, enable_thinking=enable_thinking, path=str(path), max_problems=max_problems)
