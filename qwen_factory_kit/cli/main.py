@@ -31,12 +31,15 @@ def _register() -> None:
     from .demo import demo
     from .doctor import doctor
     from .lint import lint
+    from .stats import render, stats
 
     cli.add_command(convert_group)
     cli.add_command(datasets_group)
     cli.add_command(doctor)
     cli.add_command(demo)
     cli.add_command(lint)
+    cli.add_command(stats)
+    cli.add_command(render)
 
 
 _register()
