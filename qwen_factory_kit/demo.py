@@ -50,15 +50,22 @@ def steps(ex: Path) -> list[DemoStep]:
     ]
 
 
-def run_demo(workdir: str | os.PathLike, *, on_step=None) -> list[tuple[DemoStep, ConvertResult]]:
-    """Run the demo in ``workdir`` (its ``data/`` is the LLaMA-Factory dataset_dir)."""
+def run_demo(workdir: str | os.PathLike, *, on_step=None) -> list[tuple[DemoStep, ConvertResult, dict]]:
+    """Run the demo in ``workdir`` (its ``data/`` is the LLaMA-Factory dataset_dir): convert,
+    register and lint each bundled example with the template settings its think mode calls for."""
+    from .lint import lint
+    from .think import training_settings
+
     work = Path(workdir)
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
     results = []
     for step in steps(examples_dir()):
         res = convert(step.converter, step.source, data_dir=str(data), register=True, force=True, **step.options)
-        results.append((step, res))
+        template, enable_thinking = training_settings(res.think["mode"])
+        report = lint(res.name, data_dir=str(data), template=template, enable_thinking=enable_thinking).summary()
+        report.update(template=template, enable_thinking=enable_thinking)
+        results.append((step, res, report))
         if on_step:
-            on_step(step, res)
+            on_step(step, res, report)
     return results

@@ -248,3 +248,14 @@ class ThinkTally:
             "responses_with_empty_block": self.empty_block,
             "responses_without_block": self.no_block,
         }
+
+
+def training_settings(mode: str, *, instruct_2507: bool = False) -> tuple[str, bool | None]:
+    """``(template, enable_thinking)`` that trains what a dataset of think ``mode`` means
+    (QWEN3-THINK.md): reasoning -> qwen3 + true; direct -> qwen3 + false (qwen3_nothink on
+    Instruct-2507 models); mixed -> qwen3 + null."""
+    if mode == "reasoning":
+        return "qwen3", True
+    if mode == "direct":
+        return ("qwen3_nothink", None) if instruct_2507 else ("qwen3", False)
+    return "qwen3", None

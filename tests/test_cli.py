@@ -67,3 +67,6 @@ def test_demo_runs(tmp_path):
     steps = json.loads(p.stdout)
     assert len(steps) == 5 and all(s["read"] == s["written"] + s["rejected"] for s in steps)
     assert {s["think"]["mode"] for s in steps} >= {"reasoning", "direct", "mixed"}
+    assert all(s["registered"] and s["lint"]["errors"] == 0 for s in steps)
+    info = json.loads((tmp_path / "demo" / "data" / "dataset_info.json").read_text())
+    assert {"demo_medical", "demo_medical_val", "demo_finetome", "demo_translation", "demo_translation_test"} <= set(info)

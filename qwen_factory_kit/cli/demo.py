@@ -14,6 +14,9 @@ from .common import console, emit_json
 def demo(workdir, as_json):
     """Run the kit's path on the bundled example data: offline, no GPU, about a minute.
 
+    Converts each bundled example, registers it in WORKDIR/data/dataset_info.json and lints it
+    with the template and enable_thinking its think mode calls for.
+
     \b
     Examples:
       qfk demo
@@ -23,7 +26,7 @@ def demo(workdir, as_json):
 
     out = console()
 
-    def show(step, res):
+    def show(step, res, report):
         if as_json:
             return
         s = res.summary()
@@ -32,9 +35,15 @@ def demo(workdir, as_json):
         rej = ", ".join(f"{k} {v}" for k, v in s["rejected_by_reason"].items()) or "none"
         out.print(f"    read {s['read']} = written {s['written']} + rejected {s['rejected']} ({rej}); "
                   f"{s['rows_out']} rows out; think mode {s['think']['mode']}; registered as {', '.join(s['registered'])}")
+        et = {True: "true", False: "false", None: "null"}[report["enable_thinking"]]
+        out.print(f"    qfk lint {s['name']} --template {report['template']} --enable-thinking {et}: "
+                  f"{report['errors']} errors, {report['warnings']} warnings")
 
     results = run_demo(workdir, on_step=show)
     if as_json:
-        emit_json([{"step": st.title, **res.summary()} for st, res in results])
+        emit_json([{"step": st.title, **res.summary(), "lint": {k: rep[k] for k in ("errors", "warnings", "by_rule", "template",
+                                                                                   "enable_thinking")}}
+                   for st, res, rep in results])
     else:
         out.print(f"\nworkspace: {workdir}/data  (rejected rows and their reasons are in *.rejects.jsonl)")
+        out.print(f"next: cd {workdir} && qfk datasets list && qfk stats demo_medical --plot lengths.png")
