@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from .convert.sharegpt import SHAREGPT_TAGS
 from .errors import QfkError
 from .io.atomic import atomic_write_bytes
 from .workspace import data_dir as resolve_data_dir
@@ -27,8 +28,6 @@ from .workspace import data_dir as resolve_data_dir
 INFO_NAME = "dataset_info.json"
 LOADABLE_EXTENSIONS = (".arrow", ".csv", ".json", ".jsonl", ".parquet", ".txt")
 ALPACA_DEFAULTS = {"prompt": "instruction", "query": "input", "response": "output"}
-SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
-                 "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
 LOCK_TIMEOUT_S = 60
 
 
