@@ -121,7 +121,7 @@ def layout_from(entry: dict | None, sample: dict | None) -> Layout:
     return Layout("alpaca", ranking, cols, dict(SHAREGPT_TAGS))
 
 
-def _texts(row: dict, lay: Layout, n: int) -> Iterator[tuple[str, str, Any]]:
+def _texts(row: dict, lay: Layout) -> Iterator[tuple[str, str, Any]]:
     """(kind, field name, value) for every text of a row; kind is prompt | response | system | bad."""
     cols = lay.columns
     if lay.formatting == "sharegpt":
@@ -207,7 +207,7 @@ def lint_rows(rows: Iterator[tuple[int, Any]], lay: Layout, *, template: str = "
             for p in _sharegpt_order(row, lay, n):
                 add(p)
         prompt_text, answer_text = [], []
-        for kind, name, value in _texts(row, lay, n):
+        for kind, name, value in _texts(row, lay):
             if kind == "bad":
                 add(_problem("missing_column", n, value))
                 continue

@@ -43,8 +43,6 @@ class ShareGPT(Converter):
         self.min_score = min_score
         self.key = conversations_key
         self.formatting = format  # instance value overrides the class default
-        if format == "sharegpt":
-            self.response_fields = ()
 
     def columns(self) -> dict:
         if self.out_format == "sharegpt":
