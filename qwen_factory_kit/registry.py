@@ -29,6 +29,8 @@ INFO_NAME = "dataset_info.json"
 LOADABLE_EXTENSIONS = (".arrow", ".csv", ".json", ".jsonl", ".parquet", ".txt")
 ALPACA_DEFAULTS = {"prompt": "instruction", "query": "input", "response": "output"}
 LOCK_TIMEOUT_S = 60
+#: formattings served by the kit's LLaMA-Factory plugin (qwen_factory_kit.launch.plugin): ``qfk train`` only
+PLUGIN_FORMATTINGS = {"qfk_medical_r1": "medical-r1", "qfk_sharegpt": "sharegpt"}
 
 
 def resource_dir() -> Path:
@@ -78,6 +80,10 @@ def build_entry(file_name: str, *, formatting: str = "alpaca", ranking: bool = F
                 tags: dict | None = None, **extra: Any) -> dict:
     """A complete entry: the ``columns`` block names every key whose LLaMA-Factory default is not
     None (so a present block never turns them into None), plus the optional columns given."""
+    if formatting in PLUGIN_FORMATTINGS:  # raw rows read by the kit's plugin converter: no columns block
+        entry = {"file_name": file_name, "formatting": formatting, "ranking": False}
+        entry.update({k: v for k, v in extra.items() if v is not None})
+        return entry
     cols: dict[str, str] = {}
     if formatting == "sharegpt":
         cols["messages"] = "conversations"
@@ -262,6 +268,10 @@ def check_entry(name: str, entry: dict, data_dir: Path):
         return [Finding(name, "fail", f"folder {path} mixes extensions {sorted(exts)}; LLaMA-Factory needs one",
                         "keep one kind of file in the folder (manifests and rejects belong elsewhere)")]
     ext = exts.pop()
+    if entry.get("formatting") in PLUGIN_FORMATTINGS:
+        return [Finding(name, "warn", f"raw rows with formatting {entry['formatting']}: they load under qfk train only "
+                                      "(llamafactory-cli and the WebUI fail with 'Dataset converter ... not found')",
+                        f"for plain LLaMA-Factory, convert them: qfk convert {PLUGIN_FORMATTINGS[entry['formatting']]} {path}")]
     if ext not in LOADABLE_EXTENSIONS:
         return [Finding(name, "fail", f"extension {ext} is not loadable by LLaMA-Factory", f"use one of {', '.join(LOADABLE_EXTENSIONS)}")]
     if ext not in (".jsonl", ".json", ".parquet", ".csv"):

@@ -31,7 +31,8 @@ def datasets_group() -> None:
 @datasets_group.command("add")
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--name", required=True, help="Dataset name (what recipes put in dataset:).")
-@click.option("--formatting", type=click.Choice(["alpaca", "sharegpt"]), default=None, help="Default: from the manifest, else alpaca.")
+@click.option("--formatting", type=click.Choice(["alpaca", "sharegpt", "qfk_medical_r1", "qfk_sharegpt"]), default=None,
+              help="Default: from the manifest, else alpaca. qfk_* keep raw rows for qfk train's plugin (qfk train only).")
 @click.option("--ranking/--no-ranking", default=None, help="Preference data (chosen/rejected). Default: from the manifest or the rows.")
 @click.option("--column", "columns", multiple=True, metavar="KEY=COLUMN", help="Extra columns, e.g. --column system=sys.")
 @click.option("--force", is_flag=True, help="Replace an entry of the same name that points to another file.")
@@ -47,6 +48,7 @@ def add(path, name, formatting, ranking, columns, force, data_dir, as_json):
       qfk datasets add data/medical.jsonl --name medical
       qfk datasets add /data/pairs.jsonl --name prefs --ranking
       qfk datasets add chats.jsonl --name chats --formatting sharegpt
+      qfk datasets add raw_r1.jsonl --name raw_r1 --formatting qfk_medical_r1   # raw rows: qfk train only
     """
     from ..registry import Registry, add_path
 

@@ -21,6 +21,8 @@ def cli() -> None:
     Start here:
       qfk demo                                   # the whole path on bundled examples, offline
       qfk convert medical-r1 data.jsonl          # convert, with canonical <think> tags
+      qfk recipe new --model Qwen3-4B --method lora --dataset medical_r1 -o sft.yaml
+      qfk train sft.yaml                         # or: llamafactory-cli train sft.yaml
       qfk doctor                                 # check the installation
     """
 
@@ -31,7 +33,9 @@ def _register() -> None:
     from .demo import demo
     from .doctor import doctor
     from .lint import lint
+    from .recipe import recipe_group
     from .stats import render, stats
+    from .train import train
 
     cli.add_command(convert_group)
     cli.add_command(datasets_group)
@@ -40,6 +44,8 @@ def _register() -> None:
     cli.add_command(lint)
     cli.add_command(stats)
     cli.add_command(render)
+    cli.add_command(recipe_group)
+    cli.add_command(train)
 
 
 _register()

@@ -1,0 +1,177 @@
+"""``qfk recipe new|check|ls|cp|pack|unpack``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import console, emit_json, split_csv
+from .datasets import data_dir_option
+
+OVERRIDES = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+
+
+@click.group("recipe")
+def recipe_group() -> None:
+    """LLaMA-Factory YAML recipes: write, check, copy, share.
+
+    \b
+    Examples:
+      qfk recipe new --model Qwen3-4B --method lora --dataset medical_r1,finetome --mix medical_r1=0.75,finetome=0.25 -o sft.yaml
+      qfk recipe check sft.yaml
+      qfk recipe ls && qfk recipe cp qwen3-4b-medical-lora my.yaml
+      qfk recipe pack sft.yaml -o bundle.zip && qfk recipe unpack bundle.zip ./elsewhere
+    """
+
+
+@recipe_group.command("new")
+@click.option("--model", help="Qwen3 name (Qwen3-0.6B ... Qwen3-235B-A22B, *-Instruct-2507, *-Thinking-2507) or a local folder.")
+@click.option("--method", type=click.Choice(["lora", "qlora", "full", "orpo", "dpo", "predict", "merge"]), required=False,
+              help="Training method, or predict / merge companions.")
+@click.option("--dataset", "datasets", multiple=True, metavar="A,B", help="Registered training datasets.")
+@click.option("--mix", metavar="A=0.75,B=0.25", help="Exact mixing ratios (per-dataset num_samples from the real row counts).")
+@click.option("--mix-total", type=click.IntRange(min=1), help="Rows per epoch of the mix (default: as many as fit without repeats).")
+@click.option("--eval-dataset", "eval_datasets", multiple=True, metavar="X", help="Held-out dataset(s) (for predict: the rows to predict).")
+@click.option("--from", "from_recipe", type=click.Path(exists=True, dir_okay=False),
+              help="predict/merge: the training recipe (model, adapter, template, enable_thinking come from it).")
+@click.option("--adapter", help="predict/merge: adapter folder (default: the --from recipe's output_dir).")
+@click.option("--deepspeed", type=click.Choice(["z2", "z2_offload", "z3", "z3_offload", "none"]),
+              help="DeepSpeed ZeRO config shipped by the kit (default: z3 for full fine-tuning of 4B and up).")
+@click.option("--output-dir", help="output_dir (export_dir for merge). Default: saves/MODEL/METHOD/DATASETS.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the recipe here (default: print it).")
+@click.option("--force", is_flag=True, help="Replace an existing -o file.")
+@data_dir_option
+@click.option("--list-models", is_flag=True, help="List the model names --model accepts and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was decided (and the recipe text) as JSON.")
+@OVERRIDES
+def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, adapter, deepspeed, output_dir, output, force,
+        data_dir, list_models, as_json, overrides):
+    """Write a LLaMA-Factory recipe that `llamafactory-cli train` runs as it is.
+
+    Presets (one table: qwen_factory_kit/recipes/presets.py) follow the Qwen3 guidance: LoRA r=32,
+    alpha=64, dropout 0.05 on all linear layers; per-size learning rate, batch and epochs. The
+    template and enable_thinking come from what the datasets hold (their qfk manifests). KEY=VALUE
+    overrides win over everything.
+
+    \b
+    Examples:
+      qfk recipe new --model Qwen3-4B --method lora --dataset medical_r1,finetome \\
+          --mix medical_r1=0.75,finetome=0.25 --eval-dataset medical_r1_val -o sft.yaml
+      qfk recipe new --model Qwen3-1.7B --method qlora --dataset opus_opensubtitles -o mt.yaml
+      qfk recipe new --model Qwen3-4B --method orpo --dataset prefs -o orpo.yaml
+      qfk recipe new --method predict --from sft.yaml --eval-dataset medical_r1_val -o predict.yaml
+      qfk recipe new --method merge --from sft.yaml -o merge.yaml
+      qfk recipe new --model ./tiny-qwen3 --method lora --dataset demo_medical use_cpu=true bf16=false max_steps=5
+    """
+    from ..recipes import presets
+    from ..recipes.build import RecipeRequest, command_line, new_recipe, parse_mix, write_extra_files
+    from ..recipes.document import parse_overrides, write_text
+
+    if list_models:
+        for name, (size, kind) in presets.MODELS.items():
+            click.echo(f"{name:32} {size:10} {kind}")
+        return
+    if not method:
+        raise click.UsageError("--method is required (lora, qlora, full, orpo, dpo, predict, merge)")
+    req = RecipeRequest(method=method, model=model, datasets=split_csv(datasets) or [], mix=parse_mix(mix), mix_total=mix_total,
+                        eval_datasets=split_csv(eval_datasets) or [], data_dir=data_dir, output_dir=output_dir, adapter=adapter,
+                        from_recipe=from_recipe, deepspeed=None if deepspeed == "none" else deepspeed,
+                        overrides=parse_overrides(overrides), filename=output or "recipe.yaml",
+                        command=command_line(["recipe", "new", *sys.argv[3:]]) if sys.argv[1:3] == ["recipe", "new"] else "")
+    recipe = new_recipe(req)
+    if deepspeed == "none":
+        recipe.remove("deepspeed")
+    text = recipe.render()
+    written = []
+    if output:
+        write_text(output, text, force=force)
+        written = [str(p) for p in write_extra_files(recipe)]
+    if as_json:
+        emit_json({"output": output, "recipe": text, "args": recipe.args, "decided": recipe.info, "files_written": written})
+        return
+    if not output:
+        sys.stdout.write(text)
+        return
+    c = console(stderr=True)
+    c.print(f"[green]wrote[/] {output}  ({recipe.info.get('template')}, enable_thinking "
+            f"{str(recipe.info.get('enable_thinking')).lower() if recipe.info.get('enable_thinking') is not None else 'null'})")
+    for w in written:
+        c.print(f"[green]wrote[/] {w}")
+    if recipe.info.get("mix"):
+        c.print("mix entries: " + ", ".join(f"{k} -> {v}" for k, v in recipe.info["mix"].items()))
+    c.print(f"next: qfk recipe check {output} && qfk train {output}")
+
+
+@recipe_group.command("check")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@OVERRIDES
+@click.option("--no-stats", is_flag=True, help="Skip the token-length check (it loads the tokenizer: a few seconds).")
+@click.option("--stats-rows", type=click.IntRange(min=1), default=2000, show_default=True, help="Rows per dataset for the length check.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def check(recipe, overrides, no_stats, stats_rows, as_json):
+    """Check a recipe with LLaMA-Factory's own parser and the kit's rules (no model load).
+
+    Exit status 1 when a check fails. Run it from the folder you will train from: dataset_dir and
+    output_dir are relative to it, as for llamafactory-cli.
+
+    \b
+    Examples:
+      qfk recipe check sft.yaml
+      qfk recipe check sft.yaml cutoff_len=4096 --json
+    """
+    from ..findings import print_findings
+    from ..recipes.check import check_recipe
+
+    findings = check_recipe(recipe, list(overrides), stats=not no_stats, stats_rows=stats_rows)
+    failed = sum(f.status == "fail" for f in findings)
+    if as_json:
+        emit_json({"recipe": recipe, "ok": not failed, "findings": [f.as_dict() for f in findings]})
+    else:
+        c = console()
+        print_findings(findings, c)
+        warned = sum(f.status == "warn" for f in findings)
+        c.print(f"\n{recipe}: [{'red' if failed else 'green'}]{failed} failed[/], {warned} warnings")
+    return 1 if failed else 0
+
+
+@recipe_group.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def ls(as_json):
+    """List the curated recipes (the repository's recipes/ folder).
+
+    \b
+    Examples:
+      qfk recipe ls
+      qfk recipe cp qwen3-4b-medical-lora my.yaml
+    """
+    from ..recipes.curated import curated, describe
+
+    items = {name: {"path": str(p), "description": describe(p)} for name, p in curated().items()}
+    if as_json:
+        emit_json(items)
+        return
+    from rich.table import Table
+
+    t = Table("name", "what it does", title="curated recipes (qfk recipe cp NAME DEST)")
+    for name, item in items.items():
+        t.add_row(name, item["description"])
+    console().print(t)
+
+
+@recipe_group.command("cp")
+@click.argument("name")
+@click.argument("dest", type=click.Path())
+@click.option("--force", is_flag=True, help="Replace DEST if it exists.")
+def cp(name, dest, force):
+    """Copy curated recipe NAME to DEST (a file or a folder) to start from it.
+
+    \b
+    Examples:
+      qfk recipe cp qwen3-4b-medical-lora sft.yaml
+      qfk recipe cp qwen3-1.7b-translation-qlora recipes/
+    """
+    from ..recipes.curated import copy
+
+    out = copy(name, dest, force=force)
+    console(stderr=True).print(f"[green]copied[/] {name} -> {out}\nnext: qfk recipe check {out}")

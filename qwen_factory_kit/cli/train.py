@@ -1,0 +1,80 @@
+"""``qfk train``."""
+
+from __future__ import annotations
+
+import click
+
+from .common import console, emit_json
+
+
+@click.command("train", context_settings={"ignore_unknown_options": False})
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--nproc", type=click.IntRange(min=1), help="Processes (GPUs) on this node: launches through torchrun. "
+                                                          "Multi-node: set NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT.")
+@click.option("--no-check", is_flag=True, help="Skip the quick recipe check before launching.")
+@click.option("--dry-run", is_flag=True, help="Print the command that would run, and exit.")
+@click.option("-v", "--verbose", is_flag=True, help="Show LLaMA-Factory's output (always in OUTPUT_DIR/qfk_train.log).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result (status, summary, paths) as JSON.")
+def train(recipe, overrides, nproc, no_check, dry_run, verbose, as_json):
+    """Run a recipe through LLaMA-Factory with the kit's plugin: progress, run record, loss plot.
+
+    Same arguments as `llamafactory-cli train RECIPE KEY=VALUE...`. The training process is
+    `python -m qwen_factory_kit.launch` (under torchrun with --nproc, NNODES>1, or DeepSpeed): it
+    registers the kit's dataset converters (formatting qfk_medical_r1 / qfk_sharegpt read raw rows)
+    and callbacks, then calls LLaMA-Factory's run_exp. OUTPUT_DIR gets qfk_run.json (recipe, data
+    manifests, versions, git state), qfk_loss.png, qfk_summary.json and qfk_train.log.
+
+    Ctrl-C stops after the current step and saves a checkpoint; the same command resumes.
+    Exit status: 0 done, 1 failed (including a nan/inf loss), 2 bad recipe, 130 stopped.
+
+    \b
+    Examples:
+      qfk train sft.yaml
+      qfk train sft.yaml learning_rate=5.0e-6 num_train_epochs=3
+      qfk train sft.yaml --nproc 4
+      NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 qfk train sft.yaml --nproc 8
+      qfk train sft.yaml --dry-run
+    """
+    from ..errors import QfkError
+    from ..findings import print_findings
+    from ..launch.runner import run_training
+    from ..launch.torchrun import compose
+    from ..post.training import summary_lines
+    from ..recipes.check import check_recipe
+    from ..recipes.document import load_recipe
+
+    args = load_recipe(recipe, overrides)
+    c = console(stderr=True)
+    if not no_check:
+        findings = check_recipe(args, parse=False, stats=False)
+        bad = [f for f in findings if f.status == "fail"]
+        shown = [f for f in findings if f.status in ("fail", "warn")]
+        if shown and not as_json:
+            print_findings(shown, c)
+        if bad:
+            raise QfkError(f"{recipe} fails {len(bad)} check(s): {bad[0].message}",
+                           (bad[0].fix + "; " if bad[0].fix else "") + "full report: qfk recipe check " + recipe)
+    launch = compose(recipe, list(overrides), nproc=nproc, args=args)
+    if dry_run:
+        if as_json:
+            emit_json({"argv": launch.argv, "env": launch.env, "distributed": launch.distributed, "nproc": launch.nproc,
+                       "nnodes": launch.nnodes})
+        else:
+            click.echo(launch.describe())
+        return 0
+    result = run_training(recipe, list(overrides), nproc=nproc, console=c, verbose=verbose, launch=launch)
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        for line in summary_lines(result.summary) if result.summary else []:
+            c.print(line)
+        c.print(f"run record: {result.output_dir}/qfk_run.json   log: {result.log}")
+        if result.status == "stopped":
+            c.print(f"[yellow]stopped at step {result.last_step}[/]: resume with: qfk train {recipe} "
+                    + " ".join(overrides))
+        elif result.returncode != 0:
+            for line in getattr(result, "tail", [])[-15:]:
+                c.print(f"  | {line}", markup=False, highlight=False)
+            c.print(f"[red]training failed[/] (exit {result.returncode}): {result.error}")
+    return result.returncode

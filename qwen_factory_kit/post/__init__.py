@@ -1,0 +1,1 @@
+"""Post-processing of LLaMA-Factory runs: loss plot and summary (:mod:`.training`)."""

@@ -1,0 +1,457 @@
+"""``qfk recipe new``: a LLaMA-Factory recipe from a model, a method and registered datasets.
+
+The template and ``enable_thinking`` come from what the datasets contain (their qfk manifests,
+or a scan of their rows when a dataset was registered by hand), never from a guess. ``--mix``
+ratios are made exact with per-dataset ``num_samples`` entries in ``dataset_info.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from fractions import Fraction
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import QfkError
+from . import presets
+from .document import Recipe
+
+SECTION_ORDER = ("model", "method", "data", "training", "output", "eval", "generation", "export")
+
+
+@dataclass
+class DatasetFacts:
+    """What a registered dataset holds, as far as a recipe cares."""
+
+    name: str
+    entry: dict
+    rows: int | None
+    mode: str            # reasoning | direct | mixed | none
+    empty_style: str     # explicit | omit | mixed | none
+    source: str          # where mode and rows came from
+    file: Path | None = None
+
+    @property
+    def ranking(self) -> bool:
+        return bool(self.entry.get("ranking"))
+
+
+def _scan(path: Path, entry: dict) -> tuple[int, dict]:
+    """Rows and think tally of a file registered without a qfk manifest (read to the end)."""
+    from ..lint import _texts, iter_rows, layout_from
+    from ..think import ThinkTally, parse_response
+
+    tally, rows, lay = ThinkTally(), 0, None
+    for _, row in iter_rows(path):
+        rows += 1
+        if not isinstance(row, dict):
+            continue
+        lay = lay or layout_from(entry, row)
+        for kind, _, value in _texts(row, lay):
+            if kind == "response" and isinstance(value, str):
+                tally.add_parsed(parse_response(value))
+    return rows, tally.as_dict()
+
+
+def dataset_facts(name: str, data_dir: str | os.PathLike) -> DatasetFacts:
+    from ..registry import Registry, manifest_for, resolve_file
+
+    reg = Registry.at(data_dir)
+    if not reg.path.exists():
+        raise QfkError(f"no {reg.path}: dataset '{name}' is not registered",
+                       "convert and register first: qfk convert ... (or qfk datasets add FILE --name NAME)")
+    entry = reg.get(name)
+    path = resolve_file(entry, reg.data_dir)
+    if path is None:
+        raise QfkError(f"dataset '{name}' is a hub entry: the kit cannot see its think mode offline",
+                       f"convert it with qfk convert, or set it yourself: template=qwen3 enable_thinking=true|false")
+    if not path.exists():
+        raise QfkError(f"dataset '{name}': File {path} not found", f"convert it again, or: qfk datasets remove {name}")
+    manifest = manifest_for(entry, reg.data_dir)
+    if manifest and "think" in manifest:
+        rows = None
+        for out in manifest.get("outputs", {}).values():
+            if Path(out.get("file", "")).name == path.name:
+                rows = out.get("rows")
+        if rows is None:
+            rows, _ = _scan(path, entry)
+        think = manifest["think"]
+        return DatasetFacts(name, entry, rows, think["mode"], think.get("empty_style", "none"),
+                            f"manifest {path.with_suffix('').name}.manifest.json", path)
+    rows, think = _scan(path, entry)
+    return DatasetFacts(name, entry, rows, think["mode"], think["empty_style"], f"scanned {rows} rows", path)
+
+
+def mix_counts(ratios: dict[str, float], rows: dict[str, int], total: int | None = None) -> dict[str, int]:
+    """Whole row counts in exactly the requested proportions.
+
+    Without ``total`` the mix is as large as it can be without repeating a row, rounded down to a
+    total that the ratios split into whole rows (75/25 -> a multiple of 4), so the mix is exact.
+    When no such total fits (or ``total`` is given), counts are rounded by largest remainder."""
+    if any(r <= 0 for r in ratios.values()):
+        raise QfkError(f"every --mix ratio must be > 0: {ratios}", "drop the dataset from --dataset instead")
+    s = sum(ratios.values())
+    if abs(s - 1) > 1e-6:
+        raise QfkError(f"--mix ratios add up to {s:g}, not 1", "for example: --mix medical=0.75,finetome=0.25")
+    if total is None:
+        most = math.floor(min(rows[n] / r for n, r in ratios.items()) + 1e-9)
+        # the largest total that splits into whole rows in exactly these proportions (0.75/0.25 -> a multiple of 4)
+        step = math.lcm(*(Fraction(r).limit_denominator(10000).denominator for r in ratios.values()))
+        total = (most // step) * step if most >= step else most
+    if total < len(ratios):
+        raise QfkError(f"a mix of {total} rows cannot hold {len(ratios)} datasets", "give --mix-total, or convert more rows")
+    exact = {n: total * r for n, r in ratios.items()}
+    counts = {n: math.floor(v) for n, v in exact.items()}
+    short = total - sum(counts.values())
+    for n in sorted(exact, key=lambda k: (counts[k] - exact[k], k))[:short]:
+        counts[n] += 1
+    return counts
+
+
+def parse_mix(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise QfkError(f"--mix item '{part}' is not NAME=RATIO", "for example: --mix medical=0.75,finetome=0.25")
+        name, value = (x.strip() for x in part.split("=", 1))
+        try:
+            ratio = float(value.rstrip("%")) / (100 if value.endswith("%") else 1)
+        except ValueError:
+            raise QfkError(f"--mix ratio '{value}' for {name} is not a number", "use 0.75 or 75%") from None
+        out[name] = ratio
+    return out
+
+
+def mixed_name(name: str, count: int) -> str:
+    return f"{name}__n{count}"
+
+
+@dataclass
+class RecipeRequest:
+    """Everything ``qfk recipe new`` was asked for."""
+
+    method: str
+    model: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    mix: dict[str, float] | None = None
+    mix_total: int | None = None
+    eval_datasets: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    output_dir: str | None = None
+    adapter: str | None = None
+    from_recipe: str | None = None
+    deepspeed: str | None = None
+    overrides: dict = field(default_factory=dict)
+    filename: str = "recipe.yaml"
+    command: str = ""
+
+
+def _rel(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def _header(req: RecipeRequest, title: str, verb: str) -> list[str]:
+    f = req.filename
+    run = {"train": [f"llamafactory-cli train {f}", f"qfk train {f}                  # progress, run record, loss plot; --nproc N for more GPUs"],
+           "predict": [f"llamafactory-cli train {f}", f"qfk train {f}"],
+           "merge": [f"llamafactory-cli export {f}"]}[verb]
+    example = {"train": "learning_rate=5.0e-6 num_train_epochs=3", "predict": "max_samples=100",
+               "merge": "export_dir=models/merged"}[verb]
+    lines = [f"qfk recipe: {title}", "", "Run it from the folder that holds the dataset_dir:"]
+    lines += [f"  {r}" for r in run]
+    lines += ["Override any key after the file as key=value (same syntax for both commands):",
+              f"  {run[0].split()[0]} {run[0].split()[1]} {f} {example}",
+              f"Check it first: qfk recipe check {f}", ""]
+    return lines
+
+
+def _data_dir_value(data_dir: Path) -> str:
+    rel = _rel(data_dir)
+    return rel if not rel.startswith("..") else str(data_dir.resolve())
+
+
+def _facts_for(names: list[str], data_dir: Path) -> list[DatasetFacts]:
+    return [dataset_facts(n, data_dir) for n in names]
+
+
+def _think_lines(facts: list[DatasetFacts], mode: str, template: str, enable, why: str) -> list[str]:
+    parts = ", ".join(f"{f.name} {f.mode} ({f.source})" for f in facts)
+    return [f"Think mode: {parts}", f"  -> {mode}: template {template}, enable_thinking {presets_scalar(enable)} ({why})"]
+
+
+def presets_scalar(v) -> str:
+    from .document import scalar
+
+    return scalar(v)
+
+
+def new_recipe(req: RecipeRequest) -> Recipe:
+    """Build the recipe (and register the ``num_samples`` entries an exact ``--mix`` needs)."""
+    from ..workspace import data_dir as resolve_data_dir
+
+    if req.method not in presets.METHODS:
+        raise QfkError(f"unknown --method '{req.method}'", f"choose one of {', '.join(presets.METHODS)}")
+    data_dir = resolve_data_dir(req.data_dir)
+    if req.method in ("predict", "merge"):
+        return _inference_recipe(req, data_dir)
+    if not req.model:
+        raise QfkError("--model is required", "for example: --model Qwen3-4B (or a local model folder)")
+    if not req.datasets and not req.mix:
+        raise QfkError("--dataset is required", "name registered datasets: --dataset medical_r1,finetome (list them: qfk datasets list)")
+    model = presets.resolve_model(req.model)
+    names = list(dict.fromkeys([*req.datasets, *(req.mix or {})]))
+    if req.mix:
+        missing = [n for n in names if n not in req.mix]
+        if missing:
+            raise QfkError(f"--mix gives no ratio for {', '.join(missing)}", "give every dataset a ratio, or drop it from --dataset")
+    facts = _facts_for(names, data_dir)
+    eval_facts = _facts_for(req.eval_datasets, data_dir)
+    preference = req.method in ("orpo", "dpo")
+    for f in facts + eval_facts:
+        if f.ranking != preference:
+            need = "preference (ranking) data" if preference else "SFT data (ranking: false)"
+            raise QfkError(f"dataset '{f.name}' is {'ranking' if f.ranking else 'SFT'} data but --method {req.method} needs {need}",
+                           "ORPO/DPO take qfk convert preference outputs; lora/qlora/full take the other converters' outputs")
+    mode = presets.combine_modes([f.mode for f in facts])
+    template, enable, why = presets.think_settings(mode, model)
+    preset = presets.method_preset(req.method, model, deepspeed=req.deepspeed)
+
+    r = Recipe(kind="train")
+    for s in SECTION_ORDER:
+        r.section(s)
+    r.section("model")["model_name_or_path"] = model.path
+    r.section("method").update(preset.method)
+    if preference:
+        r.comments["pref_loss"] = "ORPO: odds-ratio loss, no reference model" if req.method == "orpo" else "DPO (sigmoid)"
+
+    # data, with an exact mix
+    mix_lines: list[str] = []
+    dataset_names = [f.name for f in facts]
+    if req.mix:
+        counts = mix_counts(req.mix, {f.name: f.rows or 0 for f in facts}, req.mix_total)
+        from ..registry import Registry
+
+        reg = Registry.at(data_dir)
+        dataset_names = []
+        total = sum(counts.values())
+        for f in facts:
+            n = counts[f.name]
+            if n == f.rows:
+                dataset_names.append(f.name)
+            else:
+                derived = mixed_name(f.name, n)
+                reg.add(derived, {**f.entry, "num_samples": n})
+                dataset_names.append(derived)
+            how = "all" if n == f.rows else (f"{n} sampled" if n < (f.rows or 0) else f"{n} (upsampled)")
+            mix_lines.append(f"  {f.name}: {how} of {f.rows} rows = {n / total:.2%} (asked {req.mix[f.name]:.2%})")
+        mix_lines = [f"Mix (exact, rows per epoch = {total}; *__nN entries carry num_samples: N in dataset_info.json):"] + mix_lines
+    data = r.section("data")
+    data["dataset"] = ",".join(dataset_names)
+    if eval_facts:
+        data["eval_dataset"] = ",".join(f.name for f in eval_facts)
+    data["dataset_dir"] = _data_dir_value(data_dir)
+    data["template"] = template
+    if template == "qwen3":
+        data["enable_thinking"] = enable
+        r.comments["enable_thinking"] = {True: "reasoning data: think blocks are trained",
+                                         False: "direct data: empty block in the prompt, answers trained",
+                                         None: "mixed data: reasoning trained where present"}[enable]
+    data["cutoff_len"] = 2048
+    r.comments["cutoff_len"] = "check the rows it would cut: qfk recipe check / qfk stats"
+    data["overwrite_cache"] = True
+    data["preprocessing_num_workers"] = min(16, os.cpu_count() or 1)
+    data["dataloader_num_workers"] = 4 if (os.cpu_count() or 1) >= 8 else 0
+
+    tr = r.section("training")
+    tr.update(preset.training)
+    if "deepspeed" in tr:
+        tr["deepspeed"] = deepspeed_path(tr["deepspeed"])
+        r.comments["deepspeed"] = "shipped by qfk (qfk recipe new writes it); runs through torchrun"
+    if preset.source and "epochs" in " ".join(preset.notes):
+        r.comments["num_train_epochs"] = next(n for n in preset.notes if "epochs" in n)
+    tr["ddp_timeout"] = 180000000
+    out = r.section("output")
+    out["output_dir"] = req.output_dir or f"saves/{presets.model_slug(model)}/{req.method}/{'_'.join(f.name for f in facts)[:60]}"
+    out["logging_steps"] = 10
+    out["save_steps"] = 500
+    out["plot_loss"] = True
+    out["overwrite_output_dir"] = False
+    r.comments["overwrite_output_dir"] = "false: an interrupted run resumes from its last checkpoint"
+    out["save_only_model"] = False
+    out["report_to"] = "none"
+    if eval_facts:
+        ev = r.section("eval")
+        ev.update(per_device_eval_batch_size=1, eval_strategy="steps", eval_steps=500)
+    _apply_overrides(r, req.overrides)
+
+    title = (f"{model.name} {req.method} ({r.args.get('stage')}) on "
+             + (" + ".join(f"{n} {int(round(v * 100))}%" for n, v in req.mix.items()) if req.mix else ", ".join(names)))
+    r.header = _header(req, title, "train")
+    r.header += [f"Preset: {req.method} on {model.name} ({model.size}): {preset.source}",
+                 f"Estimated GPU memory: about {preset.vram_gb:g} GB "
+                 f"(batch {preset.training['per_device_train_batch_size']}, cutoff 2048, gradient checkpointing)"]
+    r.header += [f"Note: {n}" for n in preset.notes if "epochs" not in n]
+    r.header += _think_lines(facts, mode, template, enable, why)
+    r.header += mix_lines
+    r.header += _footer(req)
+    r.info = {"model": model.name, "model_kind": model.kind, "method": req.method, "preset_source": preset.source,
+              "vram_gb": preset.vram_gb, "think_mode": mode, "template": template, "enable_thinking": enable,
+              "datasets": {f.name: {"rows": f.rows, "mode": f.mode, "source": f.source} for f in facts},
+              "mix": {n: c for n, c in zip([f.name for f in facts], dataset_names)} if req.mix else None,
+              "files": _extra_files(r.args)}
+    return r
+
+
+def _footer(req: RecipeRequest) -> list[str]:
+    from .. import __version__
+
+    lines = []
+    if req.overrides:
+        lines.append("Overrides: " + " ".join(f"{k}={presets_scalar(v)}" for k, v in req.overrides.items()))
+    if req.command:
+        lines.append(f"Made by qfk {__version__}: {req.command}")
+    return lines
+
+
+def _apply_overrides(r: Recipe, overrides: dict) -> None:
+    for key, value in (overrides or {}).items():
+        r.set(key, value, comment="override")
+
+
+def deepspeed_path(preset_key: str) -> str:
+    """Where recipes point for a shipped DeepSpeed config (relative to the run folder)."""
+    return f"deepspeed/{presets.DEEPSPEED[preset_key]}"
+
+
+def _extra_files(args: dict) -> dict[str, str]:
+    """Files the recipe refers to that the kit ships: {path in recipe: packaged source}."""
+    ds = args.get("deepspeed")
+    if isinstance(ds, str) and ds.startswith("deepspeed/") and Path(ds).name in presets.DEEPSPEED.values():
+        from ..launch import deepspeed_config
+
+        return {ds: str(deepspeed_config(Path(ds).name))}
+    return {}
+
+
+def write_extra_files(recipe: Recipe, base: Path = Path(".")) -> list[Path]:
+    """Copy shipped files (DeepSpeed configs) the recipe names, unless an identical one is there."""
+    written = []
+    for rel, src in recipe.info.get("files", {}).items():
+        dest = base / rel
+        data = Path(src).read_bytes()
+        if dest.exists() and dest.read_bytes() == data:
+            continue
+        if dest.exists():
+            raise QfkError(f"{dest} exists and differs from the kit's {Path(src).name}",
+                           "keep yours (set deepspeed=PATH) or remove it so qfk can write the shipped one")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        written.append(dest)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# predict and merge
+# ---------------------------------------------------------------------------------------------
+def _inference_recipe(req: RecipeRequest, data_dir: Path) -> Recipe:
+    from .document import load_recipe
+
+    train: dict = load_recipe(req.from_recipe) if req.from_recipe else {}
+    model_spec = req.model or train.get("model_name_or_path")
+    if not model_spec:
+        raise QfkError(f"--method {req.method} needs --from TRAIN.yaml (or --model)",
+                       f"qfk recipe new --method {req.method} --from recipe.yaml -o {req.method}.yaml")
+    model = presets.resolve_model(str(model_spec))
+    adapter = req.adapter or (train.get("output_dir") if train.get("finetuning_type", "lora") == "lora" and train else None)
+    if "template" in train:
+        template, enable = train["template"], train.get("enable_thinking", True)
+        why = f"as trained ({req.from_recipe})"
+        think = [f"Think mode: as trained in {req.from_recipe}: template {template}, enable_thinking {presets_scalar(enable)}"]
+    else:
+        names = req.eval_datasets or req.datasets
+        if not names:
+            raise QfkError(f"--method {req.method} needs --from TRAIN.yaml to keep the training template and enable_thinking",
+                           "or name the training datasets with --dataset so the kit can derive them")
+        facts = _facts_for(names, data_dir)
+        mode = presets.combine_modes([f.mode for f in facts])
+        template, enable, why = presets.think_settings(mode, model)
+        think = _think_lines(facts, mode, template, enable, why)
+    r = Recipe(kind=req.method)
+    for s in SECTION_ORDER:
+        r.section(s)
+    m = r.section("model")
+    m["model_name_or_path"] = model.path
+    if adapter:
+        m["adapter_name_or_path"] = adapter
+        r.comments["adapter_name_or_path"] = "the training run's output_dir"
+    if train.get("quantization_bit") and req.method == "merge":
+        r.comments["model_name_or_path"] = "unquantized base: a QLoRA adapter merges into the full-precision model"
+    sampling = presets.sampling(enable)
+    gen = r.section("generation")
+    gen.update(sampling)
+    r.comments["temperature"] = f"{presets.QWEN_SAMPLING} ({'thinking' if enable is not False else 'non-thinking'}); not LLaMA-Factory's 0.95"
+    if req.method == "predict":
+        evals = req.eval_datasets or [n for n in (train.get("eval_dataset") or "").split(",") if n]
+        if not evals:
+            raise QfkError("--method predict needs --eval-dataset NAME (held-out rows, e.g. NAME_val or NAME_test)",
+                           "qfk recipe new --method predict --from recipe.yaml --eval-dataset medical_r1_val -o predict.yaml")
+        for f in _facts_for(evals, data_dir):
+            if f.ranking:
+                raise QfkError(f"'{f.name}' is preference data; predict needs SFT rows", "use a *_val or *_test SFT dataset")
+        r.section("method").update(stage="sft", do_predict=True, predict_with_generate=True)
+        if adapter:
+            r.section("method")["finetuning_type"] = "lora"
+        d = r.section("data")
+        d["eval_dataset"] = ",".join(evals)
+        d["dataset_dir"] = train.get("dataset_dir") or _data_dir_value(data_dir)
+        d["template"] = template
+        if template == "qwen3":
+            d["enable_thinking"] = enable
+        d["cutoff_len"] = train.get("cutoff_len", 2048)
+        d["overwrite_cache"] = True
+        d["preprocessing_num_workers"] = min(16, os.cpu_count() or 1)
+        gen["max_new_tokens"] = presets.max_new_tokens(enable)
+        o = r.section("output")
+        base_out = str(train.get("output_dir") or f"saves/{presets.model_slug(model)}/base")
+        o["output_dir"] = req.output_dir or f"{base_out.rstrip('/')}/predict"
+        o["overwrite_output_dir"] = True
+        o["report_to"] = "none"
+        r.section("eval")["per_device_eval_batch_size"] = 4
+        if train.get("bf16"):
+            r.section("eval")["bf16"] = True
+        title = f"predict {', '.join(evals)} with {model.name}" + (f" + {adapter}" if adapter else " (base model)")
+    else:
+        if not adapter:
+            raise QfkError("--method merge needs an adapter: --from TRAIN.yaml or --adapter DIR", "a full fine-tune needs no merge")
+        r.section("method")["finetuning_type"] = "lora"
+        d = r.section("data")
+        d["template"] = template
+        if template == "qwen3":
+            d["enable_thinking"] = enable
+        r.comments["template"] = "the training template; serve the merged model with the same enable_thinking"
+        e = r.section("export")
+        e["export_dir"] = req.output_dir or f"models/{presets.model_slug(model)}-{Path(str(adapter)).name}-merged"
+        e["export_size"] = 5
+        e["export_device"] = "cpu"
+        e["export_legacy_format"] = False
+        title = f"merge {adapter} into {model.name}"
+    _apply_overrides(r, req.overrides)
+    r.header = _header(req, title, "merge" if req.method == "merge" else "predict")
+    r.header += think
+    r.header += _footer(req)
+    r.info = {"model": model.name, "method": req.method, "template": template, "enable_thinking": enable, "why": why,
+              "sampling": sampling, "files": {}}
+    return r
+
+
+def command_line(argv: list[str]) -> str:
+    return "qfk " + " ".join(shlex.quote(a) for a in argv)

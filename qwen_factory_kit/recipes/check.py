@@ -1,0 +1,464 @@
+"""``qfk recipe check``: LLaMA-Factory's own argument parsing plus the kit's rules, before a model loads.
+
+Every finding says what is wrong and how to fix it. Checks (``check`` ids):
+
+* ``keys``: LLaMA-Factory's HfArgumentParser and ``get_train_args`` / ``get_infer_args`` checks, plus
+  value types (``parse_dict`` does no conversion, so ``lora_rank: "x"`` would slip through);
+* ``datasets``: every ``dataset``/``eval_dataset`` registered in the recipe's ``dataset_dir`` and loadable;
+* ``ranking``: preference data for dpo/rm stages, SFT data otherwise;
+* ``template``: the template fits the model family (Instruct-2507 -> qwen3_nothink, other Qwen3 -> qwen3);
+* ``think``: ``template``/``enable_thinking`` train what the data holds (QWEN3-THINK.md);
+* ``cutoff``: rows that ``cutoff_len`` would cut, with LLaMA-Factory's own rendering (``qfk stats``);
+* ``output``: an ``output_dir`` that would silently resume, be overwritten or stop LLaMA-Factory;
+* ``gpu``: QLoRA / bf16 / flash attention / DeepSpeed against this machine;
+* ``paths``: spaces (LLaMA-Factory's torchrun relaunch splits them), missing files;
+* ``sampling``: predict/merge recipes with LLaMA-Factory's sampling defaults instead of Qwen3's.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any
+
+from ..errors import QfkError
+from ..findings import Finding
+from . import presets
+from .document import scalar
+
+PATH_KEYS = ("model_name_or_path", "adapter_name_or_path", "output_dir", "dataset_dir", "deepspeed", "export_dir",
+             "tokenized_path", "cache_dir", "logging_dir")
+PREFERENCE_STAGES = ("dpo", "rm")
+CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin",
+                    "training_args.bin", "trainer_state.json")
+
+
+def recipe_kind(args: dict) -> str:
+    if args.get("export_dir"):
+        return "merge"
+    if args.get("do_predict") and not args.get("do_train"):
+        return "predict"
+    return "train"
+
+
+def _names(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [n.strip() for n in str(value or "").split(",") if n.strip()]
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        return False
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# keys: LLaMA-Factory's parser
+# ---------------------------------------------------------------------------------------------
+def _arg_fields() -> dict[str, Any]:
+    from llamafactory.hparams import DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments, TrainingArguments
+
+    types: dict[str, Any] = {}
+    for cls in (TrainingArguments, GeneratingArguments, FinetuningArguments, DataArguments, ModelArguments):
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # pragma: no cover - unresolvable annotations: skip type checks for that class
+            continue
+        types.update(hints)
+    return types
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any or tp is None:
+        return True
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if isinstance(tp, type):
+        import enum
+
+        if issubclass(tp, enum.Enum):
+            return value in {m.value for m in tp} or isinstance(value, tp)
+        if origin is None and tp in (list, dict):
+            return isinstance(value, tp)
+    if origin in (list, dict, tuple):
+        return isinstance(value, origin) or isinstance(value, str)
+    return True
+
+
+def check_types(args: dict) -> list[Finding]:
+    fields = _arg_fields()
+    out = []
+    for key, value in args.items():
+        tp = fields.get(key)
+        if tp is not None and value is not None and not _type_ok(value, tp):
+            want = str(tp).replace("typing.", "")
+            out.append(Finding("keys", "fail", f"{key}: {value!r} is not a {want}",
+                               f"write a {want.split('[')[0].lower()} (numbers unquoted, true/false for booleans)"))
+    return out
+
+
+def _neutral(args: dict) -> tuple[dict, list[Finding]]:
+    """The arguments as this machine can parse them (no GPU, no DeepSpeed package), and what changed."""
+    a = dict(args)
+    notes: list[Finding] = []
+    if not _cuda() and not a.get("use_cpu"):
+        for key in ("bf16", "fp16", "pure_bf16"):
+            if a.get(key):
+                a[key] = False
+                notes.append(Finding("gpu", "info", f"{key}: true needs a GPU; this machine has none, so it was parsed as false here",
+                                     "on a CPU machine add use_cpu=true bf16=false (the recipe is fine for a GPU machine)"))
+    if a.get("deepspeed"):
+        ds = Path(str(a["deepspeed"]))
+        if not ds.is_file():
+            notes.append(Finding("paths", "fail", f"deepspeed config {ds} not found",
+                                 "qfk train writes the shipped ds_z*_config.json files; or set deepspeed=PATH"))
+        if not _installed("deepspeed"):
+            notes.append(Finding("gpu", "warn", "the recipe uses DeepSpeed, which is not installed here",
+                                 "pip install deepspeed (on the GPU machine); qfk train launches it through torchrun"))
+        a.pop("deepspeed")
+    return a, notes
+
+
+def check_llamafactory(args: dict) -> list[Finding]:
+    """Parse with LLaMA-Factory's own parser (no model, no data load)."""
+    os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
+    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
+    findings = check_types(args)
+    if findings:
+        return findings
+    a, notes = _neutral(args)
+    kind = recipe_kind(args)
+    try:
+        if kind == "merge":
+            from llamafactory.hparams import get_infer_args
+
+            get_infer_args(a)
+        else:
+            from llamafactory.hparams import get_train_args
+
+            with tempfile.TemporaryDirectory(prefix="qfk-check-") as tmp:
+                a["output_dir"] = tmp  # the output folder is the 'output' check's business
+                get_train_args(a)
+    except (ValueError, TypeError, ImportError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "launch distributed training" in msg:  # several GPUs visible to an in-process parse
+            return notes + [Finding("keys", "ok", "LLaMA-Factory parses the recipe (distributed launch: qfk train / llamafactory-cli)")]
+        fix = ("remove or rename the key: it is not a LLaMA-Factory 0.9.5 argument (list: llamafactory-cli train -h)"
+               if "not used by the HfArgumentParser" in msg else "fix the value LLaMA-Factory names")
+        return notes + [Finding("keys", "fail", f"LLaMA-Factory rejects the recipe: {msg}", fix)]
+    except SystemExit as exc:  # argparse-style exits
+        return notes + [Finding("keys", "fail", f"LLaMA-Factory's parser exited ({exc.code})", "run llamafactory-cli train RECIPE for its message")]
+    return notes + [Finding("keys", "ok", f"LLaMA-Factory {_lf_version()} parses every key ({kind} recipe)")]
+
+
+def _lf_version() -> str:
+    from importlib.metadata import version
+
+    return version("llamafactory")
+
+
+# ---------------------------------------------------------------------------------------------
+# the kit's rules
+# ---------------------------------------------------------------------------------------------
+def _model(args: dict) -> presets.ModelInfo | None:
+    spec = args.get("model_name_or_path")
+    if not spec:
+        return None
+    try:
+        return presets.resolve_model(str(spec))
+    except QfkError:
+        return None
+
+
+def check_datasets(args: dict) -> tuple[list[Finding], list]:
+    """Registered, loadable, ranking against the stage; returns the facts of the training datasets."""
+    from ..registry import Registry, check_entry
+    from .build import dataset_facts
+
+    out: list[Finding] = []
+    facts = []
+    data_dir = Path(str(args.get("dataset_dir") or "data"))
+    reg = Registry.at(data_dir)
+    kind = recipe_kind(args)
+    train_names = _names(args.get("dataset")) if kind == "train" else []
+    eval_names = _names(args.get("eval_dataset"))
+    if kind == "merge":
+        return out, facts
+    if not train_names and not eval_names:
+        return [Finding("datasets", "fail", "the recipe names no dataset", "add dataset: NAME (qfk datasets list)")], facts
+    if not reg.path.exists():
+        return [Finding("datasets", "fail", f"Cannot open {reg.path} (dataset_dir: {data_dir}, from {os.getcwd()})",
+                        "run from the folder that holds the data dir, or set dataset_dir=PATH; register with qfk convert")], facts
+    try:
+        registry = reg.read()
+    except QfkError as exc:
+        return [Finding("datasets", "fail", exc.message, exc.hint or "")], facts
+    stage = args.get("stage", "sft")
+    for name in train_names + eval_names:
+        entry = registry.get(name)
+        if entry is None:
+            close = [n for n in registry if name.lower() in n.lower()][:4]
+            out.append(Finding("datasets", "fail", f"Undefined dataset {name} in {reg.path}",
+                               f"did you mean {', '.join(close)}?" if close else "register it: qfk convert ... or qfk datasets add FILE --name " + name))
+            continue
+        found = [f for f in check_entry(name, entry, reg.data_dir) if f.status != "ok"]
+        for f in found:
+            f.check = "datasets"
+            f.message = f"{name}: {f.message}"
+        out += found
+        ranking = bool(entry.get("ranking"))
+        if (stage in PREFERENCE_STAGES) != ranking:
+            need = "ranking data (chosen/rejected)" if stage in PREFERENCE_STAGES else "SFT data (ranking: false)"
+            out.append(Finding("ranking", "fail", f"{name} has ranking: {str(ranking).lower()} but stage {stage} needs {need}: "
+                                                  "LLaMA-Factory stops with 'The dataset is not applicable in the current training stage'",
+                               "use qfk convert preference outputs for dpo/orpo, other converters' outputs for sft"))
+        if any(f.status == "fail" for f in found) or entry.get("formatting", "alpaca") not in ("alpaca", "sharegpt"):
+            continue
+        if name in train_names or kind == "predict":
+            try:
+                facts.append(dataset_facts(name, reg.data_dir))
+            except QfkError as exc:
+                out.append(Finding("datasets", "warn", f"{name}: {exc.message}", exc.hint or ""))
+    if not out:
+        out.append(Finding("datasets", "ok", f"{', '.join(train_names + eval_names)} registered in {reg.path} and loadable"))
+    return out, facts
+
+
+def check_template(args: dict, model: presets.ModelInfo | None) -> list[Finding]:
+    template = args.get("template")
+    if model is None:
+        return [Finding("template", "warn", f"model {args.get('model_name_or_path')!r} is not a known Qwen3 model or folder: "
+                                            "template not checked", "use a Qwen3 name (qfk recipe new --list-models) or a local folder")]
+    want = "qwen3_nothink" if model.kind == "instruct-2507" else "qwen3"
+    if not template:
+        return [Finding("template", "fail", "no template: LLaMA-Factory would fall back to a generic one",
+                        f"template: {want}")]
+    if template not in ("qwen3", "qwen3_nothink"):
+        return [Finding("template", "fail", f"template {template} is not a Qwen3 template ({model.name} uses {want})",
+                        f"template={want}")]
+    if model.kind == "instruct-2507" and template != "qwen3_nothink":
+        return [Finding("template", "fail", f"{model.name} is non-thinking only; template qwen3 adds think blocks it never saw",
+                        "template=qwen3_nothink")]
+    if model.kind != "instruct-2507" and template == "qwen3_nothink":
+        return [Finding("template", "warn", f"qwen3_nothink on {model.name} ({model.kind}) trains without the think "
+                                            "switch: the model may lose thinking mode",
+                        "template=qwen3 with enable_thinking=false trains direct answers the Qwen3 way")]
+    return [Finding("template", "ok", f"{template} fits {model.name} ({model.kind})")]
+
+
+def check_think(args: dict, facts: list, model: presets.ModelInfo | None) -> list[Finding]:
+    if not facts:
+        return []
+    template = args.get("template") or "qwen3"
+    enable = args.get("enable_thinking", True)
+    modes = {f.name: f.mode for f in facts}
+    mode = presets.combine_modes(list(modes.values()))
+    desc = ", ".join(f"{n} {m}" for n, m in modes.items())
+    out: list[Finding] = []
+    if template == "qwen3":
+        if mode in ("reasoning", "mixed") and enable is False:
+            out.append(Finding("think", "fail", f"enable_thinking: false strips every think block of the data ({desc}): "
+                                                "the reasoning is never trained",
+                               "enable_thinking=true for reasoning data, enable_thinking=null for mixed data"))
+        elif mode == "direct" and enable is True:
+            out.append(Finding("think", "warn", f"the data has no reasoning ({desc}) but enable_thinking: true trains an empty "
+                                                "<think> block on every answer: the model learns to skip thinking",
+                               "enable_thinking=false (empty block in the prompt, answers trained)"))
+        elif mode == "mixed" and enable is True:
+            out.append(Finding("think", "warn", f"mixed data ({desc}) with enable_thinking: true trains empty think blocks on "
+                                                "the rows without reasoning", "enable_thinking=null"))
+        elif mode == "reasoning" and enable is None:
+            out.append(Finding("think", "info", "enable_thinking: null on all-reasoning data trains the same as true", ""))
+    elif template == "qwen3_nothink":
+        explicit = [f.name for f in facts if f.empty_style in ("explicit", "mixed") and f.mode != "reasoning"]
+        if mode != "direct":
+            out.append(Finding("think", "fail", f"qwen3_nothink trains think blocks as plain text ({desc})",
+                               "template=qwen3 (hybrid or Thinking models) for reasoning data"))
+        elif explicit:
+            out.append(Finding("think", "fail", f"{', '.join(explicit)} write explicit empty <think> blocks, which qwen3_nothink "
+                                                "trains as literal text", "convert with --empty-think omit, or use template=qwen3"))
+    if model is not None and model.kind in ("instruct-2507", "thinking-2507"):
+        try:
+            presets.think_settings(mode, model)
+        except QfkError as exc:
+            out.append(Finding("think", "fail", exc.message, exc.hint or ""))
+    if not out:
+        out.append(Finding("think", "ok", f"template {template}, enable_thinking {scalar(enable)} trains what the data holds ({desc})"))
+    return out
+
+
+def check_cutoff(args: dict, facts: list, *, max_rows: int = 2000) -> list[Finding]:
+    """Rows longer than cutoff_len, rendered and tokenized exactly as LLaMA-Factory will."""
+    from itertools import islice
+
+    from ..lint import iter_rows
+    from ..tokens import token_stats
+
+    cutoff = int(args.get("cutoff_len") or 2048)
+    out: list[Finding] = []
+    for f in facts:
+        if f.ranking or f.file is None or f.entry.get("formatting", "alpaca") not in ("alpaca", "sharegpt"):
+            continue
+        st = token_stats(islice(iter_rows(f.file), max_rows), f.entry, path=str(f.file), template=args.get("template") or "qwen3",
+                         enable_thinking=args.get("enable_thinking", True), cutoff_len=cutoff)
+        s = st.summary()
+        seen = f"{s['rows']} rows" + (f" (first {max_rows})" if (f.rows or 0) > max_rows else "")
+        think_lost, answer_lost = s["rows_losing_think_close"], s["rows_losing_answer"]
+        if think_lost:
+            out.append(Finding("cutoff", "fail", f"{f.name}: cutoff_len {cutoff} cuts {len(think_lost)} of {seen} before </think> "
+                                                 f"(rows {', '.join(map(str, think_lost[:8]))}): the model learns never to close thinking",
+                               f"cutoff_len={s['recommended_cutoff_len']} (holds p99), or drop long rows"))
+        elif answer_lost:
+            out.append(Finding("cutoff", "warn", f"{f.name}: cutoff_len {cutoff} cuts the answer of {len(answer_lost)} of {seen} "
+                                                 f"(rows {', '.join(map(str, answer_lost[:8]))})",
+                               f"cutoff_len={s['recommended_cutoff_len']}"))
+        else:
+            out.append(Finding("cutoff", "ok", f"{f.name}: every one of {seen} fits cutoff_len {cutoff} "
+                                               f"(p99 {s['total'].get('p99', 0)} tokens, max {s['total'].get('max', 0)})"))
+    return out
+
+
+def check_output(args: dict) -> list[Finding]:
+    kind = recipe_kind(args)
+    key = "export_dir" if kind == "merge" else "output_dir"
+    value = args.get(key)
+    if not value:
+        return [Finding("output", "fail", f"no {key}", f"{key}=saves/NAME")]
+    out_dir = Path(str(value))
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return [Finding("output", "ok", f"{key} {out_dir} is new")]
+    if kind == "merge":
+        return [Finding("output", "warn", f"export_dir {out_dir} is not empty: the merged model overwrites it", "export_dir=models/NEW")]
+    if kind == "predict":
+        if (out_dir / "generated_predictions.jsonl").exists():
+            return [Finding("output", "warn", f"{out_dir} already holds generated_predictions.jsonl: it will be replaced",
+                            "output_dir=... to keep the old predictions")]
+        return [Finding("output", "ok", f"output_dir {out_dir}")]
+    checkpoints = sorted((p for p in out_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                         key=lambda p: int(p.name.split("-")[-1]))
+    overwrite = bool(args.get("overwrite_output_dir"))
+    if args.get("resume_from_checkpoint"):
+        return [Finding("output", "info", f"resumes from {args['resume_from_checkpoint']} as asked")]
+    if overwrite:
+        return [Finding("output", "warn", f"output_dir {out_dir} is not empty and overwrite_output_dir: true: its files are "
+                                          "overwritten and trainer_log.jsonl starts over", "output_dir=saves/NEW to keep the old run")]
+    if checkpoints:
+        return [Finding("output", "warn", f"output_dir {out_dir} holds {checkpoints[-1].name}: LLaMA-Factory silently RESUMES "
+                                          "from it (a finished run does nothing)",
+                        "to resume, nothing to do; to start over: output_dir=saves/NEW or overwrite_output_dir=true")]
+    if any((out_dir / n).exists() for n in CHECKPOINT_FILES):
+        return [Finding("output", "fail", f"output_dir {out_dir} holds a finished model and no checkpoint: LLaMA-Factory stops "
+                                          "with 'Output directory already exists and is not empty'",
+                        "output_dir=saves/NEW, or overwrite_output_dir=true to replace it")]
+    if (out_dir / "trainer_log.jsonl").exists():
+        return [Finding("output", "warn", f"{out_dir}/trainer_log.jsonl exists: the new run's log is appended to it",
+                        "output_dir=saves/NEW")]
+    return [Finding("output", "ok", f"output_dir {out_dir} holds no run")]
+
+
+def check_machine(args: dict, *, recipe_path: str | None = None) -> list[Finding]:
+    out: list[Finding] = []
+    cuda = _cuda()
+    if args.get("quantization_bit"):
+        if not cuda:
+            out.append(Finding("gpu", "warn", f"QLoRA (quantization_bit: {args['quantization_bit']}, bitsandbytes) needs a CUDA GPU; "
+                                              "this machine has none, so it cannot train here",
+                               "run it on a GPU machine, or use --method lora (quantization_bit=null) on CPU"))
+        if not _installed("bitsandbytes"):
+            out.append(Finding("gpu", "warn", "quantization_bit needs bitsandbytes, which is not installed", "pip install bitsandbytes"))
+        if str(args.get("optim", "")).startswith("paged_") and not _installed("bitsandbytes"):
+            out.append(Finding("gpu", "warn", f"optim {args['optim']} comes from bitsandbytes", "pip install bitsandbytes"))
+    if args.get("flash_attn") == "fa2" and not _installed("flash_attn"):
+        out.append(Finding("gpu", "warn", "flash_attn: fa2 but flash-attn is not installed", "pip install flash-attn, or flash_attn=auto"))
+    if args.get("use_cpu") and args.get("bf16"):
+        out.append(Finding("gpu", "warn", "use_cpu with bf16: slow or unsupported on many CPUs", "bf16=false"))
+    spaced = [f"{k}={args[k]}" for k in PATH_KEYS if isinstance(args.get(k), str) and " " in args[k]]
+    if recipe_path and " " in str(recipe_path):
+        spaced.append(f"recipe path {recipe_path}")
+    if spaced:
+        sev = "fail" if args.get("deepspeed") else "warn"
+        out.append(Finding("paths", sev, f"paths with spaces ({'; '.join(spaced)}): llamafactory-cli's torchrun relaunch "
+                                         "(several GPUs, DeepSpeed) splits them", "rename without spaces; qfk train passes them intact"))
+    kind = recipe_kind(args)
+    adapter = args.get("adapter_name_or_path")
+    if kind in ("predict", "merge") and adapter:
+        for a in _names(adapter):
+            p = Path(a)
+            if not p.exists() and (a.startswith((".", "/", "saves")) or os.sep in a):
+                out.append(Finding("paths", "warn", f"adapter {a} does not exist yet", "train first: qfk train RECIPE"))
+    if args.get("trust_remote_code"):
+        out.append(Finding("paths", "warn", "trust_remote_code: true runs code from the model repository; Qwen3 does not need it",
+                           "trust_remote_code=false"))
+    return out
+
+
+def check_sampling(args: dict) -> list[Finding]:
+    kind = recipe_kind(args)
+    if kind == "train":
+        return []
+    enable = args.get("enable_thinking", True)
+    want = presets.sampling(enable)
+    if args.get("do_sample") is False:
+        return [Finding("sampling", "warn", "do_sample: false is greedy decoding, which makes Qwen3 loop (thinking mode above all)",
+                        " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in want.items()))]
+    missing = {k: v for k, v in want.items() if k not in args}
+    wrong = {k: (args[k], v) for k, v in want.items() if k in args and args[k] != v}
+    if missing:
+        return [Finding("sampling", "warn", f"{', '.join(missing)} not set: LLaMA-Factory's defaults (temperature 0.95, top_p 0.7, "
+                                            "top_k 50) are not Qwen3's",
+                        " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in missing.items()))]
+    if wrong:
+        return [Finding("sampling", "info", "sampling differs from Qwen3's recommendation for this think mode: "
+                                            + ", ".join(f"{k} {a} (recommended {b})" for k, (a, b) in wrong.items()), "")]
+    return [Finding("sampling", "ok", f"Qwen3 sampling for {'thinking' if enable is not False else 'non-thinking'} mode")]
+
+
+def check_recipe(recipe: str | os.PathLike | dict, overrides: list[str] | tuple[str, ...] | None = None, *,
+                 parse: bool = True, stats: bool = True, stats_rows: int = 2000) -> list[Finding]:
+    """All checks for a recipe file (or an already-loaded argument dict)."""
+    from .document import load_recipe
+
+    if isinstance(recipe, dict):
+        args, path = dict(recipe), None
+    else:
+        args, path = load_recipe(recipe, overrides), str(recipe)
+    model = _model(args)
+    findings: list[Finding] = []
+    if parse:
+        findings += check_llamafactory(args)
+    ds, facts = check_datasets(args)
+    findings += ds
+    if recipe_kind(args) != "merge" or args.get("template"):
+        findings += check_template(args, model)
+    findings += check_think(args, facts, model)
+    if stats and recipe_kind(args) == "train" and not any(f.status == "fail" and f.check in ("keys", "datasets") for f in findings):
+        findings += check_cutoff(args, facts, max_rows=stats_rows)
+    findings += check_output(args)
+    findings += check_machine(args, recipe_path=path)
+    findings += check_sampling(args)
+    return findings
