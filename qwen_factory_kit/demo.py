@@ -1,9 +1,12 @@
 """``qfk demo``: the kit's path on the bundled example data, offline, on CPU.
 
-Today: convert every bundled example (medical reasoning rows, a FineTome-style parquet with
-multi-turn and system rows, a Moses folder with en/zh_TW/ja, an OPUS zip, preference pairs) into a
-fresh workspace, register them in its ``data/dataset_info.json`` and report the counts and think
-modes. Later steps (recipe, train, merge, evaluate) are added by the issues that build them.
+1. convert every bundled example (medical reasoning rows, a FineTome-style parquet with multi-turn
+   and system rows, a Moses folder with en/zh_TW/ja, an OPUS zip, preference pairs) into a fresh
+   workspace, register them in its ``data/dataset_info.json`` and lint them;
+2. build a tiny Qwen3-architecture model with the real Qwen3 tokenizer (:mod:`.tiny`);
+3. write a LoRA recipe (``qfk recipe new``: medical reasoning + FineTome 75/25, exact mix, template
+   and enable_thinking from the data) with CPU overrides, and train it a few steps with ``qfk train``
+   (LLaMA-Factory's ``run_exp`` through the kit's entry module): loss plot, run record, summary.
 """
 
 from __future__ import annotations
@@ -48,6 +51,45 @@ def steps(ex: Path) -> list[DemoStep]:
         DemoStep("preference pairs -> ranking data for ORPO/DPO", "preference", str(ex / "preference" / "pairs.jsonl"),
                  dict(name="demo_preference")),
     ]
+
+
+#: What turns a GPU recipe into a CPU demo run (a few steps of the tiny model).
+CPU_OVERRIDES = dict(use_cpu=True, bf16=False, max_steps=6, logging_steps=1, save_steps=3, eval_steps=3, cutoff_len=1024,
+                     per_device_train_batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-3,
+                     preprocessing_num_workers=1, dataloader_num_workers=0, overwrite_output_dir=True)
+DEMO_RECIPE = "demo-lora.yaml"
+
+
+def demo_recipe(workdir: str | os.PathLike, model_dir: str | os.PathLike):
+    """Write WORKDIR/demo-lora.yaml (paths relative to WORKDIR, where it is run from)."""
+    import contextlib
+
+    from .recipes.build import RecipeRequest, new_recipe
+    from .recipes.document import write_text
+
+    with contextlib.chdir(workdir):
+        req = RecipeRequest(method="lora", model=str(model_dir), datasets=["demo_medical", "demo_finetome"],
+                            mix={"demo_medical": 0.75, "demo_finetome": 0.25}, eval_datasets=["demo_medical_val"],
+                            data_dir="data", output_dir="saves/demo-lora", overrides=dict(CPU_OVERRIDES), filename=DEMO_RECIPE,
+                            command="qfk recipe new --model MODEL --method lora --dataset demo_medical,demo_finetome "
+                                    "--mix demo_medical=0.75,demo_finetome=0.25 --eval-dataset demo_medical_val (+ CPU overrides)")
+        recipe = new_recipe(req)
+        write_text(DEMO_RECIPE, recipe.render(), force=True)
+    return Path(workdir) / DEMO_RECIPE, recipe
+
+
+def train_demo(workdir: str | os.PathLike, *, console=None):
+    """Build the tiny model, write the demo recipe and train it with ``qfk train``'s runner."""
+    import contextlib
+
+    from .launch.runner import run_training
+    from .tiny import build_tiny_model
+
+    model = build_tiny_model()
+    path, recipe = demo_recipe(workdir, model)
+    with contextlib.chdir(workdir):
+        result = run_training(DEMO_RECIPE, [], console=console)
+    return path, recipe, result
 
 
 def run_demo(workdir: str | os.PathLike, *, on_step=None) -> list[tuple[DemoStep, ConvertResult, dict]]:

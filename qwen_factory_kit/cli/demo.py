@@ -10,17 +10,23 @@ from .common import console, emit_json
 @click.command("demo")
 @click.option("--workdir", type=click.Path(file_okay=False), default="qfk-demo", show_default=True,
               help="Folder for the demo workspace (its data/ is LLaMA-Factory's dataset_dir).")
+@click.option("--no-train", is_flag=True, help="Stop after converting, registering and linting (no model, seconds).")
 @click.option("--json", "as_json", is_flag=True, help="Print each step's summary as JSON.")
-def demo(workdir, as_json):
+def demo(workdir, no_train, as_json):
     """Run the kit's path on the bundled example data: offline, no GPU, about a minute.
 
     Converts each bundled example, registers it in WORKDIR/data/dataset_info.json and lints it
-    with the template and enable_thinking its think mode calls for.
+    with the template and enable_thinking its think mode calls for. Then builds a tiny
+    Qwen3-architecture model (real Qwen3 tokenizer, random weights, cached), writes
+    WORKDIR/demo-lora.yaml with qfk recipe new (medical + FineTome 75/25, CPU overrides) and
+    trains it a few steps with qfk train: loss plot, run record and summary in
+    WORKDIR/saves/demo-lora. The model's answers are nonsense: the demo shows the pipeline.
 
     \b
     Examples:
       qfk demo
       qfk demo --workdir /tmp/qfk-demo --json
+      qfk demo --no-train
     """
     from ..demo import run_demo
 
@@ -40,10 +46,32 @@ def demo(workdir, as_json):
                   f"{report['errors']} errors, {report['warnings']} warnings")
 
     results = run_demo(workdir, on_step=show)
+    trained = None
+    if not no_train:
+        from ..demo import train_demo
+        from ..post.training import summary_lines
+
+        if not as_json:
+            out.print("[bold]training the tiny Qwen3 model on CPU[/] (qfk recipe new + qfk train) ...")
+        path, recipe, trained = train_demo(workdir, console=console(stderr=True))
+        if not as_json:
+            mark = "[bold green]✓[/]" if trained.returncode == 0 else "[bold red]✗[/]"
+            out.print(f"{mark} {path}: template {recipe.info['template']}, enable_thinking "
+                      f"{ {True: 'true', False: 'false', None: 'null'}[recipe.info['enable_thinking']] }, "
+                      f"mix {recipe.args['dataset']}")
+            for line in summary_lines(trained.summary) if trained.summary else []:
+                out.print(f"    {line}")
+            out.print(f"    run record: {workdir}/{trained.output_dir}/qfk_run.json (paths above are relative to {workdir})")
     if as_json:
-        emit_json([{"step": st.title, **res.summary(), "lint": {k: rep[k] for k in ("errors", "warnings", "by_rule", "template",
-                                                                                   "enable_thinking")}}
-                   for st, res, rep in results])
+        emit_json({"steps": [{"step": st.title, **res.summary(),
+                              "lint": {k: rep[k] for k in ("errors", "warnings", "by_rule", "template", "enable_thinking")}}
+                             for st, res, rep in results],
+                   "train": trained.as_dict() if trained else None})
     else:
         out.print(f"\nworkspace: {workdir}/data  (rejected rows and their reasons are in *.rejects.jsonl)")
-        out.print(f"next: cd {workdir} && qfk datasets list && qfk stats demo_medical --plot lengths.png")
+        out.print(f"next: cd {workdir} && qfk datasets list && qfk recipe check {'demo-lora.yaml' if not no_train else '...'}"
+                  f" && llamafactory-cli train demo-lora.yaml")
+    if trained is not None and trained.returncode != 0:
+        from ..errors import QfkError
+
+        raise QfkError(f"the demo training failed: {trained.error}", f"see {trained.log}")

@@ -100,7 +100,8 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
         c.print(f"[green]wrote[/] {w}")
     if recipe.info.get("mix"):
         c.print("mix entries: " + ", ".join(f"{k} -> {v}" for k, v in recipe.info["mix"].items()))
-    c.print(f"next: qfk recipe check {output} && qfk train {output}")
+    run = f"llamafactory-cli export {output}" if recipe.kind == "merge" else f"qfk train {output}"
+    c.print(f"next: qfk recipe check {output} && {run}")
 
 
 @recipe_group.command("check")
@@ -171,7 +172,15 @@ def cp(name, dest, force):
       qfk recipe cp qwen3-4b-medical-lora sft.yaml
       qfk recipe cp qwen3-1.7b-translation-qlora recipes/
     """
+    from ..recipes.build import ensure_mix_entries
     from ..recipes.curated import copy
+    from ..recipes.document import load_recipe
 
     out = copy(name, dest, force=force)
-    console(stderr=True).print(f"[green]copied[/] {name} -> {out}\nnext: qfk recipe check {out}")
+    c = console(stderr=True)
+    c.print(f"[green]copied[/] {name} -> {out}")
+    args = load_recipe(out)
+    data_dir = args.get("dataset_dir") or "data"
+    for made in ensure_mix_entries([n for k in ("dataset", "eval_dataset") for n in str(args.get(k) or "").split(",") if n], data_dir):
+        c.print(f"registered mix entry {made} in {data_dir}/dataset_info.json")
+    c.print(f"next: qfk recipe check {out}")

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import traceback
+from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
@@ -69,7 +70,8 @@ def main(argv: list[str]) -> int:
         status = "ok"
     if is_rank_zero():
         summary = summarize(args.get("output_dir", "."), callback.log_history or None, status=status,
-                            plot=True, title=f"{args.get('model_name_or_path')} {args.get('finetuning_type', '')} on {args.get('dataset', '')}")
+                            plot=True, title=f"{Path(str(args.get('model_name_or_path'))).name} {args.get('finetuning_type', 'lora')} "
+                                  f"{args.get('stage', 'sft')} on {args.get('dataset', '')}")
         extra = {"summary": summary, "stopped_at_step": callback.stopped_at, "nonfinite_loss_at_step": callback.nonfinite_at}
         record.finish(status, **extra)
         emit({"event": "end", "status": status, "summary": summary})

@@ -55,7 +55,9 @@ def plot_loss(history: list[dict], out: Path, title: str = "") -> Path | None:
         ax.plot(esteps, eloss, "o-", color="#d94801", label="eval loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_title(title or "loss")
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title or "loss", 80)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from fractions import Fraction
 import shlex
 from dataclasses import dataclass, field
@@ -132,6 +133,28 @@ def mixed_name(name: str, count: int) -> str:
     return f"{name}__n{count}"
 
 
+MIXED_RE = re.compile(r"^(?P<base>.+)__n(?P<count>[1-9][0-9]*)$")
+
+
+def ensure_mix_entries(names: list[str], data_dir: str | os.PathLike) -> list[str]:
+    """Register ``BASE__nN`` entries (BASE's entry + ``num_samples: N``) that a recipe names and the
+    registry lacks, when BASE is registered. Returns the names registered."""
+    from ..registry import Registry
+
+    reg = Registry.at(data_dir)
+    if not reg.path.exists():
+        return []
+    have = reg.read()
+    made = []
+    for name in names:
+        m = MIXED_RE.match(name)
+        if name in have or not m or m["base"] not in have:
+            continue
+        reg.add(name, {**have[m["base"]], "num_samples": int(m["count"])})
+        made.append(name)
+    return made
+
+
 @dataclass
 class RecipeRequest:
     """Everything ``qfk recipe new`` was asked for."""
@@ -150,6 +173,8 @@ class RecipeRequest:
     overrides: dict = field(default_factory=dict)
     filename: str = "recipe.yaml"
     command: str = ""
+    curated: bool = False  # written for the recipes/ collection: no local row counts or file names in the header
+    notes: list[str] = field(default_factory=list)  # extra header lines (how to prepare the data)
 
 
 def _rel(path: Path) -> str:
@@ -168,7 +193,7 @@ def _header(req: RecipeRequest, title: str, verb: str) -> list[str]:
                "merge": "export_dir=models/merged"}[verb]
     lines = [f"qfk recipe: {title}", "", "Run it from the folder that holds the dataset_dir:"]
     lines += [f"  {r}" for r in run]
-    lines += ["Override any key after the file as key=value (same syntax for both commands):",
+    lines += ["Override any key after the file as key=value" + (" (same syntax for both commands):" if len(run) > 1 else ":"),
               f"  {run[0].split()[0]} {run[0].split()[1]} {f} {example}",
               f"Check it first: qfk recipe check {f}", ""]
     return lines
@@ -183,8 +208,8 @@ def _facts_for(names: list[str], data_dir: Path) -> list[DatasetFacts]:
     return [dataset_facts(n, data_dir) for n in names]
 
 
-def _think_lines(facts: list[DatasetFacts], mode: str, template: str, enable, why: str) -> list[str]:
-    parts = ", ".join(f"{f.name} {f.mode} ({f.source})" for f in facts)
+def _think_lines(facts: list[DatasetFacts], mode: str, template: str, enable, why: str, curated: bool = False) -> list[str]:
+    parts = ", ".join(f"{f.name} {f.mode}" + ("" if curated else f" ({f.source})") for f in facts)
     return [f"Think mode: {parts}", f"  -> {mode}: template {template}, enable_thinking {presets_scalar(enable)} ({why})"]
 
 
@@ -252,7 +277,10 @@ def new_recipe(req: RecipeRequest) -> Recipe:
                 reg.add(derived, {**f.entry, "num_samples": n})
                 dataset_names.append(derived)
             how = "all" if n == f.rows else (f"{n} sampled" if n < (f.rows or 0) else f"{n} (upsampled)")
-            mix_lines.append(f"  {f.name}: {how} of {f.rows} rows = {n / total:.2%} (asked {req.mix[f.name]:.2%})")
+            if req.curated:
+                mix_lines.append(f"  {f.name}: {n} rows = {n / total:.2%}")
+            else:
+                mix_lines.append(f"  {f.name}: {how} of {f.rows} rows = {n / total:.2%} (asked {req.mix[f.name]:.2%})")
         mix_lines = [f"Mix (exact, rows per epoch = {total}; *__nN entries carry num_samples: N in dataset_info.json):"] + mix_lines
     data = r.section("data")
     data["dataset"] = ",".join(dataset_names)
@@ -268,8 +296,8 @@ def new_recipe(req: RecipeRequest) -> Recipe:
     data["cutoff_len"] = 2048
     r.comments["cutoff_len"] = "check the rows it would cut: qfk recipe check / qfk stats"
     data["overwrite_cache"] = True
-    data["preprocessing_num_workers"] = min(16, os.cpu_count() or 1)
-    data["dataloader_num_workers"] = 4 if (os.cpu_count() or 1) >= 8 else 0
+    data["preprocessing_num_workers"] = 16  # a GPU machine's CPUs; on a small CPU box: preprocessing_num_workers=1
+    data["dataloader_num_workers"] = 4
 
     tr = r.section("training")
     tr.update(preset.training)
@@ -300,7 +328,7 @@ def new_recipe(req: RecipeRequest) -> Recipe:
                  f"Estimated GPU memory: about {preset.vram_gb:g} GB "
                  f"(batch {preset.training['per_device_train_batch_size']}, cutoff 2048, gradient checkpointing)"]
     r.header += [f"Note: {n}" for n in preset.notes if "epochs" not in n]
-    r.header += _think_lines(facts, mode, template, enable, why)
+    r.header += _think_lines(facts, mode, template, enable, why, req.curated)
     r.header += mix_lines
     r.header += _footer(req)
     r.info = {"model": model.name, "model_kind": model.kind, "method": req.method, "preset_source": preset.source,
@@ -314,11 +342,11 @@ def new_recipe(req: RecipeRequest) -> Recipe:
 def _footer(req: RecipeRequest) -> list[str]:
     from .. import __version__
 
-    lines = []
+    lines = list(req.notes)
     if req.overrides:
         lines.append("Overrides: " + " ".join(f"{k}={presets_scalar(v)}" for k, v in req.overrides.items()))
     if req.command:
-        lines.append(f"Made by qfk {__version__}: {req.command}")
+        lines.append(f"Made by: {req.command}" if req.curated else f"Made by qfk {__version__}: {req.command}")
     return lines
 
 
@@ -384,7 +412,7 @@ def _inference_recipe(req: RecipeRequest, data_dir: Path) -> Recipe:
         facts = _facts_for(names, data_dir)
         mode = presets.combine_modes([f.mode for f in facts])
         template, enable, why = presets.think_settings(mode, model)
-        think = _think_lines(facts, mode, template, enable, why)
+        think = _think_lines(facts, mode, template, enable, why, req.curated)
     r = Recipe(kind=req.method)
     for s in SECTION_ORDER:
         r.section(s)
@@ -418,7 +446,7 @@ def _inference_recipe(req: RecipeRequest, data_dir: Path) -> Recipe:
             d["enable_thinking"] = enable
         d["cutoff_len"] = train.get("cutoff_len", 2048)
         d["overwrite_cache"] = True
-        d["preprocessing_num_workers"] = min(16, os.cpu_count() or 1)
+        d["preprocessing_num_workers"] = 16
         gen["max_new_tokens"] = presets.max_new_tokens(enable)
         o = r.section("output")
         base_out = str(train.get("output_dir") or f"saves/{presets.model_slug(model)}/base")

@@ -116,9 +116,14 @@ def check_types(args: dict) -> list[Finding]:
     for key, value in args.items():
         tp = fields.get(key)
         if tp is not None and value is not None and not _type_ok(value, tp):
-            want = str(tp).replace("typing.", "")
-            out.append(Finding("keys", "fail", f"{key}: {value!r} is not a {want}",
-                               f"write a {want.split('[')[0].lower()} (numbers unquoted, true/false for booleans)"))
+            want = str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            if isinstance(value, bool) and _type_ok("x", tp):
+                word = "no" if value is False else "yes"
+                fix = (f"YAML reads no/yes/on/off as booleans: quote it in the recipe ({key}: \"{word}\"), "
+                       f"or on the command line: {key}=\"'{word}'\"")
+            else:
+                fix = "numbers unquoted, true/false for booleans, text for names"
+            out.append(Finding("keys", "fail", f"{key}: {value!r} is not a valid value (LLaMA-Factory expects {want})", fix))
     return out
 
 
@@ -222,6 +227,14 @@ def check_datasets(args: dict) -> tuple[list[Finding], list]:
     for name in train_names + eval_names:
         entry = registry.get(name)
         if entry is None:
+            from .build import MIXED_RE
+
+            m = MIXED_RE.match(name)
+            if m and m["base"] in registry:
+                out.append(Finding("datasets", "fail", f"Undefined dataset {name} in {reg.path}: the mix entry ({m['base']} with "
+                                                       f"num_samples: {m['count']}) is not registered yet",
+                                   "qfk train registers it; for llamafactory-cli run once: qfk train RECIPE --dry-run"))
+                continue
             close = [n for n in registry if name.lower() in n.lower()][:4]
             out.append(Finding("datasets", "fail", f"Undefined dataset {name} in {reg.path}",
                                f"did you mean {', '.join(close)}?" if close else "register it: qfk convert ... or qfk datasets add FILE --name " + name))
@@ -439,8 +452,9 @@ def check_sampling(args: dict) -> list[Finding]:
 
 
 def check_recipe(recipe: str | os.PathLike | dict, overrides: list[str] | tuple[str, ...] | None = None, *,
-                 parse: bool = True, stats: bool = True, stats_rows: int = 2000) -> list[Finding]:
-    """All checks for a recipe file (or an already-loaded argument dict)."""
+                 parse: bool = True, types: bool = True, stats: bool = True, stats_rows: int = 2000) -> list[Finding]:
+    """All checks for a recipe file (or an already-loaded argument dict). ``parse=False`` skips
+    LLaMA-Factory's parser (``types`` still checks value types); ``stats=False`` skips the length check."""
     from .document import load_recipe
 
     if isinstance(recipe, dict):
@@ -451,6 +465,8 @@ def check_recipe(recipe: str | os.PathLike | dict, overrides: list[str] | tuple[
     findings: list[Finding] = []
     if parse:
         findings += check_llamafactory(args)
+    elif types:
+        findings += check_types(args)
     ds, facts = check_datasets(args)
     findings += ds
     if recipe_kind(args) != "merge" or args.get("template"):

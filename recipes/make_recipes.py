@@ -1,0 +1,133 @@
+"""Regenerate the curated recipes in this folder from the kit's presets (one source of truth).
+
+    python recipes/make_recipes.py            # rewrite recipes/*.yaml
+    python recipes/make_recipes.py --check    # exit 1 if a committed recipe differs (run by the tests)
+
+The recipes are built with ``qfk recipe new``'s own code against a scratch workspace holding the
+bundled examples under the names the real datasets get (medical_r1, finetome, translation,
+prefs), so the template / enable_thinking lines come from real think-mode manifests.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from qwen_factory_kit.convert import convert  # noqa: E402
+from qwen_factory_kit.demo import examples_dir  # noqa: E402
+from qwen_factory_kit.recipes.build import RecipeRequest, new_recipe  # noqa: E402
+
+PREP_MEDICAL = [
+    "Prepare the data once (names are the defaults qfk convert gives these sources):",
+    "  qfk convert medical-r1 modelscope://krisfu/delicate_medical_r1_data --val-size 0.1",
+    "  qfk convert sharegpt modelscope://AI-ModelScope/FineTome-100k",
+    "  qfk recipe cp qwen3-4b-medical-lora sft.yaml     # registers the *__nN mix entries",
+    "For a mix sized to your own row counts: qfk recipe new --model Qwen3-4B --method lora "
+    "--dataset medical_r1,finetome --mix medical_r1=0.75,finetome=0.25",
+]
+PREP_TRANSLATION = [
+    "Prepare the data once (a Moses folder with corpus.en / corpus.zh_tw / corpus.ja, or OPUS .txt.zip files):",
+    "  qfk convert moses _dataset/ --name translation --val-size 2000 --test-size 2000",
+]
+PREP_ORPO = [
+    "Prepare the data once (rows with prompt, chosen, rejected):",
+    "  qfk convert preference pairs.jsonl --name prefs",
+]
+
+
+def specs() -> list[tuple[str, RecipeRequest]]:
+    def req(filename: str, command: str, notes: list[str], **kw) -> tuple[str, RecipeRequest]:
+        return filename, RecipeRequest(filename=filename, command=command, curated=True, notes=notes, **kw)
+
+    return [
+        req("qwen3-4b-medical-lora.yaml",
+            "qfk recipe new --model Qwen3-4B --method lora --dataset medical_r1,finetome --mix medical_r1=0.75,finetome=0.25 "
+            "--mix-total 2880 --eval-dataset medical_r1_val --output-dir saves/qwen3-4b/lora/medical",
+            PREP_MEDICAL, method="lora", model="Qwen3-4B", datasets=["medical_r1", "finetome"],
+            mix={"medical_r1": 0.75, "finetome": 0.25}, mix_total=2880, eval_datasets=["medical_r1_val"],
+            output_dir="saves/qwen3-4b/lora/medical"),
+        req("qwen3-4b-medical-predict.yaml",
+            "qfk recipe new --method predict --from qwen3-4b-medical-lora.yaml --eval-dataset medical_r1_val",
+            ["Run after qwen3-4b-medical-lora.yaml; predictions go to OUTPUT_DIR/generated_predictions.jsonl."],
+            method="predict", from_recipe="qwen3-4b-medical-lora.yaml", eval_datasets=["medical_r1_val"]),
+        req("qwen3-4b-medical-merge.yaml", "qfk recipe new --method merge --from qwen3-4b-medical-lora.yaml",
+            ["Run after qwen3-4b-medical-lora.yaml. Serve the merged model with the same enable_thinking."],
+            method="merge", from_recipe="qwen3-4b-medical-lora.yaml"),
+        req("qwen3-1.7b-translation-qlora.yaml",
+            "qfk recipe new --model Qwen3-1.7B --method qlora --dataset translation --eval-dataset translation_val "
+            "--output-dir saves/qwen3-1.7b/qlora/translation",
+            PREP_TRANSLATION, method="qlora", model="Qwen3-1.7B", datasets=["translation"], eval_datasets=["translation_val"],
+            output_dir="saves/qwen3-1.7b/qlora/translation"),
+        req("qwen3-1.7b-translation-predict.yaml",
+            "qfk recipe new --method predict --from qwen3-1.7b-translation-qlora.yaml --eval-dataset translation_test",
+            ["Run after qwen3-1.7b-translation-qlora.yaml, on the held-out test split (for BLEU/chrF)."],
+            method="predict", from_recipe="qwen3-1.7b-translation-qlora.yaml", eval_datasets=["translation_test"]),
+        req("qwen3-1.7b-translation-merge.yaml", "qfk recipe new --method merge --from qwen3-1.7b-translation-qlora.yaml",
+            ["Run after qwen3-1.7b-translation-qlora.yaml: the 4-bit adapter merges into the bf16 base model."],
+            method="merge", from_recipe="qwen3-1.7b-translation-qlora.yaml"),
+        req("qwen3-4b-orpo.yaml",
+            "qfk recipe new --model Qwen3-4B --method orpo --dataset prefs --output-dir saves/qwen3-4b/orpo/prefs",
+            PREP_ORPO, method="orpo", model="Qwen3-4B", datasets=["prefs"], output_dir="saves/qwen3-4b/orpo/prefs"),
+        req("qwen3-4b-orpo-predict.yaml",
+            "qfk recipe new --method predict --from qwen3-4b-orpo.yaml --eval-dataset medical_r1_val",
+            ["Run after qwen3-4b-orpo.yaml; predict on any held-out SFT split (here the medical one)."],
+            method="predict", from_recipe="qwen3-4b-orpo.yaml", eval_datasets=["medical_r1_val"]),
+        req("qwen3-4b-orpo-merge.yaml", "qfk recipe new --method merge --from qwen3-4b-orpo.yaml",
+            ["Run after qwen3-4b-orpo.yaml."], method="merge", from_recipe="qwen3-4b-orpo.yaml"),
+    ]
+
+
+def prepare(work: Path) -> None:
+    """The bundled examples, registered under the real datasets' names."""
+    ex = examples_dir()
+    data = str(work / "data")
+    convert("medical-r1", str(ex / "medical_r1" / "rows.jsonl"), data_dir=data, name="medical_r1", register=True, force=True,
+            fix_escaped_newlines=True, val_size=2)
+    convert("sharegpt", str(ex / "finetome"), data_dir=data, name="finetome", register=True, force=True)
+    convert("moses", str(ex / "moses"), data_dir=data, name="translation", register=True, force=True, val_size=4, test_size=4)
+    convert("preference", str(ex / "preference" / "pairs.jsonl"), data_dir=data, name="prefs", register=True, force=True)
+
+
+def build_all(work: Path) -> dict[str, str]:
+    """{file name: recipe text}, built inside ``work`` (the scratch workspace)."""
+    prepare(work)
+    out: dict[str, str] = {}
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        for filename, req in specs():
+            text = new_recipe(req).render()
+            (work / filename).write_text(text, encoding="utf-8")  # the predict/merge recipes read their --from
+            out[filename] = text
+    finally:
+        os.chdir(cwd)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    os.environ.pop("QFK_DATA_DIR", None)
+    with tempfile.TemporaryDirectory(prefix="qfk-recipes-") as tmp:
+        built = build_all(Path(tmp))
+    stale = []
+    for filename, text in built.items():
+        path = HERE / filename
+        if check:
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                stale.append(filename)
+        else:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path}")
+    if stale:
+        print(f"stale curated recipes (run: python recipes/make_recipes.py): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
