@@ -67,7 +67,14 @@ def _installed(module: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # keys: LLaMA-Factory's parser
 # ---------------------------------------------------------------------------------------------
+def _quiet_llamafactory() -> None:
+    """LLaMA-Factory logs to stdout: keep it quiet in the kit's process (``--json`` output stays clean)."""
+    os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
+    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
+
+
 def _arg_fields() -> dict[str, Any]:
+    _quiet_llamafactory()
     from llamafactory.hparams import DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments, TrainingArguments
 
     types: dict[str, Any] = {}
@@ -151,8 +158,7 @@ def _neutral(args: dict) -> tuple[dict, list[Finding]]:
 
 def check_llamafactory(args: dict) -> list[Finding]:
     """Parse with LLaMA-Factory's own parser (no model, no data load)."""
-    os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
-    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
+    _quiet_llamafactory()
     findings = check_types(args)
     if findings:
         return findings

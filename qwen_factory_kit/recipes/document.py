@@ -40,9 +40,11 @@ def scalar(value: Any) -> str:
 
         if _PLAIN.fullmatch(value):
             try:
-                if yaml.safe_load(value) == value:
-                    return value
-            except yaml.YAMLError:
+                from omegaconf import OmegaConf
+
+                if yaml.safe_load(value) == value and OmegaConf.to_container(OmegaConf.create(f"k: {value}"))["k"] == value:
+                    return value  # plain only when PyYAML and OmegaConf (which reads 1e-5 as a float) agree
+            except Exception:  # noqa: BLE001 - any parse trouble: quote it
                 pass
         return json.dumps(value, ensure_ascii=False)
     raise QfkError(f"a recipe value must be a scalar, not {type(value).__name__}: {value!r}")
