@@ -61,12 +61,27 @@ def test_convert_starts_fast_without_torch():
     assert out == ""
 
 
-def test_demo_runs(tmp_path):
-    p = run_qfk_process("demo", "--workdir", tmp_path / "demo", "--json", timeout=300)
+def test_demo_converts_without_training(tmp_path):
+    p = run_qfk_process("demo", "--workdir", tmp_path / "demo", "--no-train", "--json", timeout=300)
     assert p.returncode == 0, p.stderr
-    steps = json.loads(p.stdout)
+    res = json.loads(p.stdout)
+    assert res["train"] is None and not (tmp_path / "demo" / "saves").exists()
+    steps = res["steps"]
     assert len(steps) == 5 and all(s["read"] == s["written"] + s["rejected"] for s in steps)
     assert {s["think"]["mode"] for s in steps} >= {"reasoning", "direct", "mixed"}
     assert all(s["registered"] and s["lint"]["errors"] == 0 for s in steps)
     info = json.loads((tmp_path / "demo" / "data" / "dataset_info.json").read_text())
     assert {"demo_medical", "demo_medical_val", "demo_finetome", "demo_translation", "demo_translation_test"} <= set(info)
+
+
+@pytest.mark.slow
+def test_demo_trains_the_tiny_model(tmp_path):
+    p = run_qfk_process("demo", "--workdir", tmp_path / "demo", "--json", timeout=900)
+    assert p.returncode == 0, p.stderr
+    train = json.loads(p.stdout)["train"]
+    assert train["status"] == "ok" and train["returncode"] == 0 and train["summary"]["loss_finite"]
+    out = tmp_path / "demo" / train["output_dir"]
+    assert (out / "adapter_model.safetensors").is_file() and (out / "qfk_loss.png").is_file()
+    assert json.loads((out / "qfk_run.json").read_text())["status"] == "ok"
+    recipe = (tmp_path / "demo" / "demo-lora.yaml").read_text()
+    assert "dataset: demo_medical__n6,demo_finetome__n2" in recipe and "enable_thinking: null" in recipe
