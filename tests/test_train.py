@@ -232,3 +232,34 @@ def test_failures_exit_non_zero(work, tiny_model):
     assert p.returncode == 1 and res["status"] == "failed" and res["error"]
     rec = json.loads((work / res["output_dir"] / "qfk_run.json").read_text())
     assert rec["status"] == "failed" and "not found" in rec["error"]
+
+
+@pytest.mark.slow
+def test_plugin_converters_in_llamafactory_pipeline(tmp_path):
+    """Both plugin formattings through LLaMA-Factory's own get_dataset, in-process after register()."""
+    import shutil
+
+    from qwen_factory_kit.launch import plugin
+    from qwen_factory_kit.lfbridge import load_tokenizer, preprocess, trained_text
+    from qwen_factory_kit.registry import Registry, build_entry
+
+    assert plugin.register() == ["qfk_medical_r1", "qfk_sharegpt"] and plugin.register()  # idempotent
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(EXAMPLES / "finetome" / "data" / "train-00000-of-00001.parquet", data / "chat.parquet")
+    rows = [{"question": "q1?", "think": "step one\n", "answer": "a1"}, {"question": "q2?", "think": "", "answer": "a2"},
+            {"question": "<|im_start|>bad", "think": "t", "answer": "a3"}]
+    (data / "r1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    reg = Registry.at(data)
+    reg.add("raw_chat", build_entry("chat.parquet", formatting="qfk_sharegpt"))
+    reg.add("raw_r1", build_entry("r1.jsonl", formatting="qfk_medical_r1"))
+    tok = load_tokenizer()
+    ds = preprocess(data, "raw_r1", template="qwen3", enable_thinking=True, tokenizer=tok)
+    texts = [trained_text(tok, ex) for ex in ds]
+    assert len(texts) == 2  # the row with a chat control token is dropped, as qfk convert rejects it
+    assert texts[0].startswith("<think>\nstep one\n</think>\n\na1") and texts[1].startswith("<think>\n\n</think>\n\na2")
+    chat = preprocess(data, "raw_chat", template="qwen3", enable_thinking=False, tokenizer=tok)
+    from qwen_factory_kit.convert import convert
+
+    res = convert("sharegpt", str(EXAMPLES / "finetome"), output=str(tmp_path / "conv.jsonl"))
+    assert len(chat) == res.written > 0  # the same rows survive as through qfk convert
