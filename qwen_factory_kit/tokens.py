@@ -28,8 +28,9 @@ class Encoder:
 
     def __init__(self, entry: dict, *, tokenizer: Any = None, template: str = "qwen3", enable_thinking: bool | None = True,
                  cutoff_len: int = 2048):
-        os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
-        os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")  # its logger writes to stdout: keep --json clean
+        from .lfbridge import quiet_llamafactory
+
+        quiet_llamafactory()
         from llamafactory.data import get_template_and_fix_tokenizer
         from llamafactory.data.converter import get_dataset_converter
         from llamafactory.data.parser import DatasetAttr

@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import QfkError
 from ..findings import Finding
 from . import presets
+from ..lfbridge import quiet_llamafactory
 from .document import scalar
 
 PATH_KEYS = ("model_name_or_path", "adapter_name_or_path", "output_dir", "dataset_dir", "deepspeed", "export_dir",
@@ -67,14 +68,8 @@ def _installed(module: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # keys: LLaMA-Factory's parser
 # ---------------------------------------------------------------------------------------------
-def _quiet_llamafactory() -> None:
-    """LLaMA-Factory logs to stdout: keep it quiet in the kit's process (``--json`` output stays clean)."""
-    os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
-    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
-
-
 def _arg_fields() -> dict[str, Any]:
-    _quiet_llamafactory()
+    quiet_llamafactory()
     from llamafactory.hparams import DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments, TrainingArguments
 
     types: dict[str, Any] = {}
@@ -158,7 +153,7 @@ def _neutral(args: dict) -> tuple[dict, list[Finding]]:
 
 def check_llamafactory(args: dict) -> list[Finding]:
     """Parse with LLaMA-Factory's own parser (no model, no data load)."""
-    _quiet_llamafactory()
+    quiet_llamafactory()
     findings = check_types(args)
     if findings:
         return findings
