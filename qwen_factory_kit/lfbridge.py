@@ -19,7 +19,20 @@ def quiet_llamafactory() -> None:
     """Before importing LLaMA-Factory in the kit's own process: no version-check banner, and no
     INFO logs (its logger writes to stdout, which would spoil ``--json`` output)."""
     os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
-    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
+    if "LLAMAFACTORY_VERBOSITY" not in os.environ:
+        os.environ["LLAMAFACTORY_VERBOSITY"] = "ERROR"
+        QUIETED.add("LLAMAFACTORY_VERBOSITY")
+
+
+#: variables :func:`quiet_llamafactory` set (not the user): training subprocesses get them removed
+QUIETED: set[str] = set()
+
+
+def child_environ(extra: dict | None = None) -> dict:
+    """The environment for a LLaMA-Factory subprocess: the user's, without the kit's quieting."""
+    env = {k: v for k, v in os.environ.items() if k not in QUIETED}
+    env.update(extra or {})
+    return env
 
 
 def qwen3_tokenizer_dir() -> Path:

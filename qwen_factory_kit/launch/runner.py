@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import QfkError
+from ..lfbridge import child_environ
 from .callbacks import EVENT_PREFIX
 from .torchrun import Launch, compose
 
@@ -104,7 +105,7 @@ def run_training(recipe: str, overrides: list[str], *, nproc: int | None = None,
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / LOG_NAME
     stop_file = Path(tempfile.gettempdir()) / f"qfk-stop-{os.getpid()}-{int(time.time() * 1000)}"
-    env = {**os.environ, **launch.env, "QFK_EVENTS": "1", "QFK_STOP_FILE": str(stop_file), "PYTHONUNBUFFERED": "1"}
+    env = child_environ({**launch.env, "QFK_EVENTS": "1", "QFK_STOP_FILE": str(stop_file), "PYTHONUNBUFFERED": "1"})
     if console is None:
         from ..cli.common import console as make_console
 

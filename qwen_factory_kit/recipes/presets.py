@@ -222,7 +222,9 @@ def method_preset(method: str, model: ModelInfo, *, deepspeed: str | None = None
         p.vram_gb = round(16 * gb + 4, 1)
         if deepspeed is None and size.params_b >= 4:
             deepspeed = "z3"
-        p.notes.append("full fine-tuning memory is for all GPUs together; ZeRO-3 shards it across them")
+        source = f"{size.source}; learning rate and batch as for LoRA"
+        p.notes.append("full fine-tuning memory (16 bytes per parameter: bf16 weights and gradients, fp32 Adam states) "
+                       "is for all GPUs together; ZeRO-3 shards it across them")
     else:  # orpo / dpo
         p.method.update(stage="dpo", pref_beta=0.1, pref_loss="orpo" if method == "orpo" else "sigmoid")
         lr, epochs, source = 5e-6, 3, LF_PREF
