@@ -184,3 +184,8 @@ def cp(name, dest, force):
     for made in ensure_mix_entries([n for k in ("dataset", "eval_dataset") for n in str(args.get(k) or "").split(",") if n], data_dir):
         c.print(f"registered mix entry {made} in {data_dir}/dataset_info.json")
     c.print(f"next: qfk recipe check {out}")
+
+from .bundle import pack, unpack  # noqa: E402
+
+recipe_group.add_command(pack)
+recipe_group.add_command(unpack)
