@@ -478,3 +478,39 @@ def test_files_outside_the_data_dir_and_hub_entries(ws, tmp_path):
     assert got["datasets"]["hub"]["how"] == "remote" and got["datasets"]["med"]["how"] == "converted"
     assert (tmp_path / "o" / "data" / "med.jsonl").read_bytes() == (ext / "med.jsonl").read_bytes()
     assert Registry(tmp_path / "o" / "data").read() == info
+
+
+@pytest.mark.slow
+def test_unpacked_mix_recipe_passes_check_elsewhere(tmp_path, monkeypatch, qfk, qfk_json):
+    """qfk recipe new (an exact 75/25 mix) -> pack -> unpack in another folder -> qfk recipe check passes there."""
+    from qwen_factory_kit.demo import run_demo
+    from qwen_factory_kit.tiny import TINY_CONFIG
+
+    model = tmp_path / "models" / "tiny-qwen3"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen3", **TINY_CONFIG}))
+    w = tmp_path / "work"
+    run_demo(w)
+    monkeypatch.chdir(w)
+    monkeypatch.setenv("QFK_DATA_DIR", str(w / "data"))
+    code, _, err = qfk("recipe", "new", "--model", str(model), "--method", "lora", "--dataset", "demo_medical,demo_finetome",
+                       "--mix", "demo_medical=0.75,demo_finetome=0.25", "-o", "mix.yaml", "use_cpu=true", "bf16=false")
+    assert code == 0, err
+    packed = qfk_json("recipe", "pack", "mix.yaml", "-o", "mix.zip")
+    assert any("--allow-outside" in w_ for w_ in packed["warnings"])  # the local model folder is an absolute path
+    assert any(d.get("base") for d in packed["datasets"].values())
+
+    out = tmp_path / "colleague"
+    code, _, err = qfk("recipe", "unpack", str(w / "mix.zip"), str(out))
+    assert code == 2 and "model_name_or_path" in err and not out.exists()
+    got = qfk_json("recipe", "unpack", str(w / "mix.zip"), str(out), "--allow-outside")
+    mixed = [n for n, d in got["datasets"].items() if d.get("base")]
+    assert mixed and all("__n" in n for n in mixed)
+    for name in ("demo_medical.jsonl", "demo_finetome.jsonl"):
+        assert (out / "data" / name).read_bytes() == (w / "data" / name).read_bytes()
+    monkeypatch.chdir(out)
+    monkeypatch.setenv("QFK_DATA_DIR", str(out / "data"))
+    code, stdout, err = qfk("recipe", "check", "mix.yaml", "--json")
+    res = json.loads(stdout)
+    assert code == 0 and res["ok"], res["findings"]
+    assert any(f["check"] == "datasets" and f["status"] == "ok" for f in res["findings"])
