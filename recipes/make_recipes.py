@@ -44,6 +44,16 @@ def specs() -> list[tuple[str, RecipeRequest]]:
     def req(filename: str, command: str, notes: list[str], **kw) -> tuple[str, RecipeRequest]:
         return filename, RecipeRequest(filename=filename, command=command, curated=True, notes=notes, **kw)
 
+    def companions(train: str, eval_dataset: str, predict_note: str, merge_note: str) -> list[tuple[str, RecipeRequest]]:
+        """The predict and merge recipes that follow the training recipe ``train``."""
+        stem = train.removesuffix(".yaml").removesuffix("-lora").removesuffix("-qlora")
+        return [
+            req(f"{stem}-predict.yaml", f"qfk recipe new --method predict --from {train} --eval-dataset {eval_dataset}",
+                [predict_note], method="predict", from_recipe=train, eval_datasets=[eval_dataset]),
+            req(f"{stem}-merge.yaml", f"qfk recipe new --method merge --from {train}",
+                [merge_note], method="merge", from_recipe=train),
+        ]
+
     return [
         req("qwen3-4b-medical-lora.yaml",
             "qfk recipe new --model Qwen3-4B --method lora --dataset medical_r1,finetome --mix medical_r1=0.75,finetome=0.25 "
@@ -51,34 +61,23 @@ def specs() -> list[tuple[str, RecipeRequest]]:
             PREP_MEDICAL, method="lora", model="Qwen3-4B", datasets=["medical_r1", "finetome"],
             mix={"medical_r1": 0.75, "finetome": 0.25}, mix_total=2880, eval_datasets=["medical_r1_val"],
             output_dir="saves/qwen3-4b/lora/medical"),
-        req("qwen3-4b-medical-predict.yaml",
-            "qfk recipe new --method predict --from qwen3-4b-medical-lora.yaml --eval-dataset medical_r1_val",
-            ["Run after qwen3-4b-medical-lora.yaml; predictions go to OUTPUT_DIR/generated_predictions.jsonl."],
-            method="predict", from_recipe="qwen3-4b-medical-lora.yaml", eval_datasets=["medical_r1_val"]),
-        req("qwen3-4b-medical-merge.yaml", "qfk recipe new --method merge --from qwen3-4b-medical-lora.yaml",
-            ["Run after qwen3-4b-medical-lora.yaml. Serve the merged model with the same enable_thinking."],
-            method="merge", from_recipe="qwen3-4b-medical-lora.yaml"),
+        *companions("qwen3-4b-medical-lora.yaml", "medical_r1_val",
+                    "Run after qwen3-4b-medical-lora.yaml; predictions go to OUTPUT_DIR/generated_predictions.jsonl.",
+                    "Run after qwen3-4b-medical-lora.yaml. Serve the merged model with the same enable_thinking."),
         req("qwen3-1.7b-translation-qlora.yaml",
             "qfk recipe new --model Qwen3-1.7B --method qlora --dataset translation --eval-dataset translation_val "
             "--output-dir saves/qwen3-1.7b/qlora/translation",
             PREP_TRANSLATION, method="qlora", model="Qwen3-1.7B", datasets=["translation"], eval_datasets=["translation_val"],
             output_dir="saves/qwen3-1.7b/qlora/translation"),
-        req("qwen3-1.7b-translation-predict.yaml",
-            "qfk recipe new --method predict --from qwen3-1.7b-translation-qlora.yaml --eval-dataset translation_test",
-            ["Run after qwen3-1.7b-translation-qlora.yaml, on the held-out test split (for BLEU/chrF)."],
-            method="predict", from_recipe="qwen3-1.7b-translation-qlora.yaml", eval_datasets=["translation_test"]),
-        req("qwen3-1.7b-translation-merge.yaml", "qfk recipe new --method merge --from qwen3-1.7b-translation-qlora.yaml",
-            ["Run after qwen3-1.7b-translation-qlora.yaml: the 4-bit adapter merges into the bf16 base model."],
-            method="merge", from_recipe="qwen3-1.7b-translation-qlora.yaml"),
+        *companions("qwen3-1.7b-translation-qlora.yaml", "translation_test",
+                    "Run after qwen3-1.7b-translation-qlora.yaml, on the held-out test split (for BLEU/chrF).",
+                    "Run after qwen3-1.7b-translation-qlora.yaml: the 4-bit adapter merges into the bf16 base model."),
         req("qwen3-4b-orpo.yaml",
             "qfk recipe new --model Qwen3-4B --method orpo --dataset prefs --output-dir saves/qwen3-4b/orpo/prefs",
             PREP_ORPO, method="orpo", model="Qwen3-4B", datasets=["prefs"], output_dir="saves/qwen3-4b/orpo/prefs"),
-        req("qwen3-4b-orpo-predict.yaml",
-            "qfk recipe new --method predict --from qwen3-4b-orpo.yaml --eval-dataset medical_r1_val",
-            ["Run after qwen3-4b-orpo.yaml; predict on any held-out SFT split (here the medical one)."],
-            method="predict", from_recipe="qwen3-4b-orpo.yaml", eval_datasets=["medical_r1_val"]),
-        req("qwen3-4b-orpo-merge.yaml", "qfk recipe new --method merge --from qwen3-4b-orpo.yaml",
-            ["Run after qwen3-4b-orpo.yaml."], method="merge", from_recipe="qwen3-4b-orpo.yaml"),
+        *companions("qwen3-4b-orpo.yaml", "medical_r1_val",
+                    "Run after qwen3-4b-orpo.yaml; predict on any held-out SFT split (here the medical one).",
+                    "Run after qwen3-4b-orpo.yaml."),
     ]
 
 
