@@ -178,7 +178,7 @@ class Registry:
                 same_file = old.get("file_name") and self._same_file(old, entry)
                 if not same_file:
                     raise QfkError(f"dataset '{name}' is already registered for {old.get('file_name') or old} in {self.path}",
-                                   f"choose another --name, or pass --force to replace it")
+                                   "choose another --name, or pass --force to replace it")
             data[name] = entry
             return entry
 
@@ -295,7 +295,7 @@ def check_entry(name: str, entry: dict, data_dir: Path):
     has_pairs = "chosen" in keys and "rejected" in keys
     if ranking and not has_pairs and formatting == "alpaca":
         out.append(Finding(name, "fail", "ranking is true but the rows have no chosen/rejected columns",
-                           f"set \"ranking\": false, or convert with: qfk convert preference ..."))
+                           "set \"ranking\": false, or convert with: qfk convert preference ..."))
     if not ranking and has_pairs:
         out.append(Finding(name, "warn", "the rows have chosen/rejected but ranking is false: SFT will not see them",
                            "register with --ranking for dpo/orpo/rm stages"))

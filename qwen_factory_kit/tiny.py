@@ -34,7 +34,13 @@ def build_tiny_model(dest: str | os.PathLike | None = None, *, seed: int = 0) ->
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(Qwen3Config(**TINY_CONFIG))
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" would interleave with the kit's own output
+    try:
+        model.save_pretrained(tmp)
+    finally:
+        hf_logging.enable_progress_bar()
     load_tokenizer().save_pretrained(tmp)
     import shutil
 

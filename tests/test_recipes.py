@@ -67,8 +67,8 @@ def test_presets_follow_the_qwen3_guidance():
     assert o.method["stage"] == "dpo" and o.method["pref_loss"] == "orpo" and o.method["pref_beta"] == 0.1
     f = presets.method_preset("full", presets.resolve_model("Qwen3-8B"))
     assert f.method["finetuning_type"] == "full" and f.training["deepspeed"] == "z3"
-    for p in (p, p8, q, o, f):
-        assert p.source
+    for preset in (p, p8, q, o, f):
+        assert preset.source
 
 
 def test_models_and_kinds(tiny_config):

@@ -59,9 +59,9 @@ def demo(workdir, no_train, as_json):
             out.print(f"{mark} {path}: template {recipe.info['template']}, enable_thinking "
                       f"{ {True: 'true', False: 'false', None: 'null'}[recipe.info['enable_thinking']] }, "
                       f"mix {recipe.args['dataset']}")
-            for line in summary_lines(trained.summary) if trained.summary else []:
+            for line in summary_lines(trained.summary, base=workdir) if trained.summary else []:
                 out.print(f"    {line}")
-            out.print(f"    run record: {workdir}/{trained.output_dir}/qfk_run.json (paths above are relative to {workdir})")
+            out.print(f"    run record: {workdir}/{trained.output_dir}/qfk_run.json")
     if as_json:
         emit_json({"steps": [{"step": st.title, **res.summary(),
                               "lint": {k: rep[k] for k in ("errors", "warnings", "by_rule", "template", "enable_thinking")}}

@@ -24,9 +24,9 @@ from typing import Callable, Iterator
 
 from ..errors import QfkError
 from ..io.encoding import SAMPLE_BYTES, detect_encoding, normalize_encoding
-from ..io.readers import BATCH_ROWS, BadRecord, Batch, count_lines
+from ..io.readers import BATCH_ROWS, BadRecord, Batch
 from ..io.sources import ResolvedSource
-from ..langs import UNSEGMENTED, known_codes, name as lang_name, normalize_code, tag
+from ..langs import known_codes, name as lang_name, normalize_code, tag
 from ..think import format_response
 from ..workspace import slug
 from .core import Converter, Reject, check_text

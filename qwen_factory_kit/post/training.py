@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 PLOT_NAME = "qfk_loss.png"
@@ -109,8 +110,12 @@ def summarize(output_dir: str | Path, history: list[dict] | None = None, *, stat
     return summary
 
 
-def summary_lines(s: dict) -> list[str]:
-    """A few lines a person reads after a run."""
+def summary_lines(s: dict, base: str | os.PathLike | None = None) -> list[str]:
+    """A few lines a person reads after a run (paths shown under ``base``: the folder the run ran from)."""
+
+    def shown(path: str) -> str:
+        return str(Path(base) / path) if base is not None and not os.path.isabs(path) else path
+
     lines = [f"status: {s['status']}   steps: {s['steps']}   epoch: {s['epoch']:.2f}" if s.get("epoch") is not None
              else f"status: {s['status']}"]
     if s.get("loss_last") is not None:
@@ -123,7 +128,7 @@ def summary_lines(s: dict) -> list[str]:
     if s.get("predict_metrics"):
         lines.append("predict: " + "  ".join(f"{k}={v}" for k, v in s["predict_metrics"].items()))
     files = s.get("weights", []) + s.get("checkpoints", [])
-    lines.append(f"output: {s['output_dir']}  ({', '.join(files) or 'no weights'})")
+    lines.append(f"output: {shown(s['output_dir'])}  ({', '.join(files) or 'no weights'})")
     if s.get("plot"):
-        lines.append(f"loss plot: {s['plot']}")
+        lines.append(f"loss plot: {shown(s['plot'])}")
     return lines

@@ -67,7 +67,7 @@ def dataset_facts(name: str, data_dir: str | os.PathLike) -> DatasetFacts:
     path = resolve_file(entry, reg.data_dir)
     if path is None:
         raise QfkError(f"dataset '{name}' is a hub entry: the kit cannot see its think mode offline",
-                       f"convert it with qfk convert, or set it yourself: template=qwen3 enable_thinking=true|false")
+                       "convert it with qfk convert, or set it yourself: template=qwen3 enable_thinking=true|false")
     if not path.exists():
         raise QfkError(f"dataset '{name}': File {path} not found", f"convert it again, or: qfk datasets remove {name}")
     manifest = manifest_for(entry, reg.data_dir)

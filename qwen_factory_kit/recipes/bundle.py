@@ -926,10 +926,9 @@ def _unpack(zf: zipfile.ZipFile, bundle_path: Path, dest: Path, *, trust_remote_
     try:
         for mmember in sorted(expected_data - set(manifests)):
             _extract(zf, infos[mmember], listed[mmember], staging / mmember[len(DATA_PREFIX):], budget)
-        for mmember, m in manifests.items():
-            path = staging / mmember[len(DATA_PREFIX):]
+        for mmember in manifests:
             if mmember not in groups:  # with the data: the packer's manifest, verbatim
-                _extract(zf, infos[mmember], listed[mmember], path, budget)
+                _extract(zf, infos[mmember], listed[mmember], staging / mmember[len(DATA_PREFIX):], budget)
         for n, p in plan.items():  # included files with a manifest must be what it records
             if p["how"] == "included" and p["manifest"] and p["file"] in expected_sha:
                 staged = staging / p["file"]
