@@ -267,3 +267,37 @@ def test_plugin_converters_in_llamafactory_pipeline(tmp_path):
 
     res = convert("sharegpt", str(EXAMPLES / "finetome"), output=str(tmp_path / "conv.jsonl"))
     assert len(chat) == res.written > 0  # the same rows survive as through qfk convert
+
+
+@pytest.mark.slow
+def test_real_rows_mix_check_and_train(real_samples, tmp_path, monkeypatch, tiny_model):
+    """Real medical R1 and FineTome rows: exact 75/25 mix, think mode from the manifests (reasoning + direct
+    -> mixed -> qwen3 + null), qfk recipe check flags the real row whose </think> a 2048 cutoff would cut, and
+    the recipe trains with qfk train once the cutoff fits."""
+    w = tmp_path / "real"
+    w.mkdir()
+    monkeypatch.chdir(w)
+    monkeypatch.setenv("QFK_DATA_DIR", str(w / "data"))
+    qfk_cmd("convert", "medical-r1", real_samples / "medical_r1" / "val_sample.jsonl", "--name", "med", "--val-size", "10")
+    qfk_cmd("convert", "sharegpt", real_samples / "finetome" / "rows.jsonl", "--name", "chat")
+    manifests = {n: json.loads((w / "data" / f"{n}.manifest.json").read_text()) for n in ("med", "chat")}
+    assert manifests["med"]["think"]["mode"] == "reasoning" and manifests["chat"]["think"]["mode"] == "direct"
+    qfk_cmd("recipe", "new", "--model", tiny_model, "--method", "lora", "--dataset", "med,chat",
+            "--mix", "med=0.75,chat=0.25", "-o", "real.yaml", *CPU, "cutoff_len=2048")
+    args = load_recipe(w / "real.yaml", [])
+    assert args["template"] == "qwen3" and args["enable_thinking"] is None
+    assert args["dataset"] == "med__n12,chat"  # all 4 FineTome rows are the limit: 12 + 4 is exactly 75/25
+
+    p = qfk_cmd("recipe", "check", "real.yaml", "--json", check=False)
+    res = json.loads(p.stdout)
+    cut = [f for f in res["findings"] if f["check"] == "cutoff"]
+    assert p.returncode == 1 and cut and cut[0]["status"] == "fail" and "</think>" in cut[0]["message"], cut
+    p = qfk_cmd("recipe", "check", "real.yaml", "cutoff_len=4096", "--json", check=False)
+    res = json.loads(p.stdout)
+    assert p.returncode == 0 and res["ok"], [f for f in res["findings"] if f["status"] == "fail"]
+
+    p = qfk_cmd("train", "real.yaml", "cutoff_len=4096", "max_steps=2", "save_steps=2", "--json")
+    out = json.loads(p.stdout)
+    assert out["returncode"] == 0 and out["last_step"] == 2
+    assert len(finite_losses(w / out["output_dir"])) == 2
+    assert "Sampled 12 examples" in (w / out["output_dir"] / "qfk_train.log").read_text()
