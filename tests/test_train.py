@@ -296,7 +296,8 @@ def test_real_rows_mix_check_and_train(real_samples, tmp_path, monkeypatch, tiny
     res = json.loads(p.stdout)
     assert p.returncode == 0 and res["ok"], [f for f in res["findings"] if f["status"] == "fail"]
 
-    p = qfk_cmd("train", "real.yaml", "cutoff_len=4096", "max_steps=2", "save_steps=2", "--json")
+    user_env = {k: v for k, v in os.environ.items() if k != "LLAMAFACTORY_VERBOSITY"}  # other tests' in-process quieting
+    p = qfk_cmd("train", "real.yaml", "cutoff_len=4096", "max_steps=2", "save_steps=2", "--json", env=user_env)
     out = json.loads(p.stdout)
     assert out["returncode"] == 0 and out["last_step"] == 2
     assert len(finite_losses(w / out["output_dir"])) == 2
