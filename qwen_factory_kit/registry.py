@@ -318,20 +318,26 @@ def check_entry(name: str, entry: dict, data_dir: Path):
     return out
 
 
-def manifest_for(entry: dict, data_dir: Path) -> dict | None:
-    """The qfk manifest written next to an entry's file, if any."""
-    path = resolve_file(entry, data_dir)
-    if path is None or not path.is_file():
-        return None
-    stem = path.with_suffix("")
+def manifest_path(data_file: Path) -> Path | None:
+    """The qfk manifest written next to a converted file (NAME.jsonl, NAME_val.jsonl, NAME_test.jsonl), if any."""
+    stem = data_file.with_suffix("")
     for cand in (stem.with_name(stem.name + ".manifest.json"),
                  stem.with_name(stem.name.removesuffix("_val").removesuffix("_test") + ".manifest.json")):
         if cand.is_file():
-            try:
-                return json.loads(cand.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                return None
+            return cand
     return None
+
+
+def manifest_for(entry: dict, data_dir: Path) -> dict | None:
+    """The qfk manifest written next to an entry's file, if any."""
+    path = resolve_file(entry, data_dir)
+    found = manifest_path(path) if path is not None and path.is_file() else None
+    if found is None:
+        return None
+    try:
+        return json.loads(found.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
 
 
 def add_path(reg: Registry, path: Path, name: str, *, formatting: str | None = None, ranking: bool | None = None,

@@ -28,6 +28,7 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from .bundle import pack, unpack
     from .convert import convert_group
     from .datasets import datasets_group
     from .demo import demo
@@ -44,6 +45,8 @@ def _register() -> None:
     cli.add_command(lint)
     cli.add_command(stats)
     cli.add_command(render)
+    recipe_group.add_command(pack)
+    recipe_group.add_command(unpack)
     cli.add_command(recipe_group)
     cli.add_command(train)
 

@@ -174,18 +174,13 @@ def cp(name, dest, force):
     """
     from ..recipes.build import ensure_mix_entries
     from ..recipes.curated import copy
-    from ..recipes.document import load_recipe
+    from ..recipes.document import load_recipe, recipe_datasets
 
     out = copy(name, dest, force=force)
     c = console(stderr=True)
     c.print(f"[green]copied[/] {name} -> {out}")
     args = load_recipe(out)
     data_dir = args.get("dataset_dir") or "data"
-    for made in ensure_mix_entries([n for k in ("dataset", "eval_dataset") for n in str(args.get(k) or "").split(",") if n], data_dir):
+    for made in ensure_mix_entries(recipe_datasets(args), data_dir):
         c.print(f"registered mix entry {made} in {data_dir}/dataset_info.json")
     c.print(f"next: qfk recipe check {out}")
-
-from .bundle import pack, unpack  # noqa: E402
-
-recipe_group.add_command(pack)
-recipe_group.add_command(unpack)

@@ -43,15 +43,14 @@ def train(recipe, overrides, nproc, no_check, dry_run, verbose, as_json):
     from ..post.training import summary_lines
     from ..recipes.build import ensure_mix_entries
     from ..recipes.check import check_recipe
-    from ..recipes.document import load_recipe
+    from ..recipes.document import load_recipe, recipe_datasets
 
     args = load_recipe(recipe, overrides)
     c = console(stderr=True)
     if args.get("export_dir"):
         raise QfkError(f"{recipe} is a merge/export recipe (export_dir is set), not a training run",
                        f"run it with: llamafactory-cli export {recipe}")
-    made = ensure_mix_entries([n for k in ("dataset", "eval_dataset") for n in str(args.get(k) or "").split(",") if n],
-                              args.get("dataset_dir") or "data")
+    made = ensure_mix_entries(recipe_datasets(args), args.get("dataset_dir") or "data")
     for name in made:
         c.print(f"registered mix entry {name} in {args.get('dataset_dir') or 'data'}/dataset_info.json")
     if not no_check:

@@ -65,9 +65,10 @@ def git_state(folder: str | os.PathLike = ".") -> dict | None:
 
 def datasets_used(args: dict) -> dict:
     """Registry entry and qfk manifest (sources, options, output hashes) of every dataset named."""
+    from ..recipes.document import recipe_datasets
     from ..registry import Registry, manifest_for
 
-    names = [n.strip() for key in ("dataset", "eval_dataset") for n in str(args.get(key) or "").split(",") if n.strip()]
+    names = recipe_datasets(args)
     if not names:
         return {}
     reg = Registry.at(args.get("dataset_dir") or "data")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import QfkError
 from . import presets
-from .document import Recipe
+from .document import Recipe, split_names
 
 SECTION_ORDER = ("model", "method", "data", "training", "output", "eval", "generation", "export")
 
@@ -428,7 +428,7 @@ def _inference_recipe(req: RecipeRequest, data_dir: Path) -> Recipe:
     gen.update(sampling)
     r.comments["temperature"] = f"{presets.QWEN_SAMPLING} ({'thinking' if enable is not False else 'non-thinking'}); not LLaMA-Factory's 0.95"
     if req.method == "predict":
-        evals = req.eval_datasets or [n for n in (train.get("eval_dataset") or "").split(",") if n]
+        evals = req.eval_datasets or split_names(train.get("eval_dataset"))
         if not evals:
             raise QfkError("--method predict needs --eval-dataset NAME (held-out rows, e.g. NAME_val or NAME_test)",
                            "qfk recipe new --method predict --from recipe.yaml --eval-dataset medical_r1_val -o predict.yaml")

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import QfkError
+from .document import recipe_datasets
 
 FORMAT = 1
 BUNDLE_JSON = "bundle.json"
@@ -95,18 +96,6 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _names_in(value: Any) -> list[str]:
-    """Dataset names in a ``dataset`` / ``eval_dataset`` value (comma-separated, or a list)."""
-    if value is None:
-        return []
-    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    return [str(i).strip() for i in items if str(i).strip()]
-
-
-def _recipe_datasets(args: dict) -> list[str]:
-    return list(dict.fromkeys(_names_in(args.get("dataset")) + _names_in(args.get("eval_dataset"))))
-
-
 def _is_true(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -150,16 +139,6 @@ def _relpath_in(path: Path, folder: Path) -> str | None:
     """``path`` relative to ``folder`` (posix), lexically; None when it is not inside."""
     rel = os.path.relpath(os.path.abspath(path), os.path.abspath(folder)).replace(os.sep, "/")
     return None if rel == ".." or rel.startswith("../") or os.path.isabs(rel) else rel
-
-
-def _manifest_path(data_file: Path) -> Path | None:
-    """Where :func:`qwen_factory_kit.registry.manifest_for` finds a data file's manifest."""
-    stem = data_file.with_suffix("")
-    for cand in (stem.with_name(stem.name + ".manifest.json"),
-                 stem.with_name(stem.name.removesuffix("_val").removesuffix("_test") + ".manifest.json")):
-        if cand.is_file():
-            return cand
-    return None
 
 
 def _data_splits(manifest: dict) -> dict[str, dict]:
@@ -249,7 +228,7 @@ def pack(recipe_path: str | os.PathLike, output_zip: str | os.PathLike, *, overr
     from .. import __version__
     from ..convert.core import versions
     from ..io.atomic import sha256_file
-    from ..registry import Registry, resolve_file
+    from ..registry import Registry, manifest_path, resolve_file
     from .build import MIXED_RE, _extra_files
     from .document import load_recipe
 
@@ -278,7 +257,7 @@ def pack(recipe_path: str | os.PathLike, output_zip: str | os.PathLike, *, overr
         raise QfkError("dataset_dir: ONLINE recipes load every dataset from a hub: there is nothing to pack",
                        "share the recipe file itself")
     data_dir = Path(dataset_dir)
-    names = _recipe_datasets(args)
+    names = recipe_datasets(args)
     if not names:
         raise QfkError(f"{recipe} names no dataset (dataset / eval_dataset)", "a bundle carries a recipe with its data")
     reg = Registry(data_dir)
@@ -292,6 +271,7 @@ def pack(recipe_path: str | os.PathLike, output_zip: str | os.PathLike, *, overr
     info: dict[str, dict] = {}        # the dataset_info.json subset
     records: dict[str, dict] = {}     # bundle.json "datasets"
     relocated: dict[str, str] = {}    # data file (absolute) -> member name, for files outside the data dir
+    hashed: dict[Path, str] = {}      # data file -> its sha256
     wanted: list[tuple[str, str | None]] = []
     for n in names:
         m = MIXED_RE.match(n)
@@ -342,9 +322,9 @@ def pack(recipe_path: str | os.PathLike, output_zip: str | os.PathLike, *, overr
         manifest = manifest_file = None
         split = None
         if path.is_file():
-            sha = sha256_file(path)
+            sha = hashed[path] = sha256_file(path)  # once: the member listing reuses it
             rec.update(sha256=sha, bytes=path.stat().st_size)
-            manifest_file = _manifest_path(path)
+            manifest_file = manifest_path(path)
             if manifest_file is not None:
                 try:
                     manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
@@ -422,7 +402,7 @@ def pack(recipe_path: str | os.PathLike, output_zip: str | os.PathLike, *, overr
         if isinstance(src, bytes):
             listing.append({"name": mname, "sha256": _sha(src), "bytes": len(src)})
         else:
-            listing.append({"name": mname, "sha256": sha256_file(src), "bytes": src.stat().st_size})
+            listing.append({"name": mname, "sha256": hashed.get(src) or sha256_file(src), "bytes": src.stat().st_size})
     bundle = {
         "qfk_bundle": FORMAT,
         "kit_version": __version__,
@@ -794,7 +774,7 @@ def _unpack(zf: zipfile.ZipFile, bundle_path: Path, dest: Path, *, trust_remote_
     outside = _check_entries(info, data_dir, dest, allow_outside=allow_outside)
     records = bundle.get("datasets")
     _need(isinstance(records, dict) and all(isinstance(r, dict) for r in records.values()), "datasets is not an object")
-    names = _recipe_datasets(args)
+    names = recipe_datasets(args)
     lacking = [n for n in names if n not in records or n not in info]
     if lacking:
         raise _bad(f"the recipe names dataset {lacking[0]!r} but the bundle does not carry it; nothing was written")

@@ -27,7 +27,7 @@ from ..errors import QfkError
 from ..findings import Finding
 from . import presets
 from ..lfbridge import quiet_llamafactory
-from .document import scalar
+from .document import scalar, split_names
 
 PATH_KEYS = ("model_name_or_path", "adapter_name_or_path", "output_dir", "dataset_dir", "deepspeed", "export_dir",
              "tokenized_path", "cache_dir", "logging_dir")
@@ -42,12 +42,6 @@ def recipe_kind(args: dict) -> str:
     if args.get("do_predict") and not args.get("do_train"):
         return "predict"
     return "train"
-
-
-def _names(value: Any) -> list[str]:
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [n.strip() for n in str(value or "").split(",") if n.strip()]
 
 
 def _cuda() -> bool:
@@ -211,8 +205,8 @@ def check_datasets(args: dict) -> tuple[list[Finding], list]:
     data_dir = Path(str(args.get("dataset_dir") or "data"))
     reg = Registry.at(data_dir)
     kind = recipe_kind(args)
-    train_names = _names(args.get("dataset")) if kind == "train" else []
-    eval_names = _names(args.get("eval_dataset"))
+    train_names = split_names(args.get("dataset")) if kind == "train" else []
+    eval_names = split_names(args.get("eval_dataset"))
     if kind == "merge":
         return out, facts
     if not train_names and not eval_names:
@@ -421,7 +415,7 @@ def check_machine(args: dict, *, recipe_path: str | None = None) -> list[Finding
     kind = recipe_kind(args)
     adapter = args.get("adapter_name_or_path")
     if kind in ("predict", "merge") and adapter:
-        for a in _names(adapter):
+        for a in split_names(adapter):
             p = Path(a)
             if not p.exists() and (a.startswith((".", "/", "saves")) or os.sep in a):
                 out.append(Finding("paths", "warn", f"adapter {a} does not exist yet", "train first: qfk train RECIPE"))

@@ -104,6 +104,17 @@ class Recipe:
         return "\n".join(lines).lstrip("\n") + "\n"
 
 
+def split_names(value: Any) -> list[str]:
+    """Dataset names in a ``dataset`` / ``eval_dataset`` value: a comma-separated string or a list."""
+    items = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+    return [str(i).strip() for i in items if str(i).strip()]
+
+
+def recipe_datasets(args: dict) -> list[str]:
+    """Every dataset a recipe names (``dataset`` then ``eval_dataset``), each once, in order."""
+    return list(dict.fromkeys(split_names(args.get("dataset")) + split_names(args.get("eval_dataset"))))
+
+
 def parse_overrides(items: list[str] | tuple[str, ...] | None) -> dict:
     """``key=value`` items typed the way ``llamafactory-cli`` types them (OmegaConf)."""
     if not items:
