@@ -64,8 +64,8 @@ def demo_recipe(workdir: str | os.PathLike, model_dir: str | os.PathLike):
     """Write WORKDIR/demo-lora.yaml (paths relative to WORKDIR, where it is run from)."""
     import contextlib
 
-    from .recipes.build import RecipeRequest, new_recipe
-    from .recipes.document import write_text
+    from .recipe.build import RecipeRequest, new_recipe
+    from .recipe.document import write_text
 
     with contextlib.chdir(workdir):
         req = RecipeRequest(method="lora", model=str(model_dir), datasets=["demo_medical", "demo_finetome"],

@@ -20,7 +20,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from qwen_factory_kit.convert import convert  # noqa: E402
 from qwen_factory_kit.demo import examples_dir  # noqa: E402
-from qwen_factory_kit.recipes.build import RecipeRequest, new_recipe  # noqa: E402
+from qwen_factory_kit.recipe.build import RecipeRequest, new_recipe  # noqa: E402
 
 PREP_MEDICAL = [
     "Prepare the data once (names are the defaults qfk convert gives these sources):",

@@ -15,7 +15,7 @@ from conftest import EXAMPLES
 
 from qwen_factory_kit.convert import convert
 from qwen_factory_kit.errors import QfkError
-from qwen_factory_kit.recipes.bundle import pack, unpack
+from qwen_factory_kit.recipe.bundle import pack, unpack
 from qwen_factory_kit.registry import Registry
 
 RECIPE = """\
@@ -126,7 +126,7 @@ def test_round_trip_reconverts_from_the_recorded_sources(ws, tmp_path):
 
 
 def test_with_data_and_an_exact_mix(ws, tmp_path):
-    from qwen_factory_kit.recipes.build import RecipeRequest, new_recipe
+    from qwen_factory_kit.recipe.build import RecipeRequest, new_recipe
     from qwen_factory_kit.tiny import TINY_CONFIG
 
     model = tmp_path / "models" / "tiny-qwen3"
@@ -339,7 +339,7 @@ def test_size_limits_and_zip_bombs(good, tmp_path):
 
 def test_limits_are_enforced_on_the_bytes_read_not_the_header(good, tmp_path):
     """A member whose header under-states its size is stopped by the bytes actually read."""
-    from qwen_factory_kit.recipes import bundle as b
+    from qwen_factory_kit.recipe import bundle as b
 
     budget = b._Budget(max_member=10, max_total=1 << 30)
     with zipfile.ZipFile(good) as zf:

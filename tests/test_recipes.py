@@ -13,9 +13,9 @@ import yaml
 from conftest import ROOT
 
 from qwen_factory_kit.errors import QfkError
-from qwen_factory_kit.recipes import presets
-from qwen_factory_kit.recipes.build import ensure_mix_entries, mix_counts, parse_mix
-from qwen_factory_kit.recipes.document import Recipe, load_recipe, parse_overrides, scalar
+from qwen_factory_kit.recipe import presets
+from qwen_factory_kit.recipe.build import ensure_mix_entries, mix_counts, parse_mix
+from qwen_factory_kit.recipe.document import Recipe, load_recipe, parse_overrides, scalar
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from conftest import EXAMPLES, read_jsonl
 
 from qwen_factory_kit.launch.torchrun import compose
-from qwen_factory_kit.recipes.document import load_recipe
+from qwen_factory_kit.recipe.document import load_recipe
 
 CPU = ["use_cpu=true", "bf16=false", "logging_steps=1", "preprocessing_num_workers=1", "dataloader_num_workers=0",
        "per_device_train_batch_size=2", "gradient_accumulation_steps=1", "cutoff_len=1024"]

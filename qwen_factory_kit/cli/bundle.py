@@ -39,7 +39,7 @@ def pack(recipe, output, with_data, force, as_json, overrides):
       qfk recipe pack sft.yaml -o sft-data.zip --with-data
       qfk recipe pack sft.yaml -o sft-bundle.zip learning_rate=5.0e-5 --json
     """
-    from ..recipes.bundle import pack as pack_bundle
+    from ..recipe.bundle import pack as pack_bundle
 
     out = output or f"{Path(recipe).stem}.zip"
     result = pack_bundle(recipe, out, overrides=list(overrides), with_data=with_data, force=force)
@@ -87,7 +87,7 @@ def unpack(bundle, dest, sources, trust_remote_code, allow_outside, force, cache
       qfk recipe unpack sft-bundle.zip ./run --source demo_medical=/data/copies/rows.jsonl
       qfk recipe unpack sft-bundle.zip ./run --allow-outside --json
     """
-    from ..recipes import bundle as b
+    from ..recipe import bundle as b
 
     result = b.unpack(bundle, dest, trust_remote_code=trust_remote_code, allow_outside=allow_outside,
                       sources=dict(sources), force=force, cache_dir=cache_dir,

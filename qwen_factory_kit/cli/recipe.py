@@ -49,7 +49,7 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
         data_dir, list_models, as_json, overrides):
     """Write a LLaMA-Factory recipe that `llamafactory-cli train` runs as it is.
 
-    Presets (one table: qwen_factory_kit/recipes/presets.py) follow the Qwen3 guidance: LoRA r=32,
+    Presets (one table: qwen_factory_kit/recipe/presets.py) follow the Qwen3 guidance: LoRA r=32,
     alpha=64, dropout 0.05 on all linear layers; per-size learning rate, batch and epochs. The
     template and enable_thinking come from what the datasets hold (their qfk manifests). KEY=VALUE
     overrides win over everything.
@@ -64,9 +64,9 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
       qfk recipe new --method merge --from sft.yaml -o merge.yaml
       qfk recipe new --model ./tiny-qwen3 --method lora --dataset demo_medical use_cpu=true bf16=false max_steps=5
     """
-    from ..recipes import presets
-    from ..recipes.build import RecipeRequest, command_line, new_recipe, parse_mix, write_extra_files
-    from ..recipes.document import parse_overrides, write_text
+    from ..recipe import presets
+    from ..recipe.build import RecipeRequest, command_line, new_recipe, parse_mix, write_extra_files
+    from ..recipe.document import parse_overrides, write_text
 
     if list_models:
         for name, (size, kind) in presets.MODELS.items():
@@ -122,7 +122,7 @@ def check(recipe, overrides, no_stats, stats_rows, as_json):
       qfk recipe check sft.yaml cutoff_len=4096 --json
     """
     from ..findings import print_findings
-    from ..recipes.check import check_recipe
+    from ..recipe.check import check_recipe
 
     findings = check_recipe(recipe, list(overrides), stats=not no_stats, stats_rows=stats_rows)
     failed = sum(f.status == "fail" for f in findings)
@@ -146,7 +146,7 @@ def ls(as_json):
       qfk recipe ls
       qfk recipe cp qwen3-4b-medical-lora my.yaml
     """
-    from ..recipes.curated import curated, describe
+    from ..recipe.curated import curated, describe
 
     items = {name: {"path": str(p), "description": describe(p)} for name, p in curated().items()}
     if as_json:
@@ -172,9 +172,9 @@ def cp(name, dest, force):
       qfk recipe cp qwen3-4b-medical-lora sft.yaml
       qfk recipe cp qwen3-1.7b-translation-qlora recipes/
     """
-    from ..recipes.build import ensure_mix_entries
-    from ..recipes.curated import copy
-    from ..recipes.document import load_recipe, recipe_datasets
+    from ..recipe.build import ensure_mix_entries
+    from ..recipe.curated import copy
+    from ..recipe.document import load_recipe, recipe_datasets
 
     out = copy(name, dest, force=force)
     c = console(stderr=True)

@@ -41,9 +41,9 @@ def train(recipe, overrides, nproc, no_check, dry_run, verbose, as_json):
     from ..launch.runner import run_training
     from ..launch.torchrun import compose
     from ..post.training import summary_lines
-    from ..recipes.build import ensure_mix_entries
-    from ..recipes.check import check_recipe
-    from ..recipes.document import load_recipe, recipe_datasets
+    from ..recipe.build import ensure_mix_entries
+    from ..recipe.check import check_recipe
+    from ..recipe.document import load_recipe, recipe_datasets
 
     args = load_recipe(recipe, overrides)
     c = console(stderr=True)

@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 2
     os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
     from ..errors import QfkError
-    from ..recipes.document import load_recipe
+    from ..recipe.document import load_recipe
 
     recipe, overrides = argv[0], argv[1:]
     try:

@@ -65,7 +65,7 @@ def git_state(folder: str | os.PathLike = ".") -> dict | None:
 
 def datasets_used(args: dict) -> dict:
     """Registry entry and qfk manifest (sources, options, output hashes) of every dataset named."""
-    from ..recipes.document import recipe_datasets
+    from ..recipe.document import recipe_datasets
     from ..registry import Registry, manifest_for
 
     names = recipe_datasets(args)

@@ -94,7 +94,7 @@ def _ensure_shipped_files(args: dict) -> None:
 
 def run_training(recipe: str, overrides: list[str], *, nproc: int | None = None, console=None, verbose: bool = False,
                  live: bool | None = None, launch: Launch | None = None) -> TrainResult:
-    from ..recipes.document import load_recipe
+    from ..recipe.document import load_recipe
 
     args = load_recipe(recipe, overrides)
     out = Path(str(args.get("output_dir") or ""))

@@ -1,5 +1,5 @@
 """Recipe presets: the ONE table of Qwen3 models, per-size hyper-parameters, method settings,
-DeepSpeed choices and generation sampling. Everything else in :mod:`qwen_factory_kit.recipes`
+DeepSpeed choices and generation sampling. Everything else in :mod:`qwen_factory_kit.recipe`
 reads from here; nothing else hard-codes a learning rate or a sampling value.
 
 Sources (each preset names its own in the recipe header):
