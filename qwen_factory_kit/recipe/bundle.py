@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import QfkError
-from .document import recipe_datasets
+from .document import MODEL_KEYS, PATH_KEYS, recipe_datasets
 
 FORMAT = 1
 BUNDLE_JSON = "bundle.json"
@@ -63,11 +63,6 @@ MAX_RATIO = 250                      # uncompressed / compressed, for members ab
 RATIO_FLOOR = 1 << 20
 CHUNK = 1 << 20
 
-#: recipe keys holding paths (relative to the folder the recipe runs from)
-PATH_KEYS = ("output_dir", "dataset_dir", "adapter_name_or_path", "export_dir", "deepspeed", "cache_dir",
-             "tokenized_path", "media_dir", "logging_dir", "resume_from_checkpoint")
-#: recipe keys holding a hub id or a path: checked when the value looks like a path
-MODEL_KEYS = ("model_name_or_path", "ref_model", "reward_model")
 #: registry entry keys that make LLaMA-Factory run code or read from outside the data dir
 OUTSIDE_ENTRY_KEYS = ("script_url", "cloud_file_name")
 REMOTE_ENTRY_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")

@@ -27,10 +27,8 @@ from ..errors import QfkError
 from ..findings import Finding
 from . import presets
 from ..lfbridge import quiet_llamafactory
-from .document import scalar, split_names
+from .document import MODEL_KEYS, PATH_KEYS, scalar, split_names
 
-PATH_KEYS = ("model_name_or_path", "adapter_name_or_path", "output_dir", "dataset_dir", "deepspeed", "export_dir",
-             "tokenized_path", "cache_dir", "logging_dir")
 PREFERENCE_STAGES = ("dpo", "rm")
 CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin",
                     "training_args.bin", "trainer_state.json")
@@ -405,7 +403,7 @@ def check_machine(args: dict, *, recipe_path: str | None = None) -> list[Finding
         out.append(Finding("gpu", "warn", "flash_attn: fa2 but flash-attn is not installed", "pip install flash-attn, or flash_attn=auto"))
     if args.get("use_cpu") and args.get("bf16"):
         out.append(Finding("gpu", "warn", "use_cpu with bf16: slow or unsupported on many CPUs", "bf16=false"))
-    spaced = [f"{k}={args[k]}" for k in PATH_KEYS if isinstance(args.get(k), str) and " " in args[k]]
+    spaced = [f"{k}={args[k]}" for k in (*MODEL_KEYS, *PATH_KEYS) if isinstance(args.get(k), str) and " " in args[k]]
     if recipe_path and " " in str(recipe_path):
         spaced.append(f"recipe path {recipe_path}")
     if spaced:

@@ -15,6 +15,13 @@ from typing import Any
 
 from ..errors import QfkError
 
+#: recipe keys holding paths (relative to the folder the recipe runs from); the one list that
+#: ``recipe check`` (spaces break torchrun) and bundles (paths must stay inside) share
+PATH_KEYS = ("output_dir", "dataset_dir", "adapter_name_or_path", "export_dir", "deepspeed", "cache_dir",
+             "tokenized_path", "media_dir", "logging_dir", "resume_from_checkpoint")
+#: recipe keys holding a hub id or a local path
+MODEL_KEYS = ("model_name_or_path", "ref_model", "reward_model")
+
 _PLAIN = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./,:@+\-]*")
 
 
