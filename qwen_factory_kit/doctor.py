@@ -17,6 +17,9 @@ LLAMAFACTORY_VERSION = "0.9.5"
 TORCH_COMPANIONS = {"2.11": ("0.26", "2.11")}
 PIN_CMD = 'pip install -c constraints.txt "torch==2.11.0" "torchvision==0.26.0" "torchaudio==2.11.0"'
 THINK_ID, THINK_END_ID = 151667, 151668
+#: the install extra that brings the GPU-only speed-ups (liger-kernel) and QLoRA (bitsandbytes)
+GPU_EXTRA_CMD = 'pip install -c constraints.txt -e ".[gpu]"'
+
 
 
 def _version(pkg: str) -> str | None:
@@ -43,7 +46,7 @@ try:
         out["bf16"] = torch.cuda.is_bf16_supported()
 except Exception as e:
     out["torch_error"] = f"{type(e).__name__}: {e}"
-for mod in ("torchvision", "torchaudio", "bitsandbytes", "flash_attn"):
+for mod in ("torchvision", "torchaudio", "bitsandbytes", "flash_attn", "liger_kernel"):
     try:
         __import__(mod)
         out[mod] = "ok"
@@ -110,7 +113,12 @@ def check_gpu(probe: dict) -> list[Finding]:
     out = [Finding("cuda", "ok", f"{len(probe.get('devices', []))} GPU(s): {', '.join(probe.get('devices', []))}; bf16 {'yes' if probe.get('bf16') else 'no'}")]
     bnb = probe.get("bitsandbytes")
     out.append(Finding("bitsandbytes", "ok", "bitsandbytes imports (QLoRA available)") if bnb == "ok" else
-               Finding("bitsandbytes", "warn", f"bitsandbytes missing or broken ({bnb}): QLoRA (quantization_bit: 4) will fail", "pip install bitsandbytes"))
+               Finding("bitsandbytes", "warn", f"bitsandbytes missing or broken ({bnb}): QLoRA (quantization_bit: 4) will fail", GPU_EXTRA_CMD))
+    liger = probe.get("liger_kernel")
+    out.append(Finding("liger-kernel", "ok", "liger-kernel imports: qfk recipe new sets enable_liger_kernel: true "
+                                             "(4B LoRA measured 38.2 -> 14.1 GB peak at the same speed)") if liger == "ok" else
+               Finding("liger-kernel", "warn", f"liger-kernel missing ({liger}): recipes keep the float32 logits in memory "
+                                               "(4B LoRA: 38.2 GB peak instead of 14.1 GB)", GPU_EXTRA_CMD))
     fa = probe.get("flash_attn")
     out.append(Finding("flash-attn", "ok", "flash-attn imports (flash_attn: fa2 available)") if fa == "ok" else
                Finding("flash-attn", "info", "flash-attn not installed: use flash_attn: sdpa (the default works)", "pip install flash-attn --no-build-isolation"))
