@@ -1,14 +1,20 @@
-"""LLaMA-Factory's own data pipeline, driven in-process (no model weights, no network).
+"""The kit's calls into LLaMA-Factory 0.9.5's internals, in one place (no model weights, no network).
 
-Used to check that what the kit writes is what LLaMA-Factory reads: every row survives its
-converter and the trained labels hold what we meant. Importing this module imports torch and
-LLaMA-Factory (seconds): keep it out of the fast CLI paths.
+* argument parsing for ``qfk recipe check``: the arguments and their types, what this machine's
+  parser can take, and LLaMA-Factory's own verdict on a recipe (:func:`parse_recipe_args`);
+* the data pipeline driven in-process, to check that what the kit writes is what LLaMA-Factory
+  reads: every row survives its converter and the trained labels hold what we meant.
+
+Importing this module is cheap; each function imports torch and LLaMA-Factory (seconds) when
+first called, so keep the calls out of the fast CLI paths.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,94 @@ def child_environ(extra: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in QUIETED}
     env.update(extra or {})
     return env
+
+
+def llamafactory_version() -> str:
+    from importlib.metadata import version
+
+    return version("llamafactory")
+
+
+def argument_fields() -> dict[str, Any]:
+    """Every argument of LLaMA-Factory's HfArgumentParser (its five dataclasses) and its type annotation."""
+    quiet_llamafactory()
+    from llamafactory.hparams import (
+        DataArguments,
+        FinetuningArguments,
+        GeneratingArguments,
+        ModelArguments,
+        TrainingArguments,
+    )
+
+    types: dict[str, Any] = {}
+    for cls in (TrainingArguments, GeneratingArguments, FinetuningArguments, DataArguments, ModelArguments):
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # pragma: no cover - unresolvable annotations: skip type checks for that class
+            continue
+        types.update(hints)
+    return types
+
+
+#: precision keys LLaMA-Factory's parser refuses on a machine without a GPU
+PRECISION_KEYS = ("bf16", "fp16", "pure_bf16")
+
+
+def parseable_here(args: dict, *, cuda: bool) -> tuple[dict, list[str]]:
+    """The arguments as this machine's LLaMA-Factory can parse them, and the keys set aside: without
+    a GPU (and no ``use_cpu``) the precision keys are parsed as false; ``deepspeed`` is left out
+    (the parser would import the package and read the config)."""
+    a = dict(args)
+    set_aside: list[str] = []
+    if not cuda and not a.get("use_cpu"):
+        for key in PRECISION_KEYS:
+            if a.get(key):
+                a[key] = False
+                set_aside.append(key)
+    if a.get("deepspeed"):
+        a.pop("deepspeed")
+        set_aside.append("deepspeed")
+    return a, set_aside
+
+
+#: words of LLaMA-Factory 0.9.5's parser errors that name the kind of refusal
+UNKNOWN_KEY_WORDS = "not used by the HfArgumentParser"
+NEEDS_LAUNCHER_WORDS = "launch distributed training"  # several GPUs visible to an in-process parse
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """LLaMA-Factory's parser refused a recipe: the first line of its message, and the kind of refusal."""
+
+    message: str
+    kind: str  # unknown-key | value | needs-launcher | exit (message: the exit code)
+
+
+def parse_recipe_args(args: dict, *, infer: bool = False) -> Rejection | None:
+    """Parse ``args`` with ``get_train_args`` (``get_infer_args`` when ``infer``): no model, no data
+    load. ``output_dir`` is replaced by a temporary folder (the parser refuses a used one). None
+    when LLaMA-Factory takes the recipe."""
+    quiet_llamafactory()
+    a = dict(args)
+    try:
+        if infer:
+            from llamafactory.hparams import get_infer_args
+
+            get_infer_args(a)
+        else:
+            from llamafactory.hparams import get_train_args
+
+            with tempfile.TemporaryDirectory(prefix="qfk-check-") as tmp:
+                a["output_dir"] = tmp
+                get_train_args(a)
+    except (ValueError, TypeError, ImportError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        kind = ("needs-launcher" if NEEDS_LAUNCHER_WORDS in msg else
+                "unknown-key" if UNKNOWN_KEY_WORDS in msg else "value")
+        return Rejection(msg, kind)
+    except SystemExit as exc:  # argparse-style exits
+        return Rejection(str(exc.code), "exit")
+    return None
 
 
 def qwen3_tokenizer_dir() -> Path:

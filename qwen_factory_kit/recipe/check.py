@@ -1,6 +1,8 @@
 """``qfk recipe check``: LLaMA-Factory's own argument parsing plus the kit's rules, before a model loads.
 
-Every finding says what is wrong and how to fix it. Checks (``check`` ids):
+Every finding says what is wrong and how to fix it. The calls into LLaMA-Factory live in
+:mod:`qwen_factory_kit.lfbridge`; this module holds the kit's rules, each a function of the recipe's
+arguments and the facts it is given (datasets, model, machine). Checks (``check`` ids):
 
 * ``keys``: LLaMA-Factory's HfArgumentParser and ``get_train_args`` / ``get_infer_args`` checks, plus
   value types (``parse_dict`` does no conversion, so ``lora_rank: "x"`` would slip through);
@@ -17,21 +19,25 @@ Every finding says what is wrong and how to fix it. Checks (``check`` ids):
 
 from __future__ import annotations
 
+import enum
 import os
-import tempfile
 import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import lfbridge
 from ..errors import QfkError
 from ..findings import Finding
 from . import presets
-from ..lfbridge import quiet_llamafactory
 from .document import MODEL_KEYS, PATH_KEYS, scalar, split_names
 
 PREFERENCE_STAGES = ("dpo", "rm")
 CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin",
                     "training_args.bin", "trainer_state.json")
+#: optional packages the machine rules ask about
+OPTIONAL_PACKAGES = ("bitsandbytes", "flash_attn", "deepspeed")
 
 
 def recipe_kind(args: dict) -> str:
@@ -40,6 +46,21 @@ def recipe_kind(args: dict) -> str:
     if args.get("do_predict") and not args.get("do_train"):
         return "predict"
     return "train"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the machine rules need to know about the machine the check runs on."""
+
+    cuda: bool
+    packages: frozenset = frozenset()  # the OPTIONAL_PACKAGES importable here
+
+    @classmethod
+    def here(cls) -> Machine:
+        return cls(_cuda(), frozenset(m for m in OPTIONAL_PACKAGES if _installed(m)))
+
+    def has(self, module: str) -> bool:
+        return module in self.packages
 
 
 def _cuda() -> bool:
@@ -55,23 +76,6 @@ def _installed(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
-
-
-# ---------------------------------------------------------------------------------------------
-# keys: LLaMA-Factory's parser
-# ---------------------------------------------------------------------------------------------
-def _arg_fields() -> dict[str, Any]:
-    quiet_llamafactory()
-    from llamafactory.hparams import DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments, TrainingArguments
-
-    types: dict[str, Any] = {}
-    for cls in (TrainingArguments, GeneratingArguments, FinetuningArguments, DataArguments, ModelArguments):
-        try:
-            hints = typing.get_type_hints(cls)
-        except Exception:  # pragma: no cover - unresolvable annotations: skip type checks for that class
-            continue
-        types.update(hints)
-    return types
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -93,8 +97,6 @@ def _type_ok(value: Any, tp: Any) -> bool:
     if tp is str:
         return isinstance(value, str)
     if isinstance(tp, type):
-        import enum
-
         if issubclass(tp, enum.Enum):
             return value in {m.value for m in tp} or isinstance(value, tp)
         if origin is None and tp in (list, dict):
@@ -104,8 +106,10 @@ def _type_ok(value: Any, tp: Any) -> bool:
     return True
 
 
-def check_types(args: dict) -> list[Finding]:
-    fields = _arg_fields()
+def check_types(args: dict, fields: dict[str, Any] | None = None) -> list[Finding]:
+    """Value types against LLaMA-Factory's argument annotations (``fields``: name -> type, by default
+    :func:`lfbridge.argument_fields`): ``parse_dict`` does no conversion, so ``lora_rank: "x"`` would slip through."""
+    fields = lfbridge.argument_fields() if fields is None else fields
     out = []
     for key, value in args.items():
         tp = fields.get(key)
@@ -121,68 +125,52 @@ def check_types(args: dict) -> list[Finding]:
     return out
 
 
-def _neutral(args: dict) -> tuple[dict, list[Finding]]:
-    """The arguments as this machine can parse them (no GPU, no DeepSpeed package), and what changed."""
-    a = dict(args)
-    notes: list[Finding] = []
-    if not _cuda() and not a.get("use_cpu"):
-        for key in ("bf16", "fp16", "pure_bf16"):
-            if a.get(key):
-                a[key] = False
-                notes.append(Finding("gpu", "info", f"{key}: true needs a GPU; this machine has none, so it was parsed as false here",
-                                     "on a CPU machine add use_cpu=true bf16=false (the recipe is fine for a GPU machine)"))
-    if a.get("deepspeed"):
-        ds = Path(str(a["deepspeed"]))
+def set_aside_findings(args: dict, set_aside: list[str], machine: Machine) -> list[Finding]:
+    """What the parse on this machine left out (:func:`lfbridge.parseable_here`), and what that means."""
+    out: list[Finding] = []
+    for key in set_aside:
+        if key in lfbridge.PRECISION_KEYS:
+            out.append(Finding("gpu", "info", f"{key}: true needs a GPU; this machine has none, so it was parsed as false here",
+                               "on a CPU machine add use_cpu=true bf16=false (the recipe is fine for a GPU machine)"))
+    if "deepspeed" in set_aside:
+        ds = Path(str(args["deepspeed"]))
         if not ds.is_file():
-            notes.append(Finding("paths", "fail", f"deepspeed config {ds} not found",
-                                 "qfk train writes the shipped ds_z*_config.json files; or set deepspeed=PATH"))
-        if not _installed("deepspeed"):
-            notes.append(Finding("gpu", "warn", "the recipe uses DeepSpeed, which is not installed here",
-                                 "pip install deepspeed (on the GPU machine); qfk train launches it through torchrun"))
-        a.pop("deepspeed")
-    return a, notes
+            out.append(Finding("paths", "fail", f"deepspeed config {ds} not found",
+                               "qfk train writes the shipped ds_z*_config.json files; or set deepspeed=PATH"))
+        if not machine.has("deepspeed"):
+            out.append(Finding("gpu", "warn", "the recipe uses DeepSpeed, which is not installed here",
+                               "pip install deepspeed (on the GPU machine); qfk train launches it through torchrun"))
+    return out
 
 
-def check_llamafactory(args: dict) -> list[Finding]:
-    """Parse with LLaMA-Factory's own parser (no model, no data load)."""
-    quiet_llamafactory()
+def parser_finding(rejection: lfbridge.Rejection | None, kind: str, version: str) -> Finding:
+    """The ``keys`` finding for LLaMA-Factory's verdict on a ``kind`` recipe."""
+    if rejection is None:
+        return Finding("keys", "ok", f"LLaMA-Factory {version} parses every key ({kind} recipe)")
+    if rejection.kind == "needs-launcher":
+        return Finding("keys", "ok", "LLaMA-Factory parses the recipe (distributed launch: qfk train / llamafactory-cli)")
+    if rejection.kind == "exit":
+        return Finding("keys", "fail", f"LLaMA-Factory's parser exited ({rejection.message})",
+                       "run llamafactory-cli train RECIPE for its message")
+    fix = ("remove or rename the key: it is not a LLaMA-Factory 0.9.5 argument (list: llamafactory-cli train -h)"
+           if rejection.kind == "unknown-key" else "fix the value LLaMA-Factory names")
+    return Finding("keys", "fail", f"LLaMA-Factory rejects the recipe: {rejection.message}", fix)
+
+
+def check_llamafactory(args: dict, machine: Machine | None = None) -> list[Finding]:
+    """Value types, then LLaMA-Factory's own parser (no model, no data load) on what this machine can parse."""
     findings = check_types(args)
     if findings:
         return findings
-    a, notes = _neutral(args)
+    machine = machine or Machine.here()
     kind = recipe_kind(args)
-    try:
-        if kind == "merge":
-            from llamafactory.hparams import get_infer_args
-
-            get_infer_args(a)
-        else:
-            from llamafactory.hparams import get_train_args
-
-            with tempfile.TemporaryDirectory(prefix="qfk-check-") as tmp:
-                a["output_dir"] = tmp  # the output folder is the 'output' check's business
-                get_train_args(a)
-    except (ValueError, TypeError, ImportError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "launch distributed training" in msg:  # several GPUs visible to an in-process parse
-            return notes + [Finding("keys", "ok", "LLaMA-Factory parses the recipe (distributed launch: qfk train / llamafactory-cli)")]
-        fix = ("remove or rename the key: it is not a LLaMA-Factory 0.9.5 argument (list: llamafactory-cli train -h)"
-               if "not used by the HfArgumentParser" in msg else "fix the value LLaMA-Factory names")
-        return notes + [Finding("keys", "fail", f"LLaMA-Factory rejects the recipe: {msg}", fix)]
-    except SystemExit as exc:  # argparse-style exits
-        return notes + [Finding("keys", "fail", f"LLaMA-Factory's parser exited ({exc.code})", "run llamafactory-cli train RECIPE for its message")]
-    return notes + [Finding("keys", "ok", f"LLaMA-Factory {_lf_version()} parses every key ({kind} recipe)")]
+    parseable, set_aside = lfbridge.parseable_here(args, cuda=machine.cuda)
+    notes = set_aside_findings(args, set_aside, machine)
+    rejection = lfbridge.parse_recipe_args(parseable, infer=kind == "merge")
+    version = lfbridge.llamafactory_version() if rejection is None else ""
+    return notes + [parser_finding(rejection, kind, version)]
 
 
-def _lf_version() -> str:
-    from importlib.metadata import version
-
-    return version("llamafactory")
-
-
-# ---------------------------------------------------------------------------------------------
-# the kit's rules
-# ---------------------------------------------------------------------------------------------
 def _model(args: dict) -> presets.ModelInfo | None:
     spec = args.get("model_name_or_path")
     if not spec:
@@ -194,65 +182,87 @@ def _model(args: dict) -> presets.ModelInfo | None:
 
 
 def check_datasets(args: dict) -> tuple[list[Finding], list]:
-    """Registered, loadable, ranking against the stage; returns the facts of the training datasets."""
-    from ..registry import Registry, check_entry
-    from .build import dataset_facts
+    """Registered, loadable, ranking against the stage; returns the facts of the training datasets
+    (of the eval datasets for a predict recipe)."""
+    from ..registry import Registry
 
-    out: list[Finding] = []
-    facts = []
-    data_dir = Path(str(args.get("dataset_dir") or "data"))
-    reg = Registry.at(data_dir)
     kind = recipe_kind(args)
+    if kind == "merge":
+        return [], []
     train_names = split_names(args.get("dataset")) if kind == "train" else []
     eval_names = split_names(args.get("eval_dataset"))
-    if kind == "merge":
-        return out, facts
     if not train_names and not eval_names:
-        return [Finding("datasets", "fail", "the recipe names no dataset", "add dataset: NAME (qfk datasets list)")], facts
-    if not reg.path.exists():
-        return [Finding("datasets", "fail", f"Cannot open {reg.path} (dataset_dir: {data_dir}, from {os.getcwd()})",
-                        "run from the folder that holds the data dir, or set dataset_dir=PATH; register with qfk convert")], facts
-    try:
-        registry = reg.read()
-    except QfkError as exc:
-        return [Finding("datasets", "fail", exc.message, exc.hint or "")], facts
-    stage = args.get("stage", "sft")
+        return [Finding("datasets", "fail", "the recipe names no dataset", "add dataset: NAME (qfk datasets list)")], []
+    reg = Registry.at(Path(str(args.get("dataset_dir") or "data")))
+    registry, trouble = _open_registry(reg)
+    if trouble:
+        return [trouble], []
+    out: list[Finding] = []
+    facts = []
     for name in train_names + eval_names:
-        entry = registry.get(name)
-        if entry is None:
-            from .build import MIXED_RE
-
-            m = MIXED_RE.match(name)
-            if m and m["base"] in registry:
-                out.append(Finding("datasets", "fail", f"Undefined dataset {name} in {reg.path}: the mix entry ({m['base']} with "
-                                                       f"num_samples: {m['count']}) is not registered yet",
-                                   "qfk train registers it; for llamafactory-cli run once: qfk train RECIPE --dry-run"))
-                continue
-            close = [n for n in registry if name.lower() in n.lower()][:4]
-            out.append(Finding("datasets", "fail", f"Undefined dataset {name} in {reg.path}",
-                               f"did you mean {', '.join(close)}?" if close else "register it: qfk convert ... or qfk datasets add FILE --name " + name))
-            continue
-        found = [f for f in check_entry(name, entry, reg.data_dir) if f.status != "ok"]
-        for f in found:
-            f.check = "datasets"
-            f.message = f"{name}: {f.message}"
+        found, fact = _check_dataset(name, registry, reg, args.get("stage", "sft"),
+                                     wants_facts=name in train_names or kind == "predict")
         out += found
-        ranking = bool(entry.get("ranking"))
-        if (stage in PREFERENCE_STAGES) != ranking:
-            need = "ranking data (chosen/rejected)" if stage in PREFERENCE_STAGES else "SFT data (ranking: false)"
-            out.append(Finding("ranking", "fail", f"{name} has ranking: {str(ranking).lower()} but stage {stage} needs {need}: "
-                                                  "LLaMA-Factory stops with 'The dataset is not applicable in the current training stage'",
-                               "use qfk convert preference outputs for dpo/orpo, other converters' outputs for sft"))
-        if any(f.status == "fail" for f in found) or entry.get("formatting", "alpaca") not in ("alpaca", "sharegpt"):
-            continue
-        if name in train_names or kind == "predict":
-            try:
-                facts.append(dataset_facts(name, reg.data_dir))
-            except QfkError as exc:
-                out.append(Finding("datasets", "warn", f"{name}: {exc.message}", exc.hint or ""))
+        facts += [fact] if fact is not None else []
     if not out:
         out.append(Finding("datasets", "ok", f"{', '.join(train_names + eval_names)} registered in {reg.path} and loadable"))
     return out, facts
+
+
+def _open_registry(reg) -> tuple[dict, Finding | None]:
+    if not reg.path.exists():
+        return {}, Finding("datasets", "fail", f"Cannot open {reg.path} (dataset_dir: {reg.data_dir}, from {os.getcwd()})",
+                           "run from the folder that holds the data dir, or set dataset_dir=PATH; register with qfk convert")
+    try:
+        return reg.read(), None
+    except QfkError as exc:
+        return {}, Finding("datasets", "fail", exc.message, exc.hint or "")
+
+
+def _check_dataset(name: str, registry: dict, reg, stage: str, *, wants_facts: bool) -> tuple[list[Finding], Any]:
+    """One dataset of the recipe: registered, its entry loadable, ranking against the stage, and its facts."""
+    from ..registry import check_entry
+    from .build import dataset_facts
+
+    entry = registry.get(name)
+    if entry is None:
+        return [_undefined(name, registry, reg.path)], None
+    found = [f for f in check_entry(name, entry, reg.data_dir) if f.status != "ok"]
+    for f in found:
+        f.check = "datasets"
+        f.message = f"{name}: {f.message}"
+    out = found + _check_ranking(name, entry, stage)
+    if any(f.status == "fail" for f in found) or entry.get("formatting", "alpaca") not in ("alpaca", "sharegpt"):
+        return out, None
+    if not wants_facts:
+        return out, None
+    try:
+        return out, dataset_facts(name, reg.data_dir)
+    except QfkError as exc:
+        return out + [Finding("datasets", "warn", f"{name}: {exc.message}", exc.hint or "")], None
+
+
+def _undefined(name: str, registry: dict, where: Path) -> Finding:
+    from .build import MIXED_RE
+
+    m = MIXED_RE.match(name)
+    if m and m["base"] in registry:
+        return Finding("datasets", "fail", f"Undefined dataset {name} in {where}: the mix entry ({m['base']} with "
+                                           f"num_samples: {m['count']}) is not registered yet",
+                       "qfk train registers it; for llamafactory-cli run once: qfk train RECIPE --dry-run")
+    close = [n for n in registry if name.lower() in n.lower()][:4]
+    return Finding("datasets", "fail", f"Undefined dataset {name} in {where}",
+                   f"did you mean {', '.join(close)}?" if close else "register it: qfk convert ... or qfk datasets add FILE --name " + name)
+
+
+def _check_ranking(name: str, entry: dict, stage: str) -> list[Finding]:
+    ranking = bool(entry.get("ranking"))
+    if (stage in PREFERENCE_STAGES) == ranking:
+        return []
+    need = "ranking data (chosen/rejected)" if stage in PREFERENCE_STAGES else "SFT data (ranking: false)"
+    return [Finding("ranking", "fail", f"{name} has ranking: {str(ranking).lower()} but stage {stage} needs {need}: "
+                                       "LLaMA-Factory stops with 'The dataset is not applicable in the current training stage'",
+                    "use qfk convert preference outputs for dpo/orpo, other converters' outputs for sft")]
 
 
 def check_template(args: dict, model: presets.ModelInfo | None) -> list[Finding]:
@@ -278,6 +288,7 @@ def check_template(args: dict, model: presets.ModelInfo | None) -> list[Finding]
 
 
 def check_think(args: dict, facts: list, model: presets.ModelInfo | None) -> list[Finding]:
+    """``template``/``enable_thinking`` against the think mode of the datasets (QWEN3-THINK.md)."""
     if not facts:
         return []
     template = args.get("template") or "qwen3"
@@ -287,27 +298,9 @@ def check_think(args: dict, facts: list, model: presets.ModelInfo | None) -> lis
     desc = ", ".join(f"{n} {m}" for n, m in modes.items())
     out: list[Finding] = []
     if template == "qwen3":
-        if mode in ("reasoning", "mixed") and enable is False:
-            out.append(Finding("think", "fail", f"enable_thinking: false strips every think block of the data ({desc}): "
-                                                "the reasoning is never trained",
-                               "enable_thinking=true for reasoning data, enable_thinking=null for mixed data"))
-        elif mode == "direct" and enable is True:
-            out.append(Finding("think", "warn", f"the data has no reasoning ({desc}) but enable_thinking: true trains an empty "
-                                                "<think> block on every answer: the model learns to skip thinking",
-                               "enable_thinking=false (empty block in the prompt, answers trained)"))
-        elif mode == "mixed" and enable is True:
-            out.append(Finding("think", "warn", f"mixed data ({desc}) with enable_thinking: true trains empty think blocks on "
-                                                "the rows without reasoning", "enable_thinking=null"))
-        elif mode == "reasoning" and enable is None:
-            out.append(Finding("think", "info", "enable_thinking: null on all-reasoning data trains the same as true", ""))
+        out += _think_qwen3(mode, enable, desc)
     elif template == "qwen3_nothink":
-        explicit = [f.name for f in facts if f.empty_style in ("explicit", "mixed") and f.mode != "reasoning"]
-        if mode != "direct":
-            out.append(Finding("think", "fail", f"qwen3_nothink trains think blocks as plain text ({desc})",
-                               "template=qwen3 (hybrid or Thinking models) for reasoning data"))
-        elif explicit:
-            out.append(Finding("think", "fail", f"{', '.join(explicit)} write explicit empty <think> blocks, which qwen3_nothink "
-                                                "trains as literal text", "convert with --empty-think omit, or use template=qwen3"))
+        out += _think_nothink(facts, mode, desc)
     if model is not None and model.kind in ("instruct-2507", "thinking-2507"):
         try:
             presets.think_settings(mode, model)
@@ -318,21 +311,55 @@ def check_think(args: dict, facts: list, model: presets.ModelInfo | None) -> lis
     return out
 
 
-def check_cutoff(args: dict, facts: list, *, max_rows: int = 2000) -> list[Finding]:
-    """Rows longer than cutoff_len, rendered and tokenized exactly as LLaMA-Factory will."""
+def _think_qwen3(mode: str, enable: Any, desc: str) -> list[Finding]:
+    if mode in ("reasoning", "mixed") and enable is False:
+        return [Finding("think", "fail", f"enable_thinking: false strips every think block of the data ({desc}): "
+                                         "the reasoning is never trained",
+                        "enable_thinking=true for reasoning data, enable_thinking=null for mixed data")]
+    if mode == "direct" and enable is True:
+        return [Finding("think", "warn", f"the data has no reasoning ({desc}) but enable_thinking: true trains an empty "
+                                         "<think> block on every answer: the model learns to skip thinking",
+                        "enable_thinking=false (empty block in the prompt, answers trained)")]
+    if mode == "mixed" and enable is True:
+        return [Finding("think", "warn", f"mixed data ({desc}) with enable_thinking: true trains empty think blocks on "
+                                         "the rows without reasoning", "enable_thinking=null")]
+    if mode == "reasoning" and enable is None:
+        return [Finding("think", "info", "enable_thinking: null on all-reasoning data trains the same as true", "")]
+    return []
+
+
+def _think_nothink(facts: list, mode: str, desc: str) -> list[Finding]:
+    if mode != "direct":
+        return [Finding("think", "fail", f"qwen3_nothink trains think blocks as plain text ({desc})",
+                        "template=qwen3 (hybrid or Thinking models) for reasoning data")]
+    explicit = [f.name for f in facts if f.empty_style in ("explicit", "mixed") and f.mode != "reasoning"]
+    if explicit:
+        return [Finding("think", "fail", f"{', '.join(explicit)} write explicit empty <think> blocks, which qwen3_nothink "
+                                         "trains as literal text", "convert with --empty-think omit, or use template=qwen3")]
+    return []
+
+
+def token_summary(args: dict, fact: Any, cutoff: int, max_rows: int) -> dict:
+    """``qfk stats``'s summary of a dataset's first ``max_rows`` rows, rendered and tokenized exactly as LLaMA-Factory will."""
     from itertools import islice
 
     from ..lint import iter_rows
     from ..tokens import token_stats
 
+    return token_stats(islice(iter_rows(fact.file), max_rows), fact.entry, path=str(fact.file),
+                       template=args.get("template") or "qwen3", enable_thinking=args.get("enable_thinking", True),
+                       cutoff_len=cutoff).summary()
+
+
+def check_cutoff(args: dict, facts: list, *, max_rows: int = 2000,
+                 measure: Callable[[dict, Any, int, int], dict] = token_summary) -> list[Finding]:
+    """Rows longer than cutoff_len (``measure``: args, facts of one dataset, cutoff, max_rows -> ``qfk stats`` summary)."""
     cutoff = int(args.get("cutoff_len") or 2048)
     out: list[Finding] = []
     for f in facts:
         if f.ranking or f.file is None or f.entry.get("formatting", "alpaca") not in ("alpaca", "sharegpt"):
             continue
-        st = token_stats(islice(iter_rows(f.file), max_rows), f.entry, path=str(f.file), template=args.get("template") or "qwen3",
-                         enable_thinking=args.get("enable_thinking", True), cutoff_len=cutoff)
-        s = st.summary()
+        s = measure(args, f, cutoff, max_rows)
         seen = f"{s['rows']} rows" + (f" (first {max_rows})" if (f.rows or 0) > max_rows else "")
         think_lost, answer_lost = s["rows_losing_think_close"], s["rows_losing_answer"]
         if think_lost:
@@ -387,40 +414,51 @@ def check_output(args: dict) -> list[Finding]:
     return [Finding("output", "ok", f"output_dir {out_dir} holds no run")]
 
 
-def check_machine(args: dict, *, recipe_path: str | None = None) -> list[Finding]:
-    out: list[Finding] = []
-    cuda = _cuda()
-    if args.get("quantization_bit"):
-        if not cuda:
-            out.append(Finding("gpu", "warn", f"QLoRA (quantization_bit: {args['quantization_bit']}, bitsandbytes) needs a CUDA GPU; "
-                                              "this machine has none, so it cannot train here",
-                               "run it on a GPU machine, or use --method lora (quantization_bit=null) on CPU"))
-        if not _installed("bitsandbytes"):
-            out.append(Finding("gpu", "warn", "quantization_bit needs bitsandbytes, which is not installed", "pip install bitsandbytes"))
-        if str(args.get("optim", "")).startswith("paged_") and not _installed("bitsandbytes"):
-            out.append(Finding("gpu", "warn", f"optim {args['optim']} comes from bitsandbytes", "pip install bitsandbytes"))
-    if args.get("flash_attn") == "fa2" and not _installed("flash_attn"):
-        out.append(Finding("gpu", "warn", "flash_attn: fa2 but flash-attn is not installed", "pip install flash-attn, or flash_attn=auto"))
-    if args.get("use_cpu") and args.get("bf16"):
-        out.append(Finding("gpu", "warn", "use_cpu with bf16: slow or unsupported on many CPUs", "bf16=false"))
-    spaced = [f"{k}={args[k]}" for k in (*MODEL_KEYS, *PATH_KEYS) if isinstance(args.get(k), str) and " " in args[k]]
-    if recipe_path and " " in str(recipe_path):
-        spaced.append(f"recipe path {recipe_path}")
-    if spaced:
-        sev = "fail" if args.get("deepspeed") else "warn"
-        out.append(Finding("paths", sev, f"paths with spaces ({'; '.join(spaced)}): llamafactory-cli's torchrun relaunch "
-                                         "(several GPUs, DeepSpeed) splits them", "rename without spaces; qfk train passes them intact"))
-    kind = recipe_kind(args)
-    adapter = args.get("adapter_name_or_path")
-    if kind in ("predict", "merge") and adapter:
-        for a in split_names(adapter):
-            p = Path(a)
-            if not p.exists() and (a.startswith((".", "/", "saves")) or os.sep in a):
-                out.append(Finding("paths", "warn", f"adapter {a} does not exist yet", "train first: qfk train RECIPE"))
+def check_machine(args: dict, *, recipe_path: str | None = None, machine: Machine | None = None) -> list[Finding]:
+    """QLoRA / bf16 / flash attention against ``machine`` (this one by default), paths, remote code."""
+    machine = machine or Machine.here()
+    out = _check_gpu(args, machine) + _check_spaced_paths(args, recipe_path) + _check_adapters(args)
     if args.get("trust_remote_code"):
         out.append(Finding("paths", "warn", "trust_remote_code: true runs code from the model repository; Qwen3 does not need it",
                            "trust_remote_code=false"))
     return out
+
+
+def _check_gpu(args: dict, machine: Machine) -> list[Finding]:
+    out: list[Finding] = []
+    if args.get("quantization_bit"):
+        if not machine.cuda:
+            out.append(Finding("gpu", "warn", f"QLoRA (quantization_bit: {args['quantization_bit']}, bitsandbytes) needs a CUDA GPU; "
+                                              "this machine has none, so it cannot train here",
+                               "run it on a GPU machine, or use --method lora (quantization_bit=null) on CPU"))
+        if not machine.has("bitsandbytes"):
+            out.append(Finding("gpu", "warn", "quantization_bit needs bitsandbytes, which is not installed", "pip install bitsandbytes"))
+        if str(args.get("optim", "")).startswith("paged_") and not machine.has("bitsandbytes"):
+            out.append(Finding("gpu", "warn", f"optim {args['optim']} comes from bitsandbytes", "pip install bitsandbytes"))
+    if args.get("flash_attn") == "fa2" and not machine.has("flash_attn"):
+        out.append(Finding("gpu", "warn", "flash_attn: fa2 but flash-attn is not installed", "pip install flash-attn, or flash_attn=auto"))
+    if args.get("use_cpu") and args.get("bf16"):
+        out.append(Finding("gpu", "warn", "use_cpu with bf16: slow or unsupported on many CPUs", "bf16=false"))
+    return out
+
+
+def _check_spaced_paths(args: dict, recipe_path: str | None) -> list[Finding]:
+    spaced = [f"{k}={args[k]}" for k in (*MODEL_KEYS, *PATH_KEYS) if isinstance(args.get(k), str) and " " in args[k]]
+    if recipe_path and " " in str(recipe_path):
+        spaced.append(f"recipe path {recipe_path}")
+    if not spaced:
+        return []
+    sev = "fail" if args.get("deepspeed") else "warn"
+    return [Finding("paths", sev, f"paths with spaces ({'; '.join(spaced)}): llamafactory-cli's torchrun relaunch "
+                                  "(several GPUs, DeepSpeed) splits them", "rename without spaces; qfk train passes them intact")]
+
+
+def _check_adapters(args: dict) -> list[Finding]:
+    adapter = args.get("adapter_name_or_path")
+    if recipe_kind(args) not in ("predict", "merge") or not adapter:
+        return []
+    return [Finding("paths", "warn", f"adapter {a} does not exist yet", "train first: qfk train RECIPE")
+            for a in split_names(adapter) if not Path(a).exists() and (a.startswith((".", "/", "saves")) or os.sep in a)]
 
 
 def check_sampling(args: dict) -> list[Finding]:
@@ -445,29 +483,41 @@ def check_sampling(args: dict) -> list[Finding]:
 
 
 def check_recipe(recipe: str | os.PathLike | dict, overrides: list[str] | tuple[str, ...] | None = None, *,
-                 parse: bool = True, types: bool = True, stats: bool = True, stats_rows: int = 2000) -> list[Finding]:
+                 parse: bool = True, types: bool = True, stats: bool = True, stats_rows: int = 2000,
+                 machine: Machine | None = None) -> list[Finding]:
     """All checks for a recipe file (or an already-loaded argument dict). ``parse=False`` skips
     LLaMA-Factory's parser (``types`` still checks value types); ``stats=False`` skips the length check."""
-    from .document import load_recipe
-
-    if isinstance(recipe, dict):
-        args, path = dict(recipe), None
-    else:
-        args, path = load_recipe(recipe, overrides), str(recipe)
+    args, path = _load(recipe, overrides)
+    machine = machine or Machine.here()
     model = _model(args)
-    findings: list[Finding] = []
-    if parse:
-        findings += check_llamafactory(args)
-    elif types:
-        findings += check_types(args)
+    findings = _check_keys(args, parse=parse, types=types, machine=machine)
     ds, facts = check_datasets(args)
     findings += ds
     if recipe_kind(args) != "merge" or args.get("template"):
         findings += check_template(args, model)
     findings += check_think(args, facts, model)
-    if stats and recipe_kind(args) == "train" and not any(f.status == "fail" and f.check in ("keys", "datasets") for f in findings):
+    if stats and _lengths_checkable(args, findings):
         findings += check_cutoff(args, facts, max_rows=stats_rows)
     findings += check_output(args)
-    findings += check_machine(args, recipe_path=path)
+    findings += check_machine(args, recipe_path=path, machine=machine)
     findings += check_sampling(args)
     return findings
+
+
+def _load(recipe: str | os.PathLike | dict, overrides) -> tuple[dict, str | None]:
+    from .document import load_recipe
+
+    if isinstance(recipe, dict):
+        return dict(recipe), None
+    return load_recipe(recipe, overrides), str(recipe)
+
+
+def _check_keys(args: dict, *, parse: bool, types: bool, machine: Machine) -> list[Finding]:
+    if parse:
+        return check_llamafactory(args, machine)
+    return check_types(args) if types else []
+
+
+def _lengths_checkable(args: dict, findings: list[Finding]) -> bool:
+    """Token lengths make sense for a train recipe whose keys and datasets passed."""
+    return recipe_kind(args) == "train" and not any(f.status == "fail" and f.check in ("keys", "datasets") for f in findings)

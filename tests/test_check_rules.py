@@ -1,0 +1,408 @@
+"""The rules of qfk recipe check, each as a plain function of a recipe dict and the facts it is given.
+
+No LLaMA-Factory import, no model, no subprocess: the slow end-to-end runs through the CLI are in
+test_recipes.py. Each failure a rule can report is asserted on its check id, status and fix.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import typing
+from pathlib import Path
+
+import pytest
+
+from qwen_factory_kit import lfbridge
+from qwen_factory_kit.recipe import check, presets
+from qwen_factory_kit.recipe.build import DatasetFacts
+from qwen_factory_kit.recipe.check import Machine
+from qwen_factory_kit.registry import build_entry
+
+HYBRID = presets.ModelInfo("Qwen3-4B", "Qwen/Qwen3-4B", "4b", "hybrid")
+INSTRUCT = presets.ModelInfo("Qwen3-4B-Instruct-2507", "Qwen/Qwen3-4B-Instruct-2507", "4b", "instruct-2507")
+THINKING = presets.ModelInfo("Qwen3-4B-Thinking-2507", "Qwen/Qwen3-4B-Thinking-2507", "4b", "thinking-2507")
+BARE = Machine(cuda=False)
+GPU = Machine(cuda=True, packages=frozenset(check.OPTIONAL_PACKAGES))
+
+
+def only(findings, check_id: str, status: str, text: str = "", *, fix: bool = True):
+    """The one finding of ``check_id``; it has ``status``, ``text`` in its message and (unless ``fix=False``) a fix."""
+    mine = [f for f in findings if f.check == check_id]
+    assert len(mine) == 1, findings
+    f = mine[0]
+    assert f.status == status and text in f.message, f
+    assert bool(f.fix) == fix, f
+    return f
+
+
+def facts(name="med", mode="reasoning", empty_style="none", *, ranking=False, rows=10, file: Path | None = Path("x.jsonl")):
+    entry = {"file_name": "x.jsonl", "formatting": "alpaca", "ranking": ranking}
+    return DatasetFacts(name, entry, rows, mode, empty_style, "test", file)
+
+
+# --------------------------------------------------------------------------------------------
+# template
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model,template", [(HYBRID, "qwen3"), (THINKING, "qwen3"), (INSTRUCT, "qwen3_nothink")])
+def test_template_fits_the_model(model, template):
+    only(check.check_template({"template": template}, model), "template", "ok", model.name, fix=False)
+
+
+@pytest.mark.parametrize("model,template,status,text,want", [
+    (None, "qwen3", "warn", "not a known Qwen3 model", "qfk recipe new --list-models"),
+    (HYBRID, None, "fail", "no template", "template: qwen3"),
+    (INSTRUCT, None, "fail", "no template", "template: qwen3_nothink"),
+    (HYBRID, "llama3", "fail", "not a Qwen3 template", "template=qwen3"),
+    (INSTRUCT, "qwen3", "fail", "non-thinking only", "template=qwen3_nothink"),
+    (HYBRID, "qwen3_nothink", "warn", "think switch", "enable_thinking=false"),
+])
+def test_template_mistakes(model, template, status, text, want):
+    f = only(check.check_template({"template": template, "model_name_or_path": "m"}, model), "template", status, text)
+    assert want in f.fix
+
+
+# --------------------------------------------------------------------------------------------
+# think
+# --------------------------------------------------------------------------------------------
+def test_think_needs_dataset_facts():
+    assert check.check_think({"template": "qwen3"}, [], HYBRID) == []
+
+
+@pytest.mark.parametrize("template,enable,modes", [
+    ("qwen3", True, ["reasoning"]),
+    ("qwen3", False, ["direct"]),
+    ("qwen3", None, ["reasoning", "direct"]),
+    (None, True, ["reasoning"]),  # no template: qwen3, as LLaMA-Factory's recipe from qfk would say
+    ("qwen3_nothink", None, ["direct"]),
+])
+def test_think_ok_when_settings_train_what_the_data_holds(template, enable, modes):
+    fs = [facts(f"d{i}", m, "omit") for i, m in enumerate(modes)]
+    only(check.check_think({"template": template, "enable_thinking": enable}, fs, HYBRID), "think", "ok",
+         "trains what the data holds", fix=False)
+
+
+@pytest.mark.parametrize("template,enable,modes,status,text,want", [
+    ("qwen3", False, ["reasoning"], "fail", "strips every think block", "enable_thinking=true"),
+    ("qwen3", False, ["reasoning", "direct"], "fail", "strips every think block", "enable_thinking=null"),
+    ("qwen3", True, ["direct"], "warn", "learns to skip thinking", "enable_thinking=false"),
+    ("qwen3", True, ["reasoning", "direct"], "warn", "empty think blocks", "enable_thinking=null"),
+    ("qwen3_nothink", None, ["reasoning"], "fail", "as plain text", "template=qwen3"),
+])
+def test_think_mistakes(template, enable, modes, status, text, want):
+    fs = [facts(f"d{i}", m) for i, m in enumerate(modes)]
+    f = only(check.check_think({"template": template, "enable_thinking": enable}, fs, HYBRID), "think", status, text)
+    assert want in f.fix
+
+
+def test_think_null_on_reasoning_data_is_noted():
+    only(check.check_think({"template": "qwen3", "enable_thinking": None}, [facts()], HYBRID), "think", "info",
+         "same as true", fix=False)
+
+
+def test_think_nothink_refuses_explicit_empty_blocks():
+    fs = [facts("plain", "direct", "omit"), facts("explicit", "direct", "explicit")]
+    f = only(check.check_think({"template": "qwen3_nothink"}, fs, INSTRUCT), "think", "fail", "explicit empty <think>")
+    assert f.message.startswith("explicit ") and "--empty-think omit" in f.fix
+
+
+@pytest.mark.parametrize("model,mode,template", [(INSTRUCT, "reasoning", "qwen3"), (THINKING, "direct", "qwen3")])
+def test_think_refuses_what_a_2507_model_cannot_train(model, mode, template):
+    out = check.check_think({"template": template, "enable_thinking": None}, [facts(mode=mode)], model)
+    mine = [f for f in out if f.check == "think" and model.name in f.message]
+    assert len(mine) == 1 and mine[0].status == "fail" and mine[0].fix
+
+
+# --------------------------------------------------------------------------------------------
+# cutoff (the token summary is given, as qfk stats would measure it)
+# --------------------------------------------------------------------------------------------
+def summary(think=(), answer=(), rows=10, recommended=4096):
+    return {"rows": rows, "rows_losing_think_close": list(think), "rows_losing_answer": list(answer),
+            "recommended_cutoff_len": recommended, "total": {"p99": 900, "max": 1000}}
+
+
+def test_cutoff_ok_and_what_is_measured():
+    asked = []
+
+    def measure(args, fact, cutoff, max_rows):
+        asked.append((fact.name, cutoff, max_rows))
+        return summary()
+
+    out = check.check_cutoff({}, [facts("med", rows=50)], max_rows=20, measure=measure)
+    f = only(out, "cutoff", "ok", "med: every one of 10 rows (first 20) fits cutoff_len 2048", fix=False)
+    assert "p99 900" in f.message and asked == [("med", 2048, 20)]
+
+
+def test_cutoff_skips_ranking_and_hub_datasets():
+    def measure(*_):
+        raise AssertionError("not measured")
+
+    assert check.check_cutoff({}, [facts(ranking=True), facts(file=None)], measure=measure) == []
+
+
+def test_cutoff_that_cuts_a_think_block_fails():
+    out = check.check_cutoff({"cutoff_len": 512}, [facts()], measure=lambda *_: summary(think=[3, 7], answer=[3, 7, 9]))
+    f = only(out, "cutoff", "fail", "cutoff_len 512 cuts 2 of 10 rows before </think> (rows 3, 7)")
+    assert f.fix.startswith("cutoff_len=4096")
+
+
+def test_cutoff_that_cuts_answers_warns():
+    out = check.check_cutoff({"cutoff_len": 512}, [facts()], measure=lambda *_: summary(answer=[9], recommended=1024))
+    f = only(out, "cutoff", "warn", "cuts the answer of 1 of 10 rows (rows 9)")
+    assert f.fix == "cutoff_len=1024"
+
+
+# --------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------
+def test_output_new_or_empty_folder(tmp_path):
+    only(check.check_output({"output_dir": str(tmp_path / "new")}), "output", "ok", "is new", fix=False)
+    only(check.check_output({"output_dir": str(tmp_path)}), "output", "ok", "is new", fix=False)
+
+
+@pytest.mark.parametrize("args", [{}, {"export_dir": ""}])
+def test_output_missing(args):
+    only(check.check_output(args), "output", "fail", "no output_dir")
+
+
+def test_output_merge_over_a_model(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    only(check.check_output({"export_dir": str(tmp_path)}), "output", "warn", "overwrites it")
+
+
+def test_output_predict(tmp_path):
+    args = {"do_predict": True, "output_dir": str(tmp_path)}
+    (tmp_path / "all_results.json").write_text("{}")
+    only(check.check_output(args), "output", "ok", fix=False)
+    (tmp_path / "generated_predictions.jsonl").write_text("")
+    only(check.check_output(args), "output", "warn", "will be replaced")
+
+
+def test_output_train_states(tmp_path):
+    args = {"output_dir": str(tmp_path)}
+    (tmp_path / "notes.txt").write_text("")
+    only(check.check_output(args), "output", "ok", "holds no run", fix=False)
+    (tmp_path / "trainer_log.jsonl").write_text("")
+    only(check.check_output(args), "output", "warn", "appended")
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"x")
+    only(check.check_output(args), "output", "fail", "already exists")
+    for n in (9, 20):
+        (tmp_path / f"checkpoint-{n}").mkdir()
+    only(check.check_output(args), "output", "warn", "holds checkpoint-20: LLaMA-Factory silently RESUMES")
+    only(check.check_output({**args, "overwrite_output_dir": True}), "output", "warn", "overwritten")
+    only(check.check_output({**args, "resume_from_checkpoint": "x"}), "output", "info", "resumes from x", fix=False)
+
+
+# --------------------------------------------------------------------------------------------
+# machine and paths (the machine's facts are given)
+# --------------------------------------------------------------------------------------------
+def test_machine_clean_recipe():
+    assert check.check_machine({"output_dir": "saves/run", "bf16": True}, machine=BARE) == []
+
+
+def test_machine_qlora():
+    args = {"quantization_bit": 4, "optim": "paged_adamw_8bit"}
+    out = check.check_machine(args, machine=BARE)
+    assert [f.check for f in out] == ["gpu"] * 3 and all(f.status == "warn" and f.fix for f in out)
+    assert "needs a CUDA GPU" in out[0].message and "bitsandbytes" in out[1].message and "paged_adamw_8bit" in out[2].message
+    assert check.check_machine(args, machine=GPU) == []
+
+
+def test_machine_flash_attention_and_cpu_bf16():
+    only(check.check_machine({"flash_attn": "fa2"}, machine=BARE), "gpu", "warn", "flash-attn is not installed")
+    assert check.check_machine({"flash_attn": "fa2"}, machine=GPU) == []
+    only(check.check_machine({"use_cpu": True, "bf16": True}, machine=GPU), "gpu", "warn", "use_cpu with bf16")
+
+
+def test_paths_with_spaces():
+    f = only(check.check_machine({"output_dir": "saves/my run"}, machine=GPU), "paths", "warn", "output_dir=saves/my run")
+    assert "rename" in f.fix
+    only(check.check_machine({"model_name_or_path": "my models/q"}, machine=GPU, recipe_path="a b/r.yaml"), "paths", "warn",
+         "model_name_or_path=my models/q; recipe path a b/r.yaml")
+    only(check.check_machine({"output_dir": "saves/my run", "deepspeed": "ds.json"}, machine=GPU), "paths", "fail", "spaces")
+
+
+def test_missing_adapter_of_an_inference_recipe(tmp_path):
+    args = {"do_predict": True, "adapter_name_or_path": "saves/never-trained"}
+    only(check.check_machine(args, machine=GPU), "paths", "warn", "adapter saves/never-trained does not exist yet")
+    assert check.check_machine({**args, "adapter_name_or_path": str(tmp_path)}, machine=GPU) == []
+    assert check.check_machine({**args, "adapter_name_or_path": "hubadapter"}, machine=GPU) == []
+    assert check.check_machine({"adapter_name_or_path": "saves/never-trained"}, machine=GPU) == []  # a train recipe
+
+
+def test_remote_code():
+    only(check.check_machine({"trust_remote_code": True}, machine=GPU), "paths", "warn", "trust_remote_code")
+
+
+# --------------------------------------------------------------------------------------------
+# sampling
+# --------------------------------------------------------------------------------------------
+def test_sampling_is_not_a_train_recipe_concern():
+    assert check.check_sampling({"do_train": True}) == []
+
+
+@pytest.mark.parametrize("base", [{"do_predict": True}, {"export_dir": "models/m"}])
+@pytest.mark.parametrize("enable", [True, False, None])
+def test_sampling_ok_with_qwen3s_values(base, enable):
+    args = {**base, "enable_thinking": enable, **presets.sampling(enable)}
+    only(check.check_sampling(args), "sampling", "ok", "non-thinking" if enable is False else "thinking", fix=False)
+
+
+def test_sampling_mistakes():
+    args = {"do_predict": True, "enable_thinking": False}
+    f = only(check.check_sampling(args), "sampling", "warn", "not Qwen3's")
+    assert f.fix == "do_sample=true temperature=0.7 top_p=0.8 top_k=20"
+    f = only(check.check_sampling({**args, "do_sample": False}), "sampling", "warn", "greedy")
+    assert "do_sample=true" in f.fix
+    only(check.check_sampling({**args, **presets.sampling(False), "temperature": 0.3}), "sampling", "info",
+         "temperature 0.3 (recommended 0.7)", fix=False)
+
+
+# --------------------------------------------------------------------------------------------
+# types (LLaMA-Factory's annotations are given; lfbridge.argument_fields reads the real ones)
+# --------------------------------------------------------------------------------------------
+class Strategy(enum.Enum):
+    NO = "no"
+    STEPS = "steps"
+
+
+FIELDS = {"lora_rank": int, "learning_rate": float, "do_train": bool, "template": typing.Optional[str],  # noqa: UP045 - the shapes LLaMA-Factory annotates with
+          "eval_strategy": Strategy | str, "save_strategy": typing.Union[Strategy, str],  # noqa: UP007
+          "quantization_method": typing.Literal["bnb", "hqq"], "lora_target": str}
+
+
+def test_types_accept_what_llamafactory_takes():
+    args = {"lora_rank": 8, "learning_rate": 1, "do_train": True, "template": None, "eval_strategy": "steps",
+            "save_strategy": Strategy.NO, "quantization_method": "bnb", "lora_target": "all", "unknown": object()}
+    assert check.check_types(args, FIELDS) == []
+
+
+@pytest.mark.parametrize("key,value,want", [
+    ("lora_rank", "x", "int"),
+    ("lora_rank", True, "int"),
+    ("learning_rate", "fast", "float"),
+    ("do_train", "yes", "bool"),
+    ("quantization_method", "gptq", "Literal"),
+])
+def test_types_refuse_a_wrong_value(key, value, want):
+    f = only(check.check_types({key: value}, FIELDS), "keys", "fail", f"{key}: {value!r} is not a valid value")
+    assert want in f.message and f.fix.startswith("numbers unquoted")
+
+
+@pytest.mark.parametrize("key", ["eval_strategy", "save_strategy"])
+def test_types_explain_yaml_booleans(key):
+    f = only(check.check_types({key: False}, FIELDS), "keys", "fail", f"{key}: False")
+    assert f"{key}: \"no\"" in f.fix and "booleans" in f.fix
+
+
+# --------------------------------------------------------------------------------------------
+# keys: what the parse on this machine sets aside, and LLaMA-Factory's verdict
+# --------------------------------------------------------------------------------------------
+def test_parseable_here_sets_aside_what_this_machine_cannot_parse():
+    args = {"bf16": True, "fp16": False, "deepspeed": "ds.json", "lora_rank": 8}
+    parseable, aside = lfbridge.parseable_here(args, cuda=False)
+    assert parseable == {"bf16": False, "fp16": False, "lora_rank": 8} and aside == ["bf16", "deepspeed"]
+    assert args["bf16"] is True and args["deepspeed"] == "ds.json"
+    assert lfbridge.parseable_here({"bf16": True}, cuda=True) == ({"bf16": True}, [])
+    assert lfbridge.parseable_here({"bf16": True, "use_cpu": True}, cuda=False) == ({"bf16": True, "use_cpu": True}, [])
+
+
+def test_set_aside_findings(tmp_path):
+    f = only(check.set_aside_findings({"bf16": True}, ["bf16"], BARE), "gpu", "info", "bf16: true needs a GPU")
+    assert "use_cpu=true" in f.fix
+    out = check.set_aside_findings({"deepspeed": str(tmp_path / "ds.json")}, ["deepspeed"], BARE)
+    only(out, "paths", "fail", "ds.json not found")
+    only(out, "gpu", "warn", "DeepSpeed, which is not installed")
+    (tmp_path / "ds.json").write_text("{}")
+    assert check.set_aside_findings({"deepspeed": str(tmp_path / "ds.json")}, ["deepspeed"], GPU) == []
+
+
+@pytest.mark.parametrize("rejection,status,text,fix", [
+    (None, "ok", "LLaMA-Factory 0.9.5 parses every key (train recipe)", ""),
+    (lfbridge.Rejection("please launch distributed training with torchrun", "needs-launcher"), "ok", "distributed launch", ""),
+    (lfbridge.Rejection("Some keys are not used by the HfArgumentParser: ['foo']", "unknown-key"), "fail",
+     "rejects the recipe: Some keys", "remove or rename the key"),
+    (lfbridge.Rejection("Please specify `lora_target`", "value"), "fail", "lora_target", "fix the value"),
+    (lfbridge.Rejection("2", "exit"), "fail", "parser exited (2)", "llamafactory-cli train RECIPE"),
+])
+def test_parser_finding(rejection, status, text, fix):
+    f = check.parser_finding(rejection, "train", "0.9.5")
+    assert f.check == "keys" and f.status == status and text in f.message and fix in f.fix and bool(f.fix) == bool(fix)
+
+
+def test_check_llamafactory_steps(monkeypatch):
+    """Types first (a type error stops there), then the parse of what this machine can parse."""
+    parsed = []
+    monkeypatch.setattr(lfbridge, "argument_fields", lambda: {"lora_rank": int})
+    monkeypatch.setattr(lfbridge, "parse_recipe_args", lambda a, infer: parsed.append((a, infer)))
+    monkeypatch.setattr(lfbridge, "llamafactory_version", lambda: "0.9.5")
+    only(check.check_llamafactory({"lora_rank": "x"}, BARE), "keys", "fail", "lora_rank")
+    assert parsed == []
+    out = check.check_llamafactory({"lora_rank": 8, "bf16": True, "export_dir": "m"}, BARE)
+    assert [(f.check, f.status) for f in out] == [("gpu", "info"), ("keys", "ok")]
+    assert parsed == [({"lora_rank": 8, "bf16": False, "export_dir": "m"}, True)]
+
+
+# --------------------------------------------------------------------------------------------
+# datasets (a small registry in tmp_path)
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def data(tmp_path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    rows = [{"instruction": f"q{i}", "input": "", "output": f"<think>\nwhy {i}\n</think>\n\nanswer {i}"} for i in range(3)]
+    (d / "med.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "plain.jsonl").write_text(json.dumps({"instruction": "q", "input": "", "output": "a"}) + "\n")
+    pairs = [{"instruction": "q", "input": "", "chosen": "a", "rejected": "b"}]
+    (d / "pref.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    info = {"med": build_entry("med.jsonl"), "plain": build_entry("plain.jsonl"),
+            "pref": build_entry("pref.jsonl", ranking=True),
+            "gone": build_entry("gone.jsonl")}
+    (d / "dataset_info.json").write_text(json.dumps(info))
+    return d
+
+
+def test_datasets_ok_with_their_facts(data):
+    out, fs = check.check_datasets({"dataset": "med", "dataset_dir": str(data)})
+    only(out, "datasets", "ok", "med registered in", fix=False)
+    assert [(f.name, f.mode, f.rows) for f in fs] == [("med", "reasoning", 3)]
+
+
+def test_datasets_facts_come_from_training_data_or_a_predict_recipes_eval_data(data):
+    _, fs = check.check_datasets({"dataset": "med", "eval_dataset": "plain", "dataset_dir": str(data)})
+    assert [f.name for f in fs] == ["med"]
+    _, fs = check.check_datasets({"do_predict": True, "dataset": "pref", "eval_dataset": "plain", "dataset_dir": str(data)})
+    assert [(f.name, f.mode) for f in fs] == [("plain", "direct")]
+
+
+def test_datasets_of_a_merge_recipe_are_not_checked(data):
+    assert check.check_datasets({"export_dir": "m", "dataset": "nope", "dataset_dir": str(data)}) == ([], [])
+
+
+@pytest.mark.parametrize("args,status,text,want", [
+    ({"dataset": ""}, "fail", "names no dataset", "dataset: NAME"),
+    ({"dataset": "med", "dataset_dir": "{tmp}/nowhere"}, "fail", "Cannot open", "dataset_dir=PATH"),
+    ({"dataset": "mde"}, "fail", "Undefined dataset mde", "qfk datasets add"),
+    ({"dataset": "me"}, "fail", "Undefined dataset me", "did you mean med?"),
+    ({"dataset": "med__n2"}, "fail", "the mix entry (med with num_samples: 2)", "--dry-run"),
+    ({"dataset": "gone"}, "fail", "gone: File", "qfk datasets remove gone"),
+])
+def test_datasets_mistakes(data, tmp_path, args, status, text, want):
+    args = {"dataset_dir": str(data), **args}
+    args["dataset_dir"] = args["dataset_dir"].replace("{tmp}", str(tmp_path))
+    out, fs = check.check_datasets(args)
+    f = only(out, "datasets", status, text)
+    assert want in f.fix and fs == []
+
+
+def test_datasets_broken_registry(data):
+    (data / "dataset_info.json").write_text("{not json")
+    f = only(check.check_datasets({"dataset": "med", "dataset_dir": str(data)})[0], "datasets", "fail", "not valid JSON")
+    assert "fix it by hand" in f.fix
+
+
+@pytest.mark.parametrize("stage,name,needs", [("sft", "pref", "SFT data"), ("dpo", "med", "ranking data")])
+def test_datasets_ranking_against_the_stage(data, stage, name, needs):
+    out, _ = check.check_datasets({"stage": stage, "dataset": name, "dataset_dir": str(data)})
+    f = only(out, "ranking", "fail", needs)
+    assert "not applicable" in f.message and "qfk convert" in f.fix
