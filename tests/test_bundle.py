@@ -16,6 +16,7 @@ from conftest import EXAMPLES
 from qwen_factory_kit.convert import convert
 from qwen_factory_kit.errors import QfkError
 from qwen_factory_kit.recipe.bundle import pack, unpack
+from qwen_factory_kit.recipe.bundle.untrusted import Budget
 from qwen_factory_kit.registry import Registry
 
 RECIPE = """\
@@ -339,9 +340,7 @@ def test_size_limits_and_zip_bombs(good, tmp_path):
 
 def test_limits_are_enforced_on_the_bytes_read_not_the_header(good, tmp_path):
     """A member whose header under-states its size is stopped by the bytes actually read."""
-    from qwen_factory_kit.recipe import bundle as b
-
-    budget = b._Budget(max_member=10, max_total=1 << 30)
+    budget = Budget(max_member=10, max_total=1 << 30)
     with zipfile.ZipFile(good) as zf:
         info = zf.getinfo("recipe.yaml")
         with pytest.raises(QfkError, match="larger than 10 bytes"):

@@ -87,12 +87,13 @@ def unpack(bundle, dest, sources, trust_remote_code, allow_outside, force, cache
       qfk recipe unpack sft-bundle.zip ./run --source demo_medical=/data/copies/rows.jsonl
       qfk recipe unpack sft-bundle.zip ./run --allow-outside --json
     """
-    from ..recipe import bundle as b
+    from ..recipe.bundle import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_TOTAL_BYTES
+    from ..recipe.bundle import unpack as unpack_bundle
 
-    result = b.unpack(bundle, dest, trust_remote_code=trust_remote_code, allow_outside=allow_outside,
-                      sources=dict(sources), force=force, cache_dir=cache_dir,
-                      max_member_bytes=max_member_bytes or b.DEFAULT_MAX_MEMBER_BYTES,
-                      max_total_bytes=max_total_bytes or b.DEFAULT_MAX_TOTAL_BYTES)
+    result = unpack_bundle(bundle, dest, trust_remote_code=trust_remote_code, allow_outside=allow_outside,
+                           sources=dict(sources), force=force, cache_dir=cache_dir,
+                           max_member_bytes=max_member_bytes or DEFAULT_MAX_MEMBER_BYTES,
+                           max_total_bytes=max_total_bytes or DEFAULT_MAX_TOTAL_BYTES)
     if as_json:
         emit_json(result)
         return
