@@ -375,3 +375,29 @@ def test_curated_recipes_pass_check(tmp_path, monkeypatch, qfk):
         fails = [x for x in f if x["status"] == "fail"]
         assert not fails, (name, fails)
         assert _has(f, "keys", "ok"), (name, f)
+
+
+# --------------------------------------------------------------------------------------------
+# --deepspeed none: no key, no shipped file
+# --------------------------------------------------------------------------------------------
+def test_deepspeed_none_is_decided_by_the_builder(work):
+    from qwen_factory_kit.recipe.build import RecipeRequest, new_recipe
+
+    default = new_recipe(RecipeRequest(method="full", model="Qwen3-8B", datasets=["demo_medical"]))
+    assert default.args["deepspeed"] == "deepspeed/ds_z3_config.json" and default.info["files"]
+    off = new_recipe(RecipeRequest(method="full", model="Qwen3-8B", datasets=["demo_medical"], deepspeed="none"))
+    assert "deepspeed" not in off.args and "deepspeed" not in off.comments and off.info["files"] == {}
+    assert "deepspeed" not in off.render()
+    z2 = presets.method_preset("full", presets.resolve_model("Qwen3-0.6B"), deepspeed="z2")
+    assert z2.training["deepspeed"] == "z2"
+    assert "deepspeed" not in presets.method_preset("full", presets.resolve_model("Qwen3-8B"), deepspeed="none").training
+    with pytest.raises(QfkError, match="unknown DeepSpeed preset"):
+        presets.method_preset("full", presets.resolve_model("Qwen3-8B"), deepspeed="z9")
+
+
+def test_recipe_new_deepspeed_none_writes_no_deepspeed_folder(work, qfk):
+    code, _, err = qfk("recipe", "new", "--model", "Qwen3-4B", "--method", "full", "--dataset", "demo_medical",
+                       "--deepspeed", "none", "-o", "full.yaml")
+    assert code == 0, err
+    assert not (work / "deepspeed").exists() and "deepspeed" not in load_recipe(work / "full.yaml")
+    assert "deepspeed" not in err  # no 'wrote deepspeed/...' line

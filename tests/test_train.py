@@ -302,3 +302,28 @@ def test_real_rows_mix_check_and_train(real_samples, tmp_path, monkeypatch, tiny
     assert out["returncode"] == 0 and out["last_step"] == 2
     assert len(finite_losses(w / out["output_dir"])) == 2
     assert "Sampled 12 examples" in (w / out["output_dir"] / "qfk_train.log").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# before launch: a key typo stops qfk train before anything is written
+# --------------------------------------------------------------------------------------------
+def test_unknown_key_hint_names_the_closest_argument(monkeypatch):
+    from qwen_factory_kit.launch import runner
+
+    monkeypatch.setattr(runner, "_argument_names", lambda: ["learning_rate", "lora_alpha", "lora_rank", "output_dir"])
+    message = "LLaMA-Factory rejects the recipe: Some keys are not used by the HfArgumentParser: ['lora_rnk', 'zzz']"
+    hint = runner.unknown_key_hint({"lora_rnk": 32, "zzz": 1, "output_dir": "x", "learnin_rate": 1}, message)
+    assert hint == "lora_rnk is not a LLaMA-Factory argument: did you mean lora_rank?"  # zzz: nothing close; learnin_rate: not named
+    assert runner.unknown_key_hint({"lora_rnk": 32}, "another failure") == ""
+
+
+@pytest.mark.slow
+def test_key_typo_stops_before_anything_is_created(work, tiny_model):
+    recipe = new_sft(tiny_model, "max_steps=2")
+    out = work / load_recipe(recipe)["output_dir"]
+    p = qfk_cmd("train", recipe, "lora_rnk=32", check=False)
+    assert p.returncode == 2, p.stderr
+    assert "did you mean lora_rank?" in p.stderr and "lora_rnk" in p.stderr and "Traceback" not in p.stderr
+    assert not out.exists()
+    p = qfk_cmd("train", recipe, "lora_rnk=32", "--dry-run", "--json", check=False)  # the plan is refused the same way
+    assert p.returncode == 2 and "did you mean lora_rank?" in p.stderr and not out.exists()

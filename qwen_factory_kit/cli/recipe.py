@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..recipe import presets
 from .common import console, emit_json, split_csv
 from .datasets import data_dir_option
 
@@ -27,7 +28,7 @@ def recipe_group() -> None:
 
 @recipe_group.command("new")
 @click.option("--model", help="Qwen3 name (Qwen3-0.6B ... Qwen3-235B-A22B, *-Instruct-2507, *-Thinking-2507) or a local folder.")
-@click.option("--method", type=click.Choice(["lora", "qlora", "full", "orpo", "dpo", "predict", "merge"]), required=False,
+@click.option("--method", type=click.Choice(presets.METHODS), required=False,
               help="Training method, or predict / merge companions.")
 @click.option("--dataset", "datasets", multiple=True, metavar="A,B", help="Registered training datasets.")
 @click.option("--mix", metavar="A=0.75,B=0.25", help="Exact mixing ratios (per-dataset num_samples from the real row counts).")
@@ -36,7 +37,7 @@ def recipe_group() -> None:
 @click.option("--from", "from_recipe", type=click.Path(exists=True, dir_okay=False),
               help="predict/merge: the training recipe (model, adapter, template, enable_thinking come from it).")
 @click.option("--adapter", help="predict/merge: adapter folder (default: the --from recipe's output_dir).")
-@click.option("--deepspeed", type=click.Choice(["z2", "z2_offload", "z3", "z3_offload", "none"]),
+@click.option("--deepspeed", type=click.Choice([*presets.DEEPSPEED, presets.NO_DEEPSPEED]),
               help="DeepSpeed ZeRO config shipped by the kit (default: z3 for full fine-tuning of 4B and up).")
 @click.option("--output-dir", help="output_dir (export_dir for merge). Default: saves/MODEL/METHOD/DATASETS.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the recipe here (default: print it).")
@@ -64,29 +65,22 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
       qfk recipe new --method merge --from sft.yaml -o merge.yaml
       qfk recipe new --model ./tiny-qwen3 --method lora --dataset demo_medical use_cpu=true bf16=false max_steps=5
     """
-    from ..recipe import presets
-    from ..recipe.build import RecipeRequest, command_line, new_recipe, parse_mix, write_extra_files
-    from ..recipe.document import parse_overrides, write_text
+    from ..recipe.build import RecipeRequest, invoked_command, new_recipe, next_command, parse_mix, save_recipe
+    from ..recipe.document import parse_overrides, scalar
 
     if list_models:
         for name, (size, kind) in presets.MODELS.items():
             click.echo(f"{name:32} {size:10} {kind}")
         return
     if not method:
-        raise click.UsageError("--method is required (lora, qlora, full, orpo, dpo, predict, merge)")
+        raise click.UsageError(f"--method is required ({', '.join(presets.METHODS)})")
     req = RecipeRequest(method=method, model=model, datasets=split_csv(datasets) or [], mix=parse_mix(mix), mix_total=mix_total,
                         eval_datasets=split_csv(eval_datasets) or [], data_dir=data_dir, output_dir=output_dir, adapter=adapter,
-                        from_recipe=from_recipe, deepspeed=None if deepspeed == "none" else deepspeed,
-                        overrides=parse_overrides(overrides), filename=output or "recipe.yaml",
-                        command=command_line(["recipe", "new", *sys.argv[3:]]) if sys.argv[1:3] == ["recipe", "new"] else "")
+                        from_recipe=from_recipe, deepspeed=deepspeed, overrides=parse_overrides(overrides),
+                        filename=output or "recipe.yaml", command=invoked_command(sys.argv))
     recipe = new_recipe(req)
-    if deepspeed == "none":
-        recipe.remove("deepspeed")
     text = recipe.render()
-    written = []
-    if output:
-        write_text(output, text, force=force)
-        written = [str(p) for p in write_extra_files(recipe)]
+    written = [str(p) for p in save_recipe(recipe, output, force=force)] if output else []
     if as_json:
         emit_json({"output": output, "recipe": text, "args": recipe.args, "decided": recipe.info, "files_written": written})
         return
@@ -94,14 +88,12 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
         sys.stdout.write(text)
         return
     c = console(stderr=True)
-    c.print(f"[green]wrote[/] {output}  ({recipe.info.get('template')}, enable_thinking "
-            f"{str(recipe.info.get('enable_thinking')).lower() if recipe.info.get('enable_thinking') is not None else 'null'})")
+    c.print(f"[green]wrote[/] {output}  ({recipe.info.get('template')}, enable_thinking {scalar(recipe.info.get('enable_thinking'))})")
     for w in written:
         c.print(f"[green]wrote[/] {w}")
     if recipe.info.get("mix"):
         c.print("mix entries: " + ", ".join(f"{k} -> {v}" for k, v in recipe.info["mix"].items()))
-    run = f"llamafactory-cli export {output}" if recipe.kind == "merge" else f"qfk train {output}"
-    c.print(f"next: qfk recipe check {output} && {run}")
+    c.print(f"next: {next_command(recipe, output)}")
 
 
 @recipe_group.command("check")
@@ -172,15 +164,11 @@ def cp(name, dest, force):
       qfk recipe cp qwen3-4b-medical-lora sft.yaml
       qfk recipe cp qwen3-1.7b-translation-qlora recipes/
     """
-    from ..recipe.build import ensure_mix_entries
-    from ..recipe.curated import copy
-    from ..recipe.document import load_recipe, recipe_datasets
+    from ..recipe.curated import copy_curated
 
-    out = copy(name, dest, force=force)
+    copied = copy_curated(name, dest, force=force)
     c = console(stderr=True)
-    c.print(f"[green]copied[/] {name} -> {out}")
-    args = load_recipe(out)
-    data_dir = args.get("dataset_dir") or "data"
-    for made in ensure_mix_entries(recipe_datasets(args), data_dir):
-        c.print(f"registered mix entry {made} in {data_dir}/dataset_info.json")
-    c.print(f"next: qfk recipe check {out}")
+    c.print(f"[green]copied[/] {name} -> {copied.path}")
+    for made in copied.registered:
+        c.print(f"registered mix entry {made} in {copied.data_dir}/dataset_info.json")
+    c.print(f"next: qfk recipe check {copied.path}")

@@ -12,7 +12,7 @@ from .common import console, emit_json
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--nproc", type=click.IntRange(min=1), help="Processes (GPUs) on this node: launches through torchrun. "
                                                           "Multi-node: set NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT.")
-@click.option("--no-check", is_flag=True, help="Skip the quick recipe check before launching.")
+@click.option("--no-check", is_flag=True, help="Skip the checks before launching (LLaMA-Factory's argument parsing, the kit's quick checks).")
 @click.option("--dry-run", is_flag=True, help="Print the command that would run, and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Show LLaMA-Factory's output (always in OUTPUT_DIR/qfk_train.log).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (status, summary, paths) as JSON.")
@@ -36,52 +36,49 @@ def train(recipe, overrides, nproc, no_check, dry_run, verbose, as_json):
       NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 qfk train sft.yaml --nproc 8
       qfk train sft.yaml --dry-run
     """
-    from ..errors import QfkError
-    from ..findings import print_findings
-    from ..launch.runner import run_training
-    from ..launch.torchrun import compose
-    from ..post.training import summary_lines
-    from ..recipe.build import ensure_mix_entries
-    from ..recipe.check import check_recipe
-    from ..recipe.document import load_recipe, recipe_datasets
+    from ..launch.runner import TrainingRefused, prepare_training, run_training
 
-    args = load_recipe(recipe, overrides)
     c = console(stderr=True)
-    if args.get("export_dir"):
-        raise QfkError(f"{recipe} is a merge/export recipe (export_dir is set), not a training run",
-                       f"run it with: llamafactory-cli export {recipe}")
-    made = ensure_mix_entries(recipe_datasets(args), args.get("dataset_dir") or "data")
-    for name in made:
-        c.print(f"registered mix entry {name} in {args.get('dataset_dir') or 'data'}/dataset_info.json")
-    if not no_check:
-        findings = check_recipe(args, parse=False, stats=False)
-        bad = [f for f in findings if f.status == "fail"]
-        shown = [f for f in findings if f.status in ("fail", "warn")]
-        if shown and not as_json:
-            print_findings(shown, c)
-        if bad:
-            raise QfkError(f"{recipe} fails {len(bad)} check(s): {bad[0].message}",
-                           (bad[0].fix + "; " if bad[0].fix else "") + "full report: qfk recipe check " + recipe)
-    launch = compose(recipe, list(overrides), nproc=nproc, args=args)
+    try:
+        plan = prepare_training(recipe, overrides, nproc=nproc, check=not no_check)
+    except TrainingRefused as exc:
+        _show_plan(exc.plan, c, as_json)
+        raise
+    _show_plan(plan, c, as_json)
     if dry_run:
+        launch = plan.launch
         if as_json:
             emit_json({"argv": launch.argv, "env": launch.env, "distributed": launch.distributed, "nproc": launch.nproc,
                        "nnodes": launch.nnodes})
         else:
             click.echo(launch.describe())
         return 0
-    result = run_training(recipe, list(overrides), nproc=nproc, console=c, verbose=verbose, launch=launch)
+    result = run_training(recipe, list(overrides), nproc=nproc, console=c, verbose=verbose, launch=plan.launch)
     if as_json:
         emit_json(result.as_dict())
     else:
-        for line in summary_lines(result.summary) if result.summary else []:
-            c.print(line)
-        c.print(f"run record: {result.output_dir}/qfk_run.json   log: {result.log}")
-        if result.status == "stopped":
-            c.print(f"[yellow]stopped at step {result.last_step}[/]: resume with: qfk train {recipe} "
-                    + " ".join(overrides))
-        elif result.returncode != 0:
-            for line in getattr(result, "tail", [])[-15:]:
-                c.print(f"  | {line}", markup=False, highlight=False)
-            c.print(f"[red]training failed[/] (exit {result.returncode}): {result.error}")
+        _show_result(result, recipe, overrides, c)
     return result.returncode
+
+
+def _show_plan(plan, c, as_json: bool) -> None:
+    from ..findings import print_findings
+
+    for name in plan.registered:
+        c.print(f"registered mix entry {name} in {plan.data_dir}/dataset_info.json")
+    if plan.findings and not as_json:
+        print_findings(plan.findings, c)
+
+
+def _show_result(result, recipe: str, overrides, c) -> None:
+    from ..post.training import summary_lines
+
+    for line in summary_lines(result.summary) if result.summary else []:
+        c.print(line)
+    c.print(f"run record: {result.output_dir}/qfk_run.json   log: {result.log}")
+    if result.status == "stopped":
+        c.print(f"[yellow]stopped at step {result.last_step}[/]: resume with: qfk train {recipe} " + " ".join(overrides))
+    elif result.returncode != 0:
+        for line in result.tail[-15:]:
+            c.print(f"  | {line}", markup=False, highlight=False)
+        c.print(f"[red]training failed[/] (exit {result.returncode}): {result.error}")

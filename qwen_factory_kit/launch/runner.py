@@ -1,4 +1,5 @@
-"""``qfk train``: start the entry module (directly or under torchrun), show progress, stop cleanly.
+"""``qfk train``: check the recipe before anything is written (:func:`prepare_training`), then
+start the entry module (directly or under torchrun), show progress, stop cleanly (:func:`run_training`).
 
 The child's output (LLaMA-Factory's logs, tqdm) goes to ``OUTPUT_DIR/qfk_train.log``; the
 callbacks' events drive the progress bar (or, without a terminal, a line per logging step).
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import QfkError
+from ..findings import Finding
 from ..lfbridge import child_environ
 from .callbacks import EVENT_PREFIX
 from .torchrun import Launch, compose
@@ -38,6 +40,7 @@ class TrainResult:
     events: int = 0
     last_step: int = 0
     error: str | None = None
+    tail: list[str] = field(default_factory=list)  # the child's last output lines (not in as_dict)
 
     def as_dict(self) -> dict:
         return {"returncode": self.returncode, "status": self.status, "output_dir": self.output_dir, "log": self.log,
@@ -81,90 +84,155 @@ class _Progress:
             self.bar = None
 
 
+# ---------------------------------------------------------------------------------------------
+# before launch: the checks, the mix entries, the command
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainPlan:
+    """What ``qfk train`` launches, and what the checks before it found."""
+
+    recipe: str
+    overrides: list[str]
+    args: dict
+    launch: Launch | None = None
+    data_dir: str = "data"
+    registered: list[str] = field(default_factory=list)  # the *__nN mix entries registered in data_dir
+    findings: list[Finding] = field(default_factory=list)  # the warnings and failures worth showing
+
+
+class TrainingRefused(QfkError):
+    """The checks before launch failed; nothing was started (``plan`` holds what they found)."""
+
+    def __init__(self, message: str, hint: str | None, plan: TrainPlan):
+        super().__init__(message, hint)
+        self.plan = plan
+
+
+def prepare_training(recipe: str, overrides: list[str] | tuple[str, ...] = (), *, nproc: int | None = None,
+                     check: bool = True) -> TrainPlan:
+    """Everything ``qfk train`` does before it starts a process, in order:
+
+    1. load the recipe with its overrides; refuse a merge (export) recipe;
+    2. LLaMA-Factory's own argument parsing and the value types, before anything is written
+       (an unknown key stops here, with the LLaMA-Factory argument it is closest to);
+    3. register the ``NAME__nN`` mix entries the recipe names;
+    4. the kit's quick checks (datasets, template, think mode, output_dir, machine; no length stats);
+    5. compose the launch command (one process or torchrun).
+
+    ``check=False`` skips 2 and 4. Raises :class:`TrainingRefused` when a check fails."""
+    from ..recipe.build import register_mix_entries
+    from ..recipe.check import check_llamafactory, check_recipe
+    from ..recipe.document import load_recipe
+
+    plan = TrainPlan(str(recipe), list(overrides), load_recipe(recipe, overrides))
+    _refuse_export(plan)
+    if check:
+        plan.findings += _worth_showing(check_llamafactory(_as_parsed_at_launch(plan.args)))
+        _stop_on_failure(plan)
+    plan.data_dir, plan.registered = register_mix_entries(plan.args)
+    if check:
+        plan.findings += _worth_showing(check_recipe(plan.args, parse=False, types=False, stats=False))
+        _stop_on_failure(plan)
+    plan.launch = compose(plan.recipe, plan.overrides, nproc=nproc, args=plan.args)
+    return plan
+
+
+def _refuse_export(plan: TrainPlan) -> None:
+    if plan.args.get("export_dir"):
+        raise QfkError(f"{plan.recipe} is a merge/export recipe (export_dir is set), not a training run",
+                       f"run it with: llamafactory-cli export {plan.recipe}")
+
+
+def _as_parsed_at_launch(args: dict) -> dict:
+    """The arguments as the launched process will see them: a shipped DeepSpeed config that is
+    missing here is written by :func:`run_training` before the launch, so its absence is no fault."""
+    if _missing_shipped_file(args):
+        return {k: v for k, v in args.items() if k != "deepspeed"}
+    return args
+
+
+def _worth_showing(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.status in ("fail", "warn")]
+
+
+def _stop_on_failure(plan: TrainPlan) -> None:
+    bad = [f for f in plan.findings if f.status == "fail"]
+    if not bad:
+        return
+    fix = (unknown_key_hint(plan.args, bad[0].message) if bad[0].check == "keys" else "") or bad[0].fix
+    sep = " " if fix.endswith("?") else "; "
+    raise TrainingRefused(f"{plan.recipe} fails {len(bad)} check(s): {bad[0].message}",
+                          (fix + sep if fix else "") + "full report: qfk recipe check " + plan.recipe, plan)
+
+
+def unknown_key_hint(args: dict, message: str) -> str:
+    """'KEY is not a LLaMA-Factory argument: did you mean NAME?' for each key that LLaMA-Factory's
+    parser named in ``message`` and that is close to one of its argument names; '' when none is."""
+    import difflib
+
+    names = _argument_names()
+    hints = []
+    for key in args:
+        if key in names or f"'{key}'" not in message:
+            continue
+        close = difflib.get_close_matches(key, names, n=1)
+        if close:
+            hints.append(f"{key} is not a LLaMA-Factory argument: did you mean {close[0]}?")
+    return "; ".join(hints)
+
+
+def _argument_names() -> list[str]:
+    """Every argument name LLaMA-Factory's parser accepts."""
+    from ..recipe.check import _arg_fields  # the one place that reads LLaMA-Factory's argument classes
+
+    return sorted(_arg_fields())
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------
+def _missing_shipped_file(args: dict) -> bool:
+    ds = args.get("deepspeed")
+    return isinstance(ds, str) and ds.startswith("deepspeed/") and not Path(ds).exists()
+
+
 def _ensure_shipped_files(args: dict) -> None:
     """A recipe that names a shipped DeepSpeed config gets it written if it is missing."""
-    ds = args.get("deepspeed")
-    if isinstance(ds, str) and not Path(ds).exists() and ds.startswith("deepspeed/"):
+    if _missing_shipped_file(args):
         from . import deepspeed_config
 
-        src = deepspeed_config(Path(ds).name)
-        Path(ds).parent.mkdir(parents=True, exist_ok=True)
-        Path(ds).write_bytes(src.read_bytes())
+        ds = Path(args["deepspeed"])
+        src = deepspeed_config(ds.name)
+        ds.parent.mkdir(parents=True, exist_ok=True)
+        ds.write_bytes(src.read_bytes())
 
 
 def run_training(recipe: str, overrides: list[str], *, nproc: int | None = None, console=None, verbose: bool = False,
                  live: bool | None = None, launch: Launch | None = None) -> TrainResult:
+    """Start the training process, follow its events into a progress display and its output into
+    OUTPUT_DIR/qfk_train.log, and return how it ended (Ctrl-C: stop file, then SIGTERM, SIGKILL)."""
     from ..recipe.document import load_recipe
 
     args = load_recipe(recipe, overrides)
-    out = Path(str(args.get("output_dir") or ""))
-    if not str(out) or str(out) == ".":
-        raise QfkError(f"{recipe} sets no output_dir", "add output_dir: saves/NAME to the recipe, or output_dir=... on the command line")
+    out = _output_dir(recipe, args)
     _ensure_shipped_files(args)
     launch = launch or compose(recipe, overrides, nproc=nproc, args=args)
     out.mkdir(parents=True, exist_ok=True)
-    log_path = out / LOG_NAME
+    if console is None:
+        console = _stderr_console()
+    progress = _Progress(console, (console.is_terminal and not verbose) if live is None else live)
+    result = TrainResult(1, str(out), str(out / LOG_NAME), launch.argv)
     stop_file = Path(tempfile.gettempdir()) / f"qfk-stop-{os.getpid()}-{int(time.time() * 1000)}"
     env = child_environ({**launch.env, "QFK_EVENTS": "1", "QFK_STOP_FILE": str(stop_file), "PYTHONUNBUFFERED": "1"})
-    if console is None:
-        from ..cli.common import console as make_console
-
-        console = make_console(stderr=True)
-    live = (console.is_terminal and not verbose) if live is None else live
-    progress = _Progress(console, live)
-    result = TrainResult(1, str(out), str(log_path), launch.argv)
-    tail: deque[str] = deque(maxlen=40)
-    interrupts = 0
-
     proc = subprocess.Popen(launch.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env=env, start_new_session=True, encoding="utf-8", errors="replace")
-
-    def on_sigint(signum, frame):
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            stop_file.touch()
-            progress.stop()
-            console.print("[yellow]stopping after this step; a checkpoint is saved (Ctrl-C again to abort)[/]")
-        elif interrupts == 2:
-            console.print("[red]aborting: terminating the training processes[/]")
-            _signal_group(proc, signal.SIGTERM)
-        else:
-            _signal_group(proc, signal.SIGKILL)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = signal.signal(signal.SIGINT, _Interrupts(proc, stop_file, progress, console))
+    tail: deque[str] = deque(maxlen=40)
     try:
-        with open(log_path, "a", encoding="utf-8") as log:
+        with open(out / LOG_NAME, "a", encoding="utf-8") as log:
             log.write(f"\n===== qfk train {recipe} {' '.join(overrides)} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n"
                       f"===== {launch.describe()}\n")
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                at = line.find(EVENT_PREFIX)
-                if at >= 0:
-                    if line[:at].strip():
-                        log.write(line[:at] + "\n")
-                    try:
-                        ev = json.loads(line[at + len(EVENT_PREFIX):])
-                    except json.JSONDecodeError:
-                        continue
-                    result.events += 1
-                    kind = ev.get("event")
-                    if kind == "begin":
-                        progress.begin(ev.get("total", 0), ev.get("step", 0))
-                    elif kind in ("step", "log"):
-                        result.last_step = max(result.last_step, ev.get("step", 0))
-                        progress.update(ev)
-                    elif kind == "end":
-                        result.status, result.summary = ev.get("status", "unknown"), ev.get("summary", {})
-                    elif kind == "failed":
-                        result.status, result.error = "failed", ev.get("error")
-                    continue
-                if not line.strip():
-                    continue
-                log.write(line)
-                tail.append(line.rstrip("\n"))
-                if verbose:
-                    sys.stderr.write(line)
+            _follow(proc, log, result, progress, tail, verbose)
         result.returncode = proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -172,14 +240,90 @@ def run_training(recipe: str, overrides: list[str], *, nproc: int | None = None,
         if proc.poll() is None:  # pragma: no cover - only when the parent itself is failing
             _signal_group(proc, signal.SIGKILL)
         stop_file.unlink(missing_ok=True)
+    _conclude(result, list(tail))
+    return result
+
+
+def _output_dir(recipe: str, args: dict) -> Path:
+    out = Path(str(args.get("output_dir") or ""))
+    if not str(out) or str(out) == ".":
+        raise QfkError(f"{recipe} sets no output_dir", "add output_dir: saves/NAME to the recipe, or output_dir=... on the command line")
+    return out
+
+
+def _stderr_console():
+    from ..cli.common import console as make_console
+
+    return make_console(stderr=True)
+
+
+class _Interrupts:
+    """SIGINT: the first asks every rank to stop after its step (checkpoint saved), the second
+    terminates the processes, a third kills them."""
+
+    def __init__(self, proc: subprocess.Popen, stop_file: Path, progress: _Progress, console):
+        self.proc, self.stop_file, self.progress, self.console = proc, stop_file, progress, console
+        self.count = 0
+
+    def __call__(self, signum, frame) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.stop_file.touch()
+            self.progress.stop()
+            self.console.print("[yellow]stopping after this step; a checkpoint is saved (Ctrl-C again to abort)[/]")
+        elif self.count == 2:
+            self.console.print("[red]aborting: terminating the training processes[/]")
+            _signal_group(self.proc, signal.SIGTERM)
+        else:
+            _signal_group(self.proc, signal.SIGKILL)
+
+
+def _follow(proc: subprocess.Popen, log, result: TrainResult, progress: _Progress, tail: deque, verbose: bool) -> None:
+    """Read the child's output to its end: event lines drive the progress and the result, the
+    rest goes to the log (and the tail kept for the error message)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        at = line.find(EVENT_PREFIX)
+        if at >= 0:
+            if line[:at].strip():
+                log.write(line[:at] + "\n")
+            try:
+                ev = json.loads(line[at + len(EVENT_PREFIX):])
+            except json.JSONDecodeError:
+                continue
+            _on_event(ev, result, progress)
+            continue
+        if not line.strip():
+            continue
+        log.write(line)
+        tail.append(line.rstrip("\n"))
+        if verbose:
+            sys.stderr.write(line)
+
+
+def _on_event(ev: dict, result: TrainResult, progress: _Progress) -> None:
+    result.events += 1
+    kind = ev.get("event")
+    if kind == "begin":
+        progress.begin(ev.get("total", 0), ev.get("step", 0))
+    elif kind in ("step", "log"):
+        result.last_step = max(result.last_step, ev.get("step", 0))
+        progress.update(ev)
+    elif kind == "end":
+        result.status, result.summary = ev.get("status", "unknown"), ev.get("summary", {})
+    elif kind == "failed":
+        result.status, result.error = "failed", ev.get("error")
+
+
+def _conclude(result: TrainResult, tail: list[str]) -> None:
+    """The run's status from its exit code and events; a failure without an event names the last error line."""
     if result.returncode == 130 or result.status == "stopped":
         result.status = "stopped"
     elif result.returncode != 0:
         result.status = "failed"
         if not result.error:
             result.error = next((l for l in reversed(tail) if l.strip() and not l.startswith(" ")), "see the log")
-    result.tail = list(tail)  # type: ignore[attr-defined]
-    return result
+    result.tail = tail
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

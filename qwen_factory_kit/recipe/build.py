@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import QfkError
 from . import presets
-from .document import Recipe, split_names
+from .document import Recipe, scalar, split_names
 
 SECTION_ORDER = ("model", "method", "data", "training", "output", "eval", "generation", "export")
 
@@ -155,6 +155,15 @@ def ensure_mix_entries(names: list[str], data_dir: str | os.PathLike) -> list[st
     return made
 
 
+def register_mix_entries(args: dict) -> tuple[str, list[str]]:
+    """:func:`ensure_mix_entries` for every dataset a recipe's arguments name, in its dataset_dir;
+    returns (that dataset_dir, the names registered)."""
+    from .document import recipe_datasets
+
+    data_dir = str(args.get("dataset_dir") or "data")
+    return data_dir, ensure_mix_entries(recipe_datasets(args), data_dir)
+
+
 @dataclass
 class RecipeRequest:
     """Everything ``qfk recipe new`` was asked for."""
@@ -169,12 +178,22 @@ class RecipeRequest:
     output_dir: str | None = None
     adapter: str | None = None
     from_recipe: str | None = None
-    deepspeed: str | None = None
+    deepspeed: str | None = None  # a presets.DEEPSPEED key, "none" (no DeepSpeed), or None (the method's default)
     overrides: dict = field(default_factory=dict)
     filename: str = "recipe.yaml"
     command: str = ""
     curated: bool = False  # written for the recipes/ collection: no local row counts or file names in the header
     notes: list[str] = field(default_factory=list)  # extra header lines (how to prepare the data)
+
+
+@dataclass
+class ThinkChoice:
+    """How the recipe trains (or generates) think blocks, and why."""
+
+    template: str
+    enable: bool | None
+    why: str
+    mode: str | None = None  # the data's think mode; None when taken from a training recipe
 
 
 def _rel(path: Path) -> str:
@@ -199,6 +218,17 @@ def _header(req: RecipeRequest, title: str, verb: str) -> list[str]:
     return lines
 
 
+def _footer(req: RecipeRequest) -> list[str]:
+    from .. import __version__
+
+    lines = list(req.notes)
+    if req.overrides:
+        lines.append("Overrides: " + " ".join(f"{k}={scalar(v)}" for k, v in req.overrides.items()))
+    if req.command:
+        lines.append(f"Made by: {req.command}" if req.curated else f"Made by qfk {__version__}: {req.command}")
+    return lines
+
+
 def _data_dir_value(data_dir: Path) -> str:
     rel = _rel(data_dir)
     return rel if not rel.startswith("..") else str(data_dir.resolve())
@@ -208,15 +238,34 @@ def _facts_for(names: list[str], data_dir: Path) -> list[DatasetFacts]:
     return [dataset_facts(n, data_dir) for n in names]
 
 
-def _think_lines(facts: list[DatasetFacts], mode: str, template: str, enable, why: str, curated: bool = False) -> list[str]:
+def _think_from_data(facts: list[DatasetFacts], model: presets.ModelInfo) -> ThinkChoice:
+    mode = presets.combine_modes([f.mode for f in facts])
+    template, enable, why = presets.think_settings(mode, model)
+    return ThinkChoice(template, enable, why, mode)
+
+
+def _think_lines(facts: list[DatasetFacts], think: ThinkChoice, curated: bool = False) -> list[str]:
     parts = ", ".join(f"{f.name} {f.mode}" + ("" if curated else f" ({f.source})") for f in facts)
-    return [f"Think mode: {parts}", f"  -> {mode}: template {template}, enable_thinking {presets_scalar(enable)} ({why})"]
+    return [f"Think mode: {parts}",
+            f"  -> {think.mode}: template {think.template}, enable_thinking {scalar(think.enable)} ({think.why})"]
 
 
-def presets_scalar(v) -> str:
-    from .document import scalar
+def _blank_recipe(kind: str) -> Recipe:
+    r = Recipe(kind=kind)
+    for s in SECTION_ORDER:
+        r.section(s)
+    return r
 
-    return scalar(v)
+
+def _set_think_keys(data: dict, think: ThinkChoice) -> None:
+    data["template"] = think.template
+    if think.template == "qwen3":
+        data["enable_thinking"] = think.enable
+
+
+def _apply_overrides(r: Recipe, overrides: dict) -> None:
+    for key, value in (overrides or {}).items():
+        r.set(key, value, comment="override")
 
 
 def new_recipe(req: RecipeRequest) -> Recipe:
@@ -228,77 +277,117 @@ def new_recipe(req: RecipeRequest) -> Recipe:
     data_dir = resolve_data_dir(req.data_dir)
     if req.method in ("predict", "merge"):
         return _inference_recipe(req, data_dir)
+    return _train_recipe(req, data_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# training recipes
+# ---------------------------------------------------------------------------------------------
+def _train_recipe(req: RecipeRequest, data_dir: Path) -> Recipe:
+    _require_train_inputs(req)
+    model = presets.resolve_model(req.model)
+    names = _train_names(req)
+    facts, eval_facts = _facts_for(names, data_dir), _facts_for(req.eval_datasets, data_dir)
+    _check_ranking(req.method, facts + eval_facts)
+    think = _think_from_data(facts, model)
+    preset = presets.method_preset(req.method, model, deepspeed=req.deepspeed)
+
+    r = _blank_recipe("train")
+    _model_and_method(r, req.method, model, preset)
+    dataset_names, mix_lines = _exact_mix(req, facts, data_dir)
+    _train_data(r, dataset_names, eval_facts, data_dir, think)
+    _training(r, preset)
+    _train_output(r, req, model, facts, evaluate=bool(eval_facts))
+    _apply_overrides(r, req.overrides)
+    r.header = _train_header(req, r, names, model, preset, facts, think, mix_lines)
+    r.info = {"model": model.name, "model_kind": model.kind, "method": req.method, "preset_source": preset.source,
+              "vram_gb": preset.vram_gb, "think_mode": think.mode, "template": think.template, "enable_thinking": think.enable,
+              "datasets": {f.name: {"rows": f.rows, "mode": f.mode, "source": f.source} for f in facts},
+              "mix": {n: c for n, c in zip([f.name for f in facts], dataset_names)} if req.mix else None,
+              "files": _extra_files(r.args)}
+    return r
+
+
+def _require_train_inputs(req: RecipeRequest) -> None:
     if not req.model:
         raise QfkError("--model is required", "for example: --model Qwen3-4B (or a local model folder)")
     if not req.datasets and not req.mix:
         raise QfkError("--dataset is required", "name registered datasets: --dataset medical_r1,finetome (list them: qfk datasets list)")
-    model = presets.resolve_model(req.model)
+
+
+def _train_names(req: RecipeRequest) -> list[str]:
+    """The training datasets, each once: ``--dataset`` then the ``--mix`` names; every one has a ratio in a mix."""
     names = list(dict.fromkeys([*req.datasets, *(req.mix or {})]))
     if req.mix:
         missing = [n for n in names if n not in req.mix]
         if missing:
             raise QfkError(f"--mix gives no ratio for {', '.join(missing)}", "give every dataset a ratio, or drop it from --dataset")
-    facts = _facts_for(names, data_dir)
-    eval_facts = _facts_for(req.eval_datasets, data_dir)
-    preference = req.method in ("orpo", "dpo")
-    for f in facts + eval_facts:
+    return names
+
+
+def _check_ranking(method: str, facts: list[DatasetFacts]) -> None:
+    """Preference methods take ranking data, the others SFT data."""
+    preference = method in ("orpo", "dpo")
+    for f in facts:
         if f.ranking != preference:
             need = "preference (ranking) data" if preference else "SFT data (ranking: false)"
-            raise QfkError(f"dataset '{f.name}' is {'ranking' if f.ranking else 'SFT'} data but --method {req.method} needs {need}",
+            raise QfkError(f"dataset '{f.name}' is {'ranking' if f.ranking else 'SFT'} data but --method {method} needs {need}",
                            "ORPO/DPO take qfk convert preference outputs; lora/qlora/full take the other converters' outputs")
-    mode = presets.combine_modes([f.mode for f in facts])
-    template, enable, why = presets.think_settings(mode, model)
-    preset = presets.method_preset(req.method, model, deepspeed=req.deepspeed)
 
-    r = Recipe(kind="train")
-    for s in SECTION_ORDER:
-        r.section(s)
+
+def _model_and_method(r: Recipe, method: str, model: presets.ModelInfo, preset: presets.MethodPreset) -> None:
     r.section("model")["model_name_or_path"] = model.path
     r.section("method").update(preset.method)
-    if preference:
-        r.comments["pref_loss"] = "ORPO: odds-ratio loss, no reference model" if req.method == "orpo" else "DPO (sigmoid)"
+    if method in ("orpo", "dpo"):
+        r.comments["pref_loss"] = "ORPO: odds-ratio loss, no reference model" if method == "orpo" else "DPO (sigmoid)"
 
-    # data, with an exact mix
-    mix_lines: list[str] = []
-    dataset_names = [f.name for f in facts]
-    if req.mix:
-        counts = mix_counts(req.mix, {f.name: f.rows or 0 for f in facts}, req.mix_total)
-        from ..registry import Registry
 
-        reg = Registry.at(data_dir)
-        dataset_names = []
-        total = sum(counts.values())
-        for f in facts:
-            n = counts[f.name]
-            if n == f.rows:
-                dataset_names.append(f.name)
-            else:
-                derived = mixed_name(f.name, n)
-                reg.add(derived, {**f.entry, "num_samples": n})
-                dataset_names.append(derived)
-            how = "all" if n == f.rows else (f"{n} sampled" if n < (f.rows or 0) else f"{n} (upsampled)")
-            if req.curated:
-                mix_lines.append(f"  {f.name}: {n} rows = {n / total:.2%}")
-            else:
-                mix_lines.append(f"  {f.name}: {how} of {f.rows} rows = {n / total:.2%} (asked {req.mix[f.name]:.2%})")
-        mix_lines = [f"Mix (exact, rows per epoch = {total}; *__nN entries carry num_samples: N in dataset_info.json):"] + mix_lines
+def _exact_mix(req: RecipeRequest, facts: list[DatasetFacts], data_dir: Path) -> tuple[list[str], list[str]]:
+    """The dataset names the recipe trains (``NAME__nN`` entries registered for a ``--mix``) and the
+    header lines that account for the mix."""
+    if not req.mix:
+        return [f.name for f in facts], []
+    from ..registry import Registry
+
+    counts = mix_counts(req.mix, {f.name: f.rows or 0 for f in facts}, req.mix_total)
+    reg = Registry.at(data_dir)
+    dataset_names, lines = [], []
+    total = sum(counts.values())
+    for f in facts:
+        n = counts[f.name]
+        if n == f.rows:
+            dataset_names.append(f.name)
+        else:
+            derived = mixed_name(f.name, n)
+            reg.add(derived, {**f.entry, "num_samples": n})
+            dataset_names.append(derived)
+        how = "all" if n == f.rows else (f"{n} sampled" if n < (f.rows or 0) else f"{n} (upsampled)")
+        if req.curated:
+            lines.append(f"  {f.name}: {n} rows = {n / total:.2%}")
+        else:
+            lines.append(f"  {f.name}: {how} of {f.rows} rows = {n / total:.2%} (asked {req.mix[f.name]:.2%})")
+    return dataset_names, [f"Mix (exact, rows per epoch = {total}; *__nN entries carry num_samples: N in dataset_info.json):", *lines]
+
+
+def _train_data(r: Recipe, dataset_names: list[str], eval_facts: list[DatasetFacts], data_dir: Path, think: ThinkChoice) -> None:
     data = r.section("data")
     data["dataset"] = ",".join(dataset_names)
     if eval_facts:
         data["eval_dataset"] = ",".join(f.name for f in eval_facts)
     data["dataset_dir"] = _data_dir_value(data_dir)
-    data["template"] = template
-    if template == "qwen3":
-        data["enable_thinking"] = enable
+    _set_think_keys(data, think)
+    if think.template == "qwen3":
         r.comments["enable_thinking"] = {True: "reasoning data: think blocks are trained",
                                          False: "direct data: empty block in the prompt, answers trained",
-                                         None: "mixed data: reasoning trained where present"}[enable]
+                                         None: "mixed data: reasoning trained where present"}[think.enable]
     data["cutoff_len"] = 2048
     r.comments["cutoff_len"] = "check the rows it would cut: qfk recipe check / qfk stats"
     data["overwrite_cache"] = True
     data["preprocessing_num_workers"] = 16  # a GPU machine's CPUs; on a small CPU box: preprocessing_num_workers=1
     data["dataloader_num_workers"] = 4
 
+
+def _training(r: Recipe, preset: presets.MethodPreset) -> None:
     tr = r.section("training")
     tr.update(preset.training)
     if "deepspeed" in tr:
@@ -307,6 +396,9 @@ def new_recipe(req: RecipeRequest) -> Recipe:
     if preset.source and "epochs" in " ".join(preset.notes):
         r.comments["num_train_epochs"] = next(n for n in preset.notes if "epochs" in n)
     tr["ddp_timeout"] = 180000000
+
+
+def _train_output(r: Recipe, req: RecipeRequest, model: presets.ModelInfo, facts: list[DatasetFacts], *, evaluate: bool) -> None:
     out = r.section("output")
     out["output_dir"] = req.output_dir or f"saves/{presets.model_slug(model)}/{req.method}/{'_'.join(f.name for f in facts)[:60]}"
     out["logging_steps"] = 10
@@ -316,45 +408,28 @@ def new_recipe(req: RecipeRequest) -> Recipe:
     r.comments["overwrite_output_dir"] = "false: an interrupted run resumes from its last checkpoint"
     out["save_only_model"] = False
     out["report_to"] = "none"
-    if eval_facts:
-        ev = r.section("eval")
-        ev.update(per_device_eval_batch_size=1, eval_strategy="steps", eval_steps=500)
-    _apply_overrides(r, req.overrides)
+    if evaluate:
+        r.section("eval").update(per_device_eval_batch_size=1, eval_strategy="steps", eval_steps=500)
 
+
+def _train_header(req: RecipeRequest, r: Recipe, names: list[str], model: presets.ModelInfo, preset: presets.MethodPreset,
+                  facts: list[DatasetFacts], think: ThinkChoice, mix_lines: list[str]) -> list[str]:
     title = (f"{model.name} {req.method} ({r.args.get('stage')}) on "
              + (" + ".join(f"{n} {int(round(v * 100))}%" for n, v in req.mix.items()) if req.mix else ", ".join(names)))
-    r.header = _header(req, title, "train")
-    r.header += [f"Preset: {req.method} on {model.name} ({model.size}): {preset.source}",
-                 f"Estimated GPU memory: about {preset.vram_gb:g} GB "
-                 f"(batch {preset.training['per_device_train_batch_size']}, cutoff 2048, gradient checkpointing)"]
-    r.header += [f"Note: {n}" for n in preset.notes if "epochs" not in n]
-    r.header += _think_lines(facts, mode, template, enable, why, req.curated)
-    r.header += mix_lines
-    r.header += _footer(req)
-    r.info = {"model": model.name, "model_kind": model.kind, "method": req.method, "preset_source": preset.source,
-              "vram_gb": preset.vram_gb, "think_mode": mode, "template": template, "enable_thinking": enable,
-              "datasets": {f.name: {"rows": f.rows, "mode": f.mode, "source": f.source} for f in facts},
-              "mix": {n: c for n, c in zip([f.name for f in facts], dataset_names)} if req.mix else None,
-              "files": _extra_files(r.args)}
-    return r
-
-
-def _footer(req: RecipeRequest) -> list[str]:
-    from .. import __version__
-
-    lines = list(req.notes)
-    if req.overrides:
-        lines.append("Overrides: " + " ".join(f"{k}={presets_scalar(v)}" for k, v in req.overrides.items()))
-    if req.command:
-        lines.append(f"Made by: {req.command}" if req.curated else f"Made by qfk {__version__}: {req.command}")
+    lines = _header(req, title, "train")
+    lines += [f"Preset: {req.method} on {model.name} ({model.size}): {preset.source}",
+              f"Estimated GPU memory: about {preset.vram_gb:g} GB "
+              f"(batch {preset.training['per_device_train_batch_size']}, cutoff 2048, gradient checkpointing)"]
+    lines += [f"Note: {n}" for n in preset.notes if "epochs" not in n]
+    lines += _think_lines(facts, think, req.curated)
+    lines += mix_lines
+    lines += _footer(req)
     return lines
 
 
-def _apply_overrides(r: Recipe, overrides: dict) -> None:
-    for key, value in (overrides or {}).items():
-        r.set(key, value, comment="override")
-
-
+# ---------------------------------------------------------------------------------------------
+# shipped files (DeepSpeed configs)
+# ---------------------------------------------------------------------------------------------
 def deepspeed_path(preset_key: str) -> str:
     """Where recipes point for a shipped DeepSpeed config (relative to the run folder)."""
     return f"deepspeed/{presets.DEEPSPEED[preset_key]}"
@@ -387,6 +462,21 @@ def write_extra_files(recipe: Recipe, base: Path = Path(".")) -> list[Path]:
     return written
 
 
+def save_recipe(recipe: Recipe, path: str | os.PathLike, *, force: bool = False) -> list[Path]:
+    """Write the recipe to ``path`` and the shipped files it names (beside the run folder, the
+    current one); returns those extra files as written."""
+    from .document import write_text
+
+    write_text(path, recipe.render(), force=force)
+    return write_extra_files(recipe)
+
+
+def next_command(recipe: Recipe, path: str) -> str:
+    """What to run after writing ``recipe`` to ``path``."""
+    run = f"llamafactory-cli export {path}" if recipe.kind == "merge" else f"qfk train {path}"
+    return f"qfk recipe check {path} && {run}"
+
+
 # ---------------------------------------------------------------------------------------------
 # predict and merge
 # ---------------------------------------------------------------------------------------------
@@ -394,92 +484,121 @@ def _inference_recipe(req: RecipeRequest, data_dir: Path) -> Recipe:
     from .document import load_recipe
 
     train: dict = load_recipe(req.from_recipe) if req.from_recipe else {}
+    model, adapter = _inference_model(req, train)
+    think, think_lines = _inference_think(req, train, model, data_dir)
+    r = _blank_recipe(req.method)
+    _inference_model_keys(r, req.method, model, adapter, train)
+    sampling = _generation(r, think.enable)
+    if req.method == "predict":
+        title = _predict_keys(r, req, train, model, adapter, think, data_dir)
+    else:
+        title = _merge_keys(r, req, model, adapter, think)
+    _apply_overrides(r, req.overrides)
+    r.header = _header(req, title, req.method) + think_lines + _footer(req)
+    r.info = {"model": model.name, "method": req.method, "template": think.template, "enable_thinking": think.enable,
+              "why": think.why, "sampling": sampling, "files": {}}
+    return r
+
+
+def _inference_model(req: RecipeRequest, train: dict) -> tuple[presets.ModelInfo, str | None]:
+    """The base model and the adapter (by default the training recipe's LoRA output_dir)."""
     model_spec = req.model or train.get("model_name_or_path")
     if not model_spec:
         raise QfkError(f"--method {req.method} needs --from TRAIN.yaml (or --model)",
                        f"qfk recipe new --method {req.method} --from recipe.yaml -o {req.method}.yaml")
     model = presets.resolve_model(str(model_spec))
     adapter = req.adapter or (train.get("output_dir") if train.get("finetuning_type", "lora") == "lora" and train else None)
+    return model, adapter
+
+
+def _inference_think(req: RecipeRequest, train: dict, model: presets.ModelInfo, data_dir: Path) -> tuple[ThinkChoice, list[str]]:
+    """The training recipe's template and enable_thinking, else those the datasets call for; with header lines."""
     if "template" in train:
-        template, enable = train["template"], train.get("enable_thinking", True)
-        why = f"as trained ({req.from_recipe})"
-        think = [f"Think mode: as trained in {req.from_recipe}: template {template}, enable_thinking {presets_scalar(enable)}"]
-    else:
-        names = req.eval_datasets or req.datasets
-        if not names:
-            raise QfkError(f"--method {req.method} needs --from TRAIN.yaml to keep the training template and enable_thinking",
-                           "or name the training datasets with --dataset so the kit can derive them")
-        facts = _facts_for(names, data_dir)
-        mode = presets.combine_modes([f.mode for f in facts])
-        template, enable, why = presets.think_settings(mode, model)
-        think = _think_lines(facts, mode, template, enable, why, req.curated)
-    r = Recipe(kind=req.method)
-    for s in SECTION_ORDER:
-        r.section(s)
+        think = ThinkChoice(train["template"], train.get("enable_thinking", True), f"as trained ({req.from_recipe})")
+        return think, [f"Think mode: as trained in {req.from_recipe}: template {think.template}, "
+                       f"enable_thinking {scalar(think.enable)}"]
+    names = req.eval_datasets or req.datasets
+    if not names:
+        raise QfkError(f"--method {req.method} needs --from TRAIN.yaml to keep the training template and enable_thinking",
+                       "or name the training datasets with --dataset so the kit can derive them")
+    facts = _facts_for(names, data_dir)
+    think = _think_from_data(facts, model)
+    return think, _think_lines(facts, think, req.curated)
+
+
+def _inference_model_keys(r: Recipe, method: str, model: presets.ModelInfo, adapter: str | None, train: dict) -> None:
     m = r.section("model")
     m["model_name_or_path"] = model.path
     if adapter:
         m["adapter_name_or_path"] = adapter
         r.comments["adapter_name_or_path"] = "the training run's output_dir"
-    if train.get("quantization_bit") and req.method == "merge":
+    if train.get("quantization_bit") and method == "merge":
         r.comments["model_name_or_path"] = "unquantized base: a QLoRA adapter merges into the full-precision model"
+
+
+def _generation(r: Recipe, enable: bool | None) -> dict:
+    """Qwen3's sampling for the think mode (LLaMA-Factory's defaults are not Qwen3's)."""
     sampling = presets.sampling(enable)
-    gen = r.section("generation")
-    gen.update(sampling)
+    r.section("generation").update(sampling)
     r.comments["temperature"] = f"{presets.QWEN_SAMPLING} ({'thinking' if enable is not False else 'non-thinking'}); not LLaMA-Factory's 0.95"
-    if req.method == "predict":
-        evals = req.eval_datasets or split_names(train.get("eval_dataset"))
-        if not evals:
-            raise QfkError("--method predict needs --eval-dataset NAME (held-out rows, e.g. NAME_val or NAME_test)",
-                           "qfk recipe new --method predict --from recipe.yaml --eval-dataset medical_r1_val -o predict.yaml")
-        for f in _facts_for(evals, data_dir):
-            if f.ranking:
-                raise QfkError(f"'{f.name}' is preference data; predict needs SFT rows", "use a *_val or *_test SFT dataset")
-        r.section("method").update(stage="sft", do_predict=True, predict_with_generate=True)
-        if adapter:
-            r.section("method")["finetuning_type"] = "lora"
-        d = r.section("data")
-        d["eval_dataset"] = ",".join(evals)
-        d["dataset_dir"] = train.get("dataset_dir") or _data_dir_value(data_dir)
-        d["template"] = template
-        if template == "qwen3":
-            d["enable_thinking"] = enable
-        d["cutoff_len"] = train.get("cutoff_len", 2048)
-        d["overwrite_cache"] = True
-        d["preprocessing_num_workers"] = 16
-        gen["max_new_tokens"] = presets.max_new_tokens(enable)
-        o = r.section("output")
-        base_out = str(train.get("output_dir") or f"saves/{presets.model_slug(model)}/base")
-        o["output_dir"] = req.output_dir or f"{base_out.rstrip('/')}/predict"
-        o["overwrite_output_dir"] = True
-        o["report_to"] = "none"
-        r.section("eval")["per_device_eval_batch_size"] = 4
-        if train.get("bf16"):
-            r.section("eval")["bf16"] = True
-        title = f"predict {', '.join(evals)} with {model.name}" + (f" + {adapter}" if adapter else " (base model)")
-    else:
-        if not adapter:
-            raise QfkError("--method merge needs an adapter: --from TRAIN.yaml or --adapter DIR", "a full fine-tune needs no merge")
+    return sampling
+
+
+def _predict_keys(r: Recipe, req: RecipeRequest, train: dict, model: presets.ModelInfo, adapter: str | None,
+                  think: ThinkChoice, data_dir: Path) -> str:
+    """The predict recipe's method, data, output and eval keys; returns its title."""
+    evals = req.eval_datasets or split_names(train.get("eval_dataset"))
+    if not evals:
+        raise QfkError("--method predict needs --eval-dataset NAME (held-out rows, e.g. NAME_val or NAME_test)",
+                       "qfk recipe new --method predict --from recipe.yaml --eval-dataset medical_r1_val -o predict.yaml")
+    for f in _facts_for(evals, data_dir):
+        if f.ranking:
+            raise QfkError(f"'{f.name}' is preference data; predict needs SFT rows", "use a *_val or *_test SFT dataset")
+    r.section("method").update(stage="sft", do_predict=True, predict_with_generate=True)
+    if adapter:
         r.section("method")["finetuning_type"] = "lora"
-        d = r.section("data")
-        d["template"] = template
-        if template == "qwen3":
-            d["enable_thinking"] = enable
-        r.comments["template"] = "the training template; serve the merged model with the same enable_thinking"
-        e = r.section("export")
-        e["export_dir"] = req.output_dir or f"models/{presets.model_slug(model)}-{Path(str(adapter)).name}-merged"
-        e["export_size"] = 5
-        e["export_device"] = "cpu"
-        e["export_legacy_format"] = False
-        title = f"merge {adapter} into {model.name}"
-    _apply_overrides(r, req.overrides)
-    r.header = _header(req, title, "merge" if req.method == "merge" else "predict")
-    r.header += think
-    r.header += _footer(req)
-    r.info = {"model": model.name, "method": req.method, "template": template, "enable_thinking": enable, "why": why,
-              "sampling": sampling, "files": {}}
-    return r
+    d = r.section("data")
+    d["eval_dataset"] = ",".join(evals)
+    d["dataset_dir"] = train.get("dataset_dir") or _data_dir_value(data_dir)
+    _set_think_keys(d, think)
+    d["cutoff_len"] = train.get("cutoff_len", 2048)
+    d["overwrite_cache"] = True
+    d["preprocessing_num_workers"] = 16
+    r.section("generation")["max_new_tokens"] = presets.max_new_tokens(think.enable)
+    o = r.section("output")
+    base_out = str(train.get("output_dir") or f"saves/{presets.model_slug(model)}/base")
+    o["output_dir"] = req.output_dir or f"{base_out.rstrip('/')}/predict"
+    o["overwrite_output_dir"] = True
+    o["report_to"] = "none"
+    r.section("eval")["per_device_eval_batch_size"] = 4
+    if train.get("bf16"):
+        r.section("eval")["bf16"] = True
+    return f"predict {', '.join(evals)} with {model.name}" + (f" + {adapter}" if adapter else " (base model)")
 
 
+def _merge_keys(r: Recipe, req: RecipeRequest, model: presets.ModelInfo, adapter: str | None, think: ThinkChoice) -> str:
+    """The merge recipe's method, data and export keys; returns its title."""
+    if not adapter:
+        raise QfkError("--method merge needs an adapter: --from TRAIN.yaml or --adapter DIR", "a full fine-tune needs no merge")
+    r.section("method")["finetuning_type"] = "lora"
+    _set_think_keys(r.section("data"), think)
+    r.comments["template"] = "the training template; serve the merged model with the same enable_thinking"
+    e = r.section("export")
+    e["export_dir"] = req.output_dir or f"models/{presets.model_slug(model)}-{Path(str(adapter)).name}-merged"
+    e["export_size"] = 5
+    e["export_device"] = "cpu"
+    e["export_legacy_format"] = False
+    return f"merge {adapter} into {model.name}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line that made a recipe
+# ---------------------------------------------------------------------------------------------
 def command_line(argv: list[str]) -> str:
     return "qfk " + " ".join(shlex.quote(a) for a in argv)
+
+
+def invoked_command(argv: list[str], verb: tuple[str, ...] = ("recipe", "new")) -> str:
+    """The ``qfk recipe new ...`` line a recipe header records as 'Made by', from ``sys.argv``;
+    empty when the process was not started as that command (the Python API, tests in-process)."""
+    return command_line([*verb, *argv[len(verb) + 1:]]) if argv[1:len(verb) + 1] == list(verb) else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import QfkError
@@ -44,3 +45,21 @@ def copy(name: str, dest: str, *, force: bool = False) -> Path:
     if target.is_dir():
         target = target / src.name
     return write_text(target, src.read_text(encoding="utf-8"), force=force)
+
+
+@dataclass
+class Copied:
+    path: Path
+    data_dir: str
+    registered: list[str]  # the *__nN mix entries the copy registered in data_dir
+
+
+def copy_curated(name: str, dest: str, *, force: bool = False) -> Copied:
+    """Copy curated recipe ``name`` to ``dest`` and register the mix entries it names (when their
+    base datasets are registered in its dataset_dir)."""
+    from .build import register_mix_entries
+    from .document import load_recipe
+
+    path = copy(name, dest, force=force)
+    data_dir, made = register_mix_entries(load_recipe(path))
+    return Copied(path, data_dir, made)

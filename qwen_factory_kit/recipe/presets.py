@@ -52,6 +52,8 @@ DEEPSPEED = {
     "z3": "ds_z3_config.json",
     "z3_offload": "ds_z3_offload_config.json",
 }
+#: The ``--deepspeed`` choice that turns DeepSpeed off, even where the method's default uses it.
+NO_DEEPSPEED = "none"
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,10 @@ class MethodPreset:
 
 
 def method_preset(method: str, model: ModelInfo, *, deepspeed: str | None = None) -> MethodPreset:
-    """Hyper-parameters for ``method`` on ``model`` (training methods only)."""
+    """Hyper-parameters for ``method`` on ``model`` (training methods only).
+
+    ``deepspeed``: a :data:`DEEPSPEED` key, ``"none"`` for no DeepSpeed at all, or None for the
+    method's default (ZeRO-3 for full fine-tuning of 4B and up)."""
     if method not in TRAIN_METHODS:
         raise QfkError(f"'{method}' is not a training method", f"choose one of {', '.join(TRAIN_METHODS)}")
     size = model.preset
@@ -232,9 +237,9 @@ def method_preset(method: str, model: ModelInfo, *, deepspeed: str | None = None
         p.vram_gb = round(size.lora_vram_gb * 1.5, 1)
         p.notes.append("ORPO needs no reference model" if method == "orpo"
                        else "DPO with LoRA uses the base model (adapter off) as the reference")
-    if deepspeed:
+    if deepspeed and deepspeed != NO_DEEPSPEED:
         if deepspeed not in DEEPSPEED:
-            raise QfkError(f"unknown DeepSpeed preset '{deepspeed}'", f"choose one of {', '.join(DEEPSPEED)} or none")
+            raise QfkError(f"unknown DeepSpeed preset '{deepspeed}'", f"choose one of {', '.join(DEEPSPEED)} or {NO_DEEPSPEED}")
         p.training["deepspeed"] = deepspeed
     p.training = {
         "per_device_train_batch_size": batch,
