@@ -183,9 +183,9 @@ def unknown_key_hint(args: dict, message: str) -> str:
 
 def _argument_names() -> list[str]:
     """Every argument name LLaMA-Factory's parser accepts."""
-    from ..recipe.check import _arg_fields  # the one place that reads LLaMA-Factory's argument classes
+    from ..lfbridge import argument_fields  # the one place that reads LLaMA-Factory's argument classes
 
-    return sorted(_arg_fields())
+    return sorted(argument_fields())
 
 
 # ---------------------------------------------------------------------------------------------
