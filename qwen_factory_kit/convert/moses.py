@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import string
 import unicodedata
 import zipfile
 from dataclasses import dataclass, field
@@ -26,13 +27,34 @@ from ..errors import QfkError
 from ..io.encoding import SAMPLE_BYTES, detect_encoding, normalize_encoding
 from ..io.readers import BATCH_ROWS, BadRecord, Batch
 from ..io.sources import ResolvedSource
-from ..langs import known_codes, name as lang_name, normalize_code, tag
+from ..langs import LANG_NAMES, known_codes, name as lang_name, normalize_code, tag
 from ..think import format_response
 from ..workspace import slug
 from .core import Converter, Reject, check_text
 
 DEFAULT_INSTRUCTION = "Translate {src_tag} to {tgt_tag}."
 DEFAULT_SYSTEM = "You are a professional translator. Translate the user's text faithfully and fluently, and reply with the translation only."
+
+
+def instruction_direction(text: str, template: str = DEFAULT_INSTRUCTION) -> tuple[str, str] | None:
+    """``(src, tgt)`` of the first instruction in ``text`` written from ``template`` (the inverse of
+    the instruction :meth:`Moses.convert` writes; languages of :data:`LANG_NAMES`), or None."""
+    forms = {"tag": {tag(c): c for c in LANG_NAMES}, "": {c: c for c in LANG_NAMES},
+             "name": {lang_name(c): c for c in LANG_NAMES}}
+    pattern, seen = "", set()
+    for literal, fld, _, _ in string.Formatter().parse(template):
+        pattern += re.escape(literal)
+        if fld in seen:  # a field used twice must repeat the same text
+            pattern += f"(?P={fld})"
+        elif fld:
+            seen.add(fld)
+            choices = sorted(forms[fld.partition("_")[2]], key=len, reverse=True)
+            pattern += f"(?P<{fld}>{'|'.join(map(re.escape, choices))})"
+    found = re.search(pattern, text)
+    langs = {f.partition("_")[0]: forms[f.partition("_")[2]][v] for f, v in (found.groupdict() if found else {}).items()}
+    return (langs["src"], langs["tgt"]) if {"src", "tgt"} <= set(langs) else None
+
+
 #: suffixes that are never a language (OPUS ships README, LICENSE, .ids, .xml alongside the text)
 _NOT_LANG = {"txt", "md", "ids", "xml", "tmx", "zip", "gz", "json", "jsonl", "py", "sh", "csv", "tsv", "parquet",
              "scores", "log", "yaml", "yml", "html", "pdf"}
