@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import QfkError
-from .think import PROBLEMS, ThinkTally, find_special_tokens, has_think_tags, parse_response
+from .lfformat import ALPACA_DEFAULTS, SHAREGPT_TAGS, turn_problem
+from .think import PROBLEMS, ParsedResponse, ThinkTally, find_special_tokens, has_think_tags, parse_response
 
-TEMPLATES_THINKING = ("qwen3", "qwen3_5", "qwen3_6")
 TEMPLATES_NOTHINK = ("qwen3_nothink", "qwen3_5_nothink")
 
 #: rule id -> (severity, what it means, how to fix it)
@@ -29,11 +29,16 @@ RULES: dict[str, tuple[str, str, str]] = {
     "chat_special_tokens": ("error", "chat control tokens inside a field: the chat template would be applied twice",
                             "remove <|im_start|>/<|im_end|>/<|endoftext|> from the text; keep plain content"),
     "reasoning_in_prompt": ("error", "<think> tags in a prompt-side field", "move the reasoning into the response"),
+    # the ShareGPT turn rule: ids are the codes of lfformat.turn_problem (the converter's reject reasons)
+    "empty_conversation": ("error", "the conversation has no user/assistant turns: LLaMA-Factory drops the row",
+                           "add the turns or drop the row"),
+    "invalid_role": ("error", "a role the tags block does not name: LLaMA-Factory drops the row ('Invalid role tag')",
+                     "add the role to the tags block (user_tag/assistant_tag/...), or convert with qfk convert sharegpt"),
     "system_not_first": ("error", "a system turn after the first message: LLaMA-Factory drops the row", "put the system prompt first"),
     "role_order": ("error", "turns do not alternate user/assistant: LLaMA-Factory drops the row ('Invalid role tag')",
                    "fix the order, or convert with qfk convert sharegpt (rejects such rows with a reason)"),
-    "odd_turns": ("error", "the conversation does not end with an assistant turn: LLaMA-Factory drops the row ('Invalid message count')",
-                  "add the answer or remove the trailing user turn"),
+    "ends_without_answer": ("error", "the conversation does not end with an assistant turn: LLaMA-Factory drops the row "
+                            "('Invalid message count')", "add the answer or remove the trailing user turn"),
     "response_not_string": ("error", "the response is not a string: LLaMA-Factory drops the row", "make it a string"),
     "empty_prompt": ("error", "empty prompt", "fill it or drop the row"),
     "empty_response": ("error", "empty response", "fill it or drop the row"),
@@ -100,8 +105,6 @@ class Layout:
 
 
 def layout_from(entry: dict | None, sample: dict | None) -> Layout:
-    from .registry import ALPACA_DEFAULTS, SHAREGPT_TAGS
-
     if entry:
         fmt = entry.get("formatting", "alpaca")
         cols = entry.get("columns") or ({"messages": "conversations"} if fmt == "sharegpt" else dict(ALPACA_DEFAULTS))
@@ -162,106 +165,128 @@ def _texts(row: dict, lay: Layout) -> Iterator[tuple[str, str, Any]]:
 
 
 def _sharegpt_order(row: dict, lay: Layout, n: int) -> list[Problem]:
+    """LLaMA-Factory's turn rule (:func:`~qwen_factory_kit.lfformat.turn_problem`) on one row."""
     msgs = row.get(lay.columns.get("messages", "conversations"))
-    if not isinstance(msgs, list):
+    if not isinstance(msgs, list) or lay.ranking:  # ranking rows end with the user's turn: chosen/rejected answer it
         return []
-    t = lay.tags
-    roles = [m.get(t.get("role_tag", "from")) for m in msgs if isinstance(m, dict)]
-    if roles and roles[0] == t.get("system_tag"):
-        roles = roles[1:]
-    if t.get("system_tag") in roles:
-        return [_problem("system_not_first", n)]
-    user_side, bot_side = (t.get("user_tag"), t.get("observation_tag")), (t.get("assistant_tag"), t.get("function_tag"))
-    for i, r in enumerate(roles):
-        if r not in (user_side if i % 2 == 0 else bot_side):
-            return [_problem("role_order", n, detail=f"turn {i} is {r!r}")]
-    if len(roles) % 2 or not roles:
-        return [_problem("odd_turns", n, detail=f"{len(roles)} turns")]
-    return []
+    role_tag = lay.tags.get("role_tag", "from")
+    positions = [i for i, m in enumerate(msgs) if isinstance(m, dict)]
+    found = turn_problem([msgs[i].get(role_tag) for i in positions], lay.tags, positions=positions)
+    return [_problem(found[0], n, detail=found[1])] if found else []
+
+
+@dataclass
+class _Seen:
+    """What the rows read so far tell the rules on duplicates and on the whole file."""
+
+    tally: ThinkTally = field(default_factory=ThinkTally)
+    rows: set = field(default_factory=set)          # digest of each distinct row
+    prompts: dict = field(default_factory=dict)     # digest of a row's prompts -> digest of its answers
+    first_reasoning_row: int | None = None
+    first_empty_row: int | None = None
+
+    def count(self, parsed: ParsedResponse, n: int) -> None:
+        self.tally.add_parsed(parsed)
+        if parsed.has_reasoning:
+            self.first_reasoning_row = self.first_reasoning_row or n
+        elif parsed.has_block:
+            self.first_empty_row = self.first_empty_row or n
 
 
 def lint_rows(rows: Iterator[tuple[int, Any]], lay: Layout, *, template: str = "qwen3", enable_thinking: bool | None = True,
               path: str = "", max_problems: int = 200) -> LintReport:
-    """Run every rule on ``rows`` ((row number, row) pairs)."""
-    import ftfy
-
+    """Run every rule on ``rows`` ((row number, row) pairs): the row rules on each row, then the
+    rules on the whole file."""
     rep = LintReport(path)
-    tally = ThinkTally()
-    seen_rows: set[bytes] = set()
-    prompts: dict[bytes, bytes] = {}
-    first_reasoning_row = first_empty_row = None
+    seen = _Seen()
 
-    def add(p: Problem) -> None:
-        rep.counts[(p.rule, p.severity)] += 1
-        if len(rep.problems) < max_problems:
-            rep.problems.append(p)
-
-    import orjson
+    def add(problems: list[Problem]) -> None:
+        for p in problems:
+            rep.counts[(p.rule, p.severity)] += 1
+            if len(rep.problems) < max_problems:
+                rep.problems.append(p)
 
     for n, row in rows:
         rep.rows += 1
-        if not isinstance(row, dict):
-            add(_problem("missing_column", n, detail="the row is not a JSON object"))
-            continue
-        if lay.formatting == "sharegpt":
-            for p in _sharegpt_order(row, lay, n):
-                add(p)
-        prompt_text, answer_text = [], []
-        for kind, name, value in _texts(row, lay):
-            if kind == "bad":
-                add(_problem("missing_column", n, value))
-                continue
-            if kind == "response" and not isinstance(value, str):
-                add(_problem("response_not_string", n, name, f"got {type(value).__name__}"))
-                continue
-            if not isinstance(value, str):
-                continue
-            if "<|" in value and find_special_tokens(value):
-                add(_problem("chat_special_tokens", n, name, ", ".join(find_special_tokens(value))))
-            if not value.strip():
-                if kind in ("prompt", "response") and not (kind == "prompt" and name == lay.columns.get("query")):
-                    add(_problem("empty_response" if kind == "response" else "empty_prompt", n, name))
-                continue
-            if ftfy.fix_encoding(value) != value:
-                add(_problem("mojibake", n, name))
-            if kind in ("prompt", "system"):
-                if has_think_tags(value):
-                    add(_problem("reasoning_in_prompt", n, name))
-                prompt_text.append(value)
-                continue
-            parsed = parse_response(value)
-            answer_text.append(value)
-            if parsed.problem:
-                add(_problem(parsed.problem, n, name))
-                continue
-            if parsed.has_block and not parsed.canonical:
-                add(_problem("think_noncanonical", n, name))
-            tally.add_parsed(parsed)
-            if parsed.has_reasoning:
-                first_reasoning_row = first_reasoning_row or n
-            elif parsed.has_block:
-                first_empty_row = first_empty_row or n
-        key = hashlib.blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str), digest_size=16).digest()
-        if key in seen_rows:
-            add(_problem("duplicate_row", n))
-        else:
-            seen_rows.add(key)
-            pkey = hashlib.blake2b("\x00".join(prompt_text).encode(), digest_size=16).digest()
-            akey = hashlib.blake2b("\x00".join(answer_text).encode(), digest_size=16).digest()
-            if prompt_text and pkey in prompts and prompts[pkey] != akey:
-                add(_problem("conflicting_answers", n))
-            prompts.setdefault(pkey, akey)
-    rep.think = tally.as_dict()
+        add(_row_problems(n, row, lay, seen))
+    rep.think = seen.tally.as_dict()
+    add(_file_problems(seen, template, enable_thinking))
+    return rep
+
+
+def _row_problems(n: int, row: Any, lay: Layout, seen: _Seen) -> list[Problem]:
+    """The turn rule, the rules on each text of the row, then duplicates and conflicting answers."""
+    if not isinstance(row, dict):
+        return [_problem("missing_column", n, detail="the row is not a JSON object")]
+    out = _sharegpt_order(row, lay, n) if lay.formatting == "sharegpt" else []
+    prompt_text, answer_text = [], []
+    for kind, name, value in _texts(row, lay):
+        problems, parsed = _text_problems(n, kind, name, value, lay)
+        out += problems
+        if parsed is not None:
+            seen.count(parsed, n)
+        if kind != "bad" and isinstance(value, str) and value.strip():
+            (answer_text if kind == "response" else prompt_text).append(value)
+    return out + _repeat_problems(n, row, prompt_text, answer_text, seen)
+
+
+def _text_problems(n: int, kind: str, name: str, value: Any, lay: Layout) -> tuple[list[Problem], ParsedResponse | None]:
+    """The problems of one text of a row, and the parsed response when it is a well-formed one."""
+    import ftfy
+
+    if kind == "bad":
+        return [_problem("missing_column", n, value)], None
+    if not isinstance(value, str):
+        return ([_problem("response_not_string", n, name, f"got {type(value).__name__}")] if kind == "response" else []), None
+    out = []
+    if "<|" in value and find_special_tokens(value):
+        out.append(_problem("chat_special_tokens", n, name, ", ".join(find_special_tokens(value))))
+    if not value.strip():
+        if kind in ("prompt", "response") and not (kind == "prompt" and name == lay.columns.get("query")):
+            out.append(_problem("empty_response" if kind == "response" else "empty_prompt", n, name))
+        return out, None
+    if ftfy.fix_encoding(value) != value:
+        out.append(_problem("mojibake", n, name))
+    if kind in ("prompt", "system"):
+        if has_think_tags(value):
+            out.append(_problem("reasoning_in_prompt", n, name))
+        return out, None
+    parsed = parse_response(value)
+    if parsed.problem:
+        return out + [_problem(parsed.problem, n, name)], None
+    if parsed.has_block and not parsed.canonical:
+        out.append(_problem("think_noncanonical", n, name))
+    return out, parsed
+
+
+def _repeat_problems(n: int, row: dict, prompt_text: list[str], answer_text: list[str], seen: _Seen) -> list[Problem]:
+    """An exact duplicate of an earlier row, or an earlier row's prompts with other answers."""
+    import orjson
+
+    key = hashlib.blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str), digest_size=16).digest()
+    if key in seen.rows:
+        return [_problem("duplicate_row", n)]
+    seen.rows.add(key)
+    pkey = hashlib.blake2b("\x00".join(prompt_text).encode(), digest_size=16).digest()
+    akey = hashlib.blake2b("\x00".join(answer_text).encode(), digest_size=16).digest()
+    conflict = bool(prompt_text) and pkey in seen.prompts and seen.prompts[pkey] != akey
+    seen.prompts.setdefault(pkey, akey)
+    return [_problem("conflicting_answers", n)] if conflict else []
+
+
+def _file_problems(seen: _Seen, template: str, enable_thinking: bool | None) -> list[Problem]:
+    """The think mode of the whole file against the template and ``enable_thinking``."""
+    tally, out = seen.tally, []
     if tally.mode == "mixed":
-        add(_problem("mixed_think_mode", None, detail=f"{tally.reasoning} with reasoning, {tally.empty_block + tally.no_block} without"))
+        out.append(_problem("mixed_think_mode", None, detail=f"{tally.reasoning} with reasoning, {tally.empty_block + tally.no_block} without"))
     if template in TEMPLATES_NOTHINK:
         if tally.empty_block:
-            add(_problem("empty_block_with_nothink", first_empty_row, detail=f"{tally.empty_block} responses"))
+            out.append(_problem("empty_block_with_nothink", seen.first_empty_row, detail=f"{tally.empty_block} responses"))
         if tally.reasoning:
-            add(_problem("think_tags_with_nothink", first_reasoning_row, detail=f"{tally.reasoning} responses"))
+            out.append(_problem("think_tags_with_nothink", seen.first_reasoning_row, detail=f"{tally.reasoning} responses"))
     elif enable_thinking is False and tally.reasoning:
-        add(_problem("reasoning_stripped", first_reasoning_row, detail=f"{tally.reasoning} responses"))
-    return rep
+        out.append(_problem("reasoning_stripped", seen.first_reasoning_row, detail=f"{tally.reasoning} responses"))
+    return out
 
 
 def resolve_target(target: str, data_dir: str | None) -> tuple[Path, dict | None]:

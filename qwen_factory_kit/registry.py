@@ -14,53 +14,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from .convert.sharegpt import SHAREGPT_TAGS
+from .catalog import resource_dir
 from .errors import QfkError
 from .io.atomic import atomic_write_bytes
+from .lfformat import ALPACA_DEFAULTS, PLUGIN_FORMATTINGS, SHAREGPT_TAGS, turn_problem
 from .workspace import data_dir as resolve_data_dir
 
 INFO_NAME = "dataset_info.json"
 LOADABLE_EXTENSIONS = (".arrow", ".csv", ".json", ".jsonl", ".parquet", ".txt")
-ALPACA_DEFAULTS = {"prompt": "instruction", "query": "input", "response": "output"}
 LOCK_TIMEOUT_S = 60
-#: formattings served by the kit's LLaMA-Factory plugin (qwen_factory_kit.launch.plugin): ``qfk train`` only
-PLUGIN_FORMATTINGS = {"qfk_medical_r1": "medical-r1", "qfk_sharegpt": "sharegpt"}
-
-
-def resource_dir() -> Path:
-    """The repository's ``dataset_info/`` folder (schema and catalog)."""
-    candidates = [Path(__file__).resolve().parent.parent / "dataset_info",
-                  Path(sys.prefix) / "share" / "qwen_factory_kit" / "dataset_info"]
-    for c in candidates:
-        if (c / "dataset_info.schema.json").is_file():
-            return c
-    raise QfkError("cannot find dataset_info/dataset_info.schema.json", "reinstall the kit: pip install -e .")
 
 
 @lru_cache(maxsize=1)
 def schema() -> dict:
     return json.loads((resource_dir() / "dataset_info.schema.json").read_text(encoding="utf-8"))
-
-
-@lru_cache(maxsize=1)
-def catalog() -> dict:
-    return json.loads((resource_dir() / "catalog.json").read_text(encoding="utf-8"))
-
-
-def catalog_lookup(dataset_id: str | None) -> tuple[str, dict] | None:
-    """The catalog entry whose ModelScope or Hugging Face id is ``dataset_id``."""
-    if not dataset_id:
-        return None
-    for key, item in catalog().items():
-        if dataset_id in (item.get("modelscope"), item.get("huggingface")):
-            return key, item
-    return None
 
 
 def validate_entry(name: str, entry: dict) -> None:
@@ -246,14 +219,34 @@ def _sample_rows(path: Path) -> list[dict]:
 
 def check_entry(name: str, entry: dict, data_dir: Path):
     """What LLaMA-Factory would trip on for this entry: schema, file, extension, columns present
-    in the rows, ShareGPT roles against the tags, ``ranking`` against the rows."""
+    in the rows, ShareGPT roles against the tags and the turn rule, ``ranking`` against the rows."""
     from .findings import Finding
 
-    out: list[Finding] = []
     try:
         validate_entry(name, entry)
     except QfkError as exc:
         return [Finding(name, "fail", exc.message, exc.hint or "")]
+    found = _inspectable_file(name, entry, data_dir)
+    if not isinstance(found, Path):
+        return found
+    rows = _sample_rows(found)
+    if not rows:
+        return [Finding(name, "fail", f"{found} holds no readable rows: 'Cannot find valid samples'", "convert again")]
+    out = _column_findings(name, entry, rows)
+    if entry.get("formatting", "alpaca") == "sharegpt":
+        out += _sharegpt_findings(name, entry, rows)
+    if not out:
+        ranking = bool(entry.get("ranking", False))
+        out.append(Finding(name, "ok", f"{entry.get('file_name')}: {entry.get('formatting', 'alpaca')}{', ranking' if ranking else ''}, "
+                                       f"columns present, {len(rows)}{'+' if len(rows) == SAMPLE_ROWS else ''} rows read"))
+    return out
+
+
+def _inspectable_file(name: str, entry: dict, data_dir: Path):
+    """The entry's first data file when its rows can be read, else the findings that end the check
+    (hub entry, missing file, empty or mixed folder, plugin formatting, extension)."""
+    from .findings import Finding
+
     path = resolve_file(entry, data_dir)
     if path is None:
         return [Finding(name, "info", "hub/script entry: not checked offline")]
@@ -276,9 +269,14 @@ def check_entry(name: str, entry: dict, data_dir: Path):
         return [Finding(name, "fail", f"extension {ext} is not loadable by LLaMA-Factory", f"use one of {', '.join(LOADABLE_EXTENSIONS)}")]
     if ext not in (".jsonl", ".json", ".parquet", ".csv"):
         return [Finding(name, "info", f"{ext} files are not inspected further")]
-    rows = _sample_rows(files[0])
-    if not rows:
-        return [Finding(name, "fail", f"{files[0]} holds no readable rows: 'Cannot find valid samples'", "convert again")]
+    return files[0]
+
+
+def _column_findings(name: str, entry: dict, rows: list[dict]) -> list:
+    """The columns block against the rows' keys, and ``ranking`` against chosen/rejected."""
+    from .findings import Finding
+
+    out = []
     keys = set().union(*(r.keys() for r in rows[:200]))
     cols = entry.get("columns") or {}
     formatting = entry.get("formatting", "alpaca")
@@ -299,22 +297,45 @@ def check_entry(name: str, entry: dict, data_dir: Path):
     if not ranking and has_pairs:
         out.append(Finding(name, "warn", "the rows have chosen/rejected but ranking is false: SFT will not see them",
                            "register with --ranking for dpo/orpo/rm stages"))
-    if formatting == "sharegpt":
-        tags = {**SHAREGPT_TAGS, **(entry.get("tags") or {})} if "tags" not in entry else entry["tags"]
-        known = {tags.get(k) for k in ("user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag")}
-        msg_col = cols.get("messages", "conversations")
-        roles: set = set()
-        for r in rows:
-            for m in r.get(msg_col) or []:
-                if isinstance(m, dict):
-                    roles.add(m.get(tags.get("role_tag")))
-        unknown = roles - known
-        if unknown:
-            out.append(Finding(name, "fail", f"roles {sorted(map(str, unknown))} in the file are not in the tags block {tags}",
-                               "add them to the tags block (user_tag/assistant_tag/...) or convert with qfk convert sharegpt"))
-    if not out:
-        out.append(Finding(name, "ok", f"{entry.get('file_name')}: {formatting}{', ranking' if ranking else ''}, columns present, "
-                                       f"{len(rows)}{'+' if len(rows) == SAMPLE_ROWS else ''} rows read"))
+    return out
+
+
+ROLE_TAGS = ("user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag")
+
+
+def _sharegpt_findings(name: str, entry: dict, rows: list[dict]) -> list:
+    """The rows' roles against the tags block, and LLaMA-Factory's turn rule
+    (:func:`~qwen_factory_kit.lfformat.turn_problem`) on every sampled row."""
+    from .findings import Finding
+
+    tags = entry["tags"] if "tags" in entry else SHAREGPT_TAGS  # a tags block replaces every default
+    known = {tags.get(k) for k in ROLE_TAGS} - {None}
+    msg_col = (entry.get("columns") or {}).get("messages", "conversations")
+    unknown: set[str] = set()
+    problems: Counter = Counter()
+    for r in rows:
+        msgs = r.get(msg_col)
+        if not isinstance(msgs, list):
+            continue
+        roles = [m.get(tags.get("role_tag")) for m in msgs if isinstance(m, dict)]
+        unknown.update(str(x) for x in roles if not isinstance(x, str) or x not in known)
+        found = turn_problem(roles, tags)
+        if found:
+            problems[found[0]] += 1
+    out = []
+    if unknown:
+        out.append(Finding(name, "fail", f"roles {sorted(unknown)} in the file are not in the tags block {tags}",
+                           "add them to the tags block (user_tag/assistant_tag/...) or convert with qfk convert sharegpt"))
+    problems.pop("invalid_role", None)
+    if problems and not entry.get("ranking"):  # ranking rows end with the user's turn: chosen/rejected answer it
+        broken = sum(problems.values())
+        counts = ", ".join(f"{code}: {n}" for code, n in sorted(problems.items()))
+        every = broken == len(rows)
+        out.append(Finding(name, "fail" if every else "warn",
+                           f"{broken} of {len(rows)} rows read break LLaMA-Factory's turn rule ({counts}): it drops them"
+                           + (" and finds no valid samples" if every else ""),
+                           f"see each row with: qfk lint {name}; or convert the source with qfk convert sharegpt "
+                           "(it rejects such rows with a reason)"))
     return out
 
 

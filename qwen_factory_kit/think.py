@@ -160,18 +160,6 @@ def normalize_response(text: str, *, empty: str = "explicit") -> str:
     return format_response(parsed.answer, parsed.reasoning, empty=empty)
 
 
-def strip_think(text: str) -> tuple[str | None, str]:
-    """Return ``(reasoning, answer)`` for scoring a prediction; malformed blocks are cut at
-    the last ``</think>`` (or kept whole when there is none)."""
-    parsed = parse_response(text)
-    if parsed.ok:
-        return parsed.reasoning, parsed.answer
-    cut = text.rfind(THINK_CLOSE)
-    if cut >= 0:
-        return text[:cut].replace(THINK_OPEN, "").strip(), text[cut + len(THINK_CLOSE):].strip()
-    return None, text.strip()
-
-
 def find_special_tokens(text: str) -> list[str]:
     """Chat control tokens (``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>`` ...) in ``text``."""
     if "<|" not in text:
@@ -209,11 +197,6 @@ class ThinkTally:
             self.empty_block += 1
         else:
             self.no_block += 1
-
-    def merge(self, other: "ThinkTally") -> None:
-        self.reasoning += other.reasoning
-        self.empty_block += other.empty_block
-        self.no_block += other.no_block
 
     @property
     def total(self) -> int:

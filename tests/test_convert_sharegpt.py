@@ -123,6 +123,10 @@ def test_columnar_fast_path_equals_row_path(tmp_path):
         c(("human", "Q"), ("function_call", "{}")),
         c(("gpt", "A"), ("human", "Q")),
         c(("system", ""), ("human", "Q"), ("gpt", "A")),
+        c(("human", "Q"), ("system", "S"), ("gpt", "A")),
+        c(("human", "Q"), ("wizard", "A")),
+        c(("system", "S")),
+        c(("human", "Q"), ("system", ""), ("gpt", "A")),
         {"conversations": []},
         {"conversations": None},
     ]

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import EXAMPLES, write_jsonl
+from conftest import EXAMPLES, read_jsonl, write_jsonl
 
 from qwen_factory_kit.convert import convert
 from qwen_factory_kit.lint import RULES, Layout, layout_from, lint_rows
@@ -63,9 +63,33 @@ def test_row_rules():
 
 def test_sharegpt_rules():
     rows = [sg(("human", "Q"), ("gpt", R)), sg(("human", "Q2"), ("system", "S"), ("gpt", R)), sg(("gpt", R), ("human", "Q3")),
-            sg(("human", "Q4"))]
+            sg(("human", "Q4")), sg(("human", "Q5"), ("wizard", R)), sg(("system", "S"))]
     found, _ = rules_of(rows)
-    assert {("system_not_first", 2), ("role_order", 3), ("odd_turns", 4)} <= found
+    assert {("system_not_first", 2), ("role_order", 3), ("ends_without_answer", 4), ("invalid_role", 5),
+            ("empty_conversation", 6)} <= found
+    assert not {rule for rule, row in found if row == 1}
+
+
+def test_sharegpt_rule_ids_are_the_converters_reject_reasons(tmp_path):
+    """One turn rule (lfformat.turn_problem): lint's rule id is the reason qfk convert gives."""
+    from qwen_factory_kit.lfformat import TURN_PROBLEMS
+
+    assert set(TURN_PROBLEMS) <= set(RULES)
+    rows = [sg(("human", "Q0"), ("gpt", R)), sg(("human", "Q1")), sg(("gpt", R), ("human", "Q2")),
+            sg(("human", "Q3"), ("system", "S"), ("gpt", R)), sg(("human", "Q4"), ("wizard", "A")), sg(("system", "S"))]
+    res = convert("sharegpt", str(write_jsonl(tmp_path / "in.jsonl", rows)), output=str(tmp_path / "o.jsonl"))
+    found, _ = rules_of(rows)
+    assert res.rejected_by_reason == dict.fromkeys(sorted(TURN_PROBLEMS), 1)
+    assert sorted((rule, row) for rule, row in found) == sorted((r["reason"], r["line"]) for r in read_jsonl(res.rejects))
+
+
+def test_sharegpt_rules_follow_the_tags_block():
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    lay = Layout("sharegpt", False, {"messages": "messages"}, tags)
+    ok = {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": R}]}
+    system = {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}, {"role": "assistant", "content": R}]}
+    found, _ = rules_of([ok, system], lay)
+    assert found == {("invalid_role", 2)}  # no system_tag in the block: LLaMA-Factory reads 'system' as a turn
 
 
 def test_template_combinations():

@@ -178,3 +178,18 @@ def test_catalog_names_hub_datasets(qfk):
     cat = json.loads(out)
     assert code == 0 and cat["medical_r1"]["modelscope"] == "krisfu/delicate_medical_r1_data"
     assert cat["finetome"]["converter"] == "sharegpt"
+
+
+def test_check_counts_rows_that_break_the_turn_rule(tmp_path):
+    """datasets check applies the converter's and lint's turn rule (lfformat.turn_problem) to the rows read."""
+    def sg(*roles):
+        return {"conversations": [{"from": r, "value": "x"} for r in roles]}
+
+    write_jsonl(tmp_path / "some.jsonl", [sg("human", "gpt"), sg("human"), sg("gpt", "human"), sg("human", "gpt")])
+    write_jsonl(tmp_path / "all.jsonl", [sg("human"), sg("human", "system", "gpt")])
+    some = check_entry("some", build_entry("some.jsonl", formatting="sharegpt"), tmp_path)
+    assert [f.status for f in some] == ["warn"]
+    assert "2 of 4 rows" in some[0].message and "ends_without_answer: 1, role_order: 1" in some[0].message
+    assert "qfk lint some" in some[0].fix
+    every = check_entry("all", build_entry("all.jsonl", formatting="sharegpt"), tmp_path)
+    assert [f.status for f in every] == ["fail"] and "system_not_first: 1" in every[0].message

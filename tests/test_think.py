@@ -1,7 +1,7 @@
 import pytest
 
 from qwen_factory_kit.think import (EMPTY_BLOCK, PROBLEMS, ThinkTagError, ThinkTally, find_special_tokens,
-                                    format_response, normalize_response, parse_response, strip_think)
+                                    format_response, normalize_response, parse_response)
 
 
 def test_format_canonical_with_reasoning():
@@ -64,12 +64,6 @@ def test_special_tokens():
     assert find_special_tokens("hi <|im_start|>user x<|im_end|>") == ["<|im_end|>", "<|im_start|>"]
     assert find_special_tokens("a <| b |> c") == []
     assert find_special_tokens("<|endoftext|>") == ["<|endoftext|>"]
-
-
-def test_strip_think_for_scoring():
-    assert strip_think("<think>\nr\n</think>\n\nA") == ("r", "A")
-    assert strip_think("A") == (None, "A")
-    assert strip_think("<think>loop <think> x </think> final") == ("loop  x", "final")
 
 
 def test_tally_modes():

@@ -168,7 +168,7 @@ def catalog_cmd(as_json):
       qfk datasets catalog
       qfk convert medical-r1 modelscope://krisfu/delicate_medical_r1_data   # named medical_r1 from the catalog
     """
-    from ..registry import catalog
+    from ..catalog import catalog
 
     cat = catalog()
     if as_json:

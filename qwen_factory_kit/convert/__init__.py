@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from ..errors import QfkError
@@ -30,6 +31,10 @@ def get_converter(name: str, **options: Any) -> Converter:
         cls = CONVERTERS[name]
     except KeyError:
         raise QfkError(f"unknown converter '{name}'", f"choose one of: {', '.join(sorted(CONVERTERS))}") from None
+    try:
+        inspect.signature(cls).bind(**options)
+    except TypeError as exc:  # a required option left out (columns --prompt/--response)
+        raise QfkError(f"converter '{name}': {exc}", f"see its options: qfk convert {name} --help") from None
     return cls(**options)
 
 

@@ -146,7 +146,8 @@ class Converter:
 
     def __init__(self, *, empty_think: str = "explicit", **options: Any):
         if empty_think not in EMPTY_STYLES:
-            raise QfkError(f"--empty-think must be one of {', '.join(EMPTY_STYLES)}, not '{empty_think}'")
+            raise QfkError(f"--empty-think must be one of {', '.join(EMPTY_STYLES)}, not '{empty_think}'",
+                           "--empty-think explicit (an empty <think> block) or --empty-think omit (no block)")
         self.empty = empty_think
         self.options = {"empty_think": empty_think, **options}
         self.notes: Counter = Counter()  # counted observations that are not rejects
@@ -156,7 +157,7 @@ class Converter:
         return TableSource(table_files(src, split=split, encoding=encoding))
 
     def default_name(self, src: ResolvedSource) -> str:
-        from ..registry import catalog_lookup
+        from ..catalog import catalog_lookup
 
         known = catalog_lookup(src.dataset_id)
         if known:
@@ -378,112 +379,146 @@ def run_conversion(
     src = source if isinstance(source, ResolvedSource) else resolve_source(source, cache_dir=cache_dir)
     records = converter.open(src, split=split, encoding=encoding)
     name = slug(name) if name else converter.default_name(src)
-    out_path = Path(output) if output else resolve_data_dir(data_dir) / f"{name}.jsonl"
-    paths = output_paths(out_path)
+    paths = output_paths(Path(output) if output else resolve_data_dir(data_dir) / f"{name}.jsonl")
     dedup = converter.dedup_default if dedup is None else dedup
     if limit is not None and limit < 1:
         raise QfkError(f"--limit must be at least 1, not {limit}")
-
     progress = progress and sys.stderr.isatty()
-    total = None
-    if limit or val_size or test_size or progress:
-        total = records.count()
+    total = records.count() if limit or val_size or test_size or progress else None
     if total == 0:
         raise QfkError(f"source '{src.spec}' holds no rows", "check the file (is it empty?) or the --split you asked for")
-    rng = random.Random(seed)
+    selector, splitter = _sampling(total, limit, val_size, test_size, random.Random(seed))
+
+    hasher = _Hasher(records.paths)
+    hasher.start()
+    sink = _Outputs(paths, [s for s in SPLITS if s == "train" or splitter and getattr(splitter, s)])
+    res = ConvertResult(converter.name, name, paths["train"], paths["rejects"], paths["manifest"],
+                        formatting=converter.formatting, ranking=converter.ranking, columns=converter.columns(),
+                        tags=converter.tags())
+    try:
+        _write_rows(converter, records, sink, res, selector, splitter, dedup, _Bar(total, src.spec) if progress else None)
+        _finish(converter, src, res, sink, hasher, paths,
+                dict(limit=limit, seed=seed, val_size=val_size, test_size=test_size, dedup=dedup, split=split,
+                     encoding=encoding, source_records=total))
+    except BaseException:
+        sink.abort()
+        raise
+    return res
+
+
+def _sampling(total: int | None, limit: int | None, val_size, test_size,
+              rng: random.Random) -> tuple[Selector | None, Splitter | None]:
+    """The ``--limit`` selector and the ``--val-size``/``--test-size`` splitter (None when not asked)."""
     n_read = min(limit, total) if limit and total is not None else total
     selector = Selector(total, limit, rng) if limit and total is not None and limit < total else None
     splitter = None
     if val_size or test_size:
         splitter = Splitter(n_read, _size(val_size, n_read, "--val-size"), _size(test_size, n_read, "--test-size"), rng)
+    return selector, splitter
 
-    hasher = _Hasher(records.paths)
-    hasher.start()
-    files = {s: AtomicFile(paths[s]) for s in SPLITS if s == "train" or splitter and getattr(splitter, s)}
-    rej_file = AtomicFile(paths["rejects"])
-    res = ConvertResult(converter.name, name, paths["train"], paths["rejects"], paths["manifest"],
-                        formatting=converter.formatting, ranking=converter.ranking, columns=converter.columns(),
-                        tags=converter.tags())
-    reasons: Counter = Counter()
-    split_rows = Counter()
-    tally = ThinkTally()
+
+class _Outputs:
+    """The temporary output files of a run (one per split, and the rejects) and what went into them."""
+
+    def __init__(self, paths: dict[str, Path], splits: list[str]):
+        self.files = {s: AtomicFile(paths[s]) for s in splits}
+        self.rejects = AtomicFile(paths["rejects"])
+        self.reasons: Counter = Counter()
+        self.split_rows: Counter = Counter()
+        self.tally = ThinkTally()
+
+    def write(self, bufs: dict[str, list[bytes]], rej_buf: list[bytes]) -> None:
+        for s, buf in bufs.items():
+            if buf:
+                self.files[s].write(b"".join(buf))
+        if rej_buf:
+            self.rejects.write(b"".join(rej_buf))
+
+    def commit(self) -> None:
+        for fh in self.files.values():
+            fh.commit()
+        self.rejects.commit()
+
+    def abort(self) -> None:
+        for fh in self.files.values():
+            fh.abort()
+        self.rejects.abort()
+
+
+def _write_rows(converter: Converter, records, sink: _Outputs, res: ConvertResult, selector: Selector | None,
+                splitter: Splitter | None, dedup: bool, bar: "_Bar | None") -> None:
+    """Convert the source batch by batch; the selector picks the rows before they are converted."""
     seen: set[bytes] | None = set() if dedup else None
-    split_names = ("train", "val", "test")
-    bar = _Bar(total, src.spec) if progress else None
-    dumps = orjson.dumps
     try:
         for batch in records.batches():
-            bufs: dict[str, list[bytes]] = {s: [] for s in files}
-            rej_buf: list[bytes] = []
-            unit, source_name = batch.unit, batch.source
             keep = [selector.pick() for _ in range(len(batch))] if selector is not None else None
-            results = converter.convert_batch(batch, keep)
-            for i, (pos, outs) in enumerate(zip(batch.positions, results)):
-                if outs is None:
-                    continue
-                res.read += 1
-                target = split_names[splitter.assign()] if splitter else "train"
-                if seen is not None and type(outs) is not Reject:
-                    key = hashlib.blake2b(converter.dedup_key(batch, i, outs), digest_size=16).digest()
-                    if key in seen:
-                        outs = Reject("duplicate", "same content as an earlier row")
-                    else:
-                        seen.add(key)
-                if type(outs) is Reject:
-                    reasons[outs.reason] += 1
-                    row = batch.row(i)
-                    raw = row.raw if type(row) is BadRecord else row
-                    rej_buf.append(dumps({"source": source_name, unit: pos, "reason": outs.reason, "detail": outs.detail,
-                                          "record": raw}, option=_DUMPS_OPTS | orjson.OPT_SERIALIZE_NUMPY, default=str))
-                    continue
-                res.written += 1
-                buf = bufs[target]
-                for out in outs:
-                    buf.append(dumps(out, option=_DUMPS_OPTS))
-                    for text in converter.responses(out):
-                        tally.add_text(text)
-                split_rows[target] += len(outs)
-            for s, buf in bufs.items():
-                if buf:
-                    files[s].write(b"".join(buf))
-            if rej_buf:
-                rej_file.write(b"".join(rej_buf))
+            _write_batch(converter, batch, converter.convert_batch(batch, keep), sink, res, splitter, seen)
             if bar is not None:
                 bar.advance(len(batch))
+    finally:
         if bar is not None:
             bar.stop()
-        res.rejected = sum(reasons.values())
-        res.rejected_by_reason = dict(sorted(reasons.items()))
-        res.rows_out = sum(split_rows.values())
-        res.think = tally.as_dict()
-        res.notes = dict(sorted(converter.notes.items()))
-        if res.read == 0:
-            raise QfkError(f"source '{src.spec}' holds no rows", "check the file (is it empty?) or the --split you asked for")
-        if res.written == 0:
-            rej_file.commit()
-            top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(3))
-            raise QfkError(f"every one of the {res.read} rows was rejected ({top}); nothing was written",
-                           f"see {paths['rejects']} for each row's reason; check the converter and its column options")
-        hasher.join()
-        if hasher.error:
-            raise QfkError(f"cannot hash the input files: {hasher.error}")
-        for s, fh in files.items():
-            res.splits[s] = {"path": fh.path, "rows": split_rows[s], "sha256": fh.sha256}
-        manifest = _manifest(converter, src, res, files, rej_file, hasher.result, paths["manifest"].parent,
-                             dict(limit=limit, seed=seed, val_size=val_size, test_size=test_size, dedup=dedup,
-                                  split=split, encoding=encoding, source_records=total))
-        for fh in files.values():
-            fh.commit()
-        rej_file.commit()
-        atomic_write_bytes(paths["manifest"], orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
-    except BaseException:
-        if bar is not None:
-            bar.stop()
-        for fh in files.values():
-            fh.abort()
-        rej_file.abort()
-        raise
-    return res
+
+
+def _write_batch(converter: Converter, batch: Batch, results: list, sink: _Outputs, res: ConvertResult,
+                 splitter: Splitter | None, seen: set[bytes] | None) -> None:
+    """Each converted row of a batch to its split (or, rejected or a duplicate, to the rejects)."""
+    bufs: dict[str, list[bytes]] = {s: [] for s in sink.files}
+    rej_buf: list[bytes] = []
+    unit, source_name = batch.unit, batch.source
+    dumps = orjson.dumps
+    for i, (pos, outs) in enumerate(zip(batch.positions, results)):
+        if outs is None:
+            continue
+        res.read += 1
+        target = SPLITS[splitter.assign()] if splitter else "train"
+        if seen is not None and type(outs) is not Reject:
+            key = hashlib.blake2b(converter.dedup_key(batch, i, outs), digest_size=16).digest()
+            if key in seen:
+                outs = Reject("duplicate", "same content as an earlier row")
+            else:
+                seen.add(key)
+        if type(outs) is Reject:
+            sink.reasons[outs.reason] += 1
+            row = batch.row(i)
+            raw = row.raw if type(row) is BadRecord else row
+            rej_buf.append(dumps({"source": source_name, unit: pos, "reason": outs.reason, "detail": outs.detail,
+                                  "record": raw}, option=_DUMPS_OPTS | orjson.OPT_SERIALIZE_NUMPY, default=str))
+            continue
+        res.written += 1
+        buf = bufs[target]
+        for out in outs:
+            buf.append(dumps(out, option=_DUMPS_OPTS))
+            for text in converter.responses(out):
+                sink.tally.add_text(text)
+        sink.split_rows[target] += len(outs)
+    sink.write(bufs, rej_buf)
+
+
+def _finish(converter: Converter, src: ResolvedSource, res: ConvertResult, sink: _Outputs, hasher: _Hasher,
+            paths: dict[str, Path], run_opts: dict) -> None:
+    """Count, refuse an empty result, then commit the outputs and write the manifest."""
+    reasons = sink.reasons
+    res.rejected = sum(reasons.values())
+    res.rejected_by_reason = dict(sorted(reasons.items()))
+    res.rows_out = sum(sink.split_rows.values())
+    res.think = sink.tally.as_dict()
+    res.notes = dict(sorted(converter.notes.items()))
+    if res.read == 0:
+        raise QfkError(f"source '{src.spec}' holds no rows", "check the file (is it empty?) or the --split you asked for")
+    if res.written == 0:
+        sink.rejects.commit()
+        top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(3))
+        raise QfkError(f"every one of the {res.read} rows was rejected ({top}); nothing was written",
+                       f"see {paths['rejects']} for each row's reason; check the converter and its column options")
+    hasher.join()
+    if hasher.error:
+        raise QfkError(f"cannot hash the input files: {hasher.error}")
+    for s, fh in sink.files.items():
+        res.splits[s] = {"path": fh.path, "rows": sink.split_rows[s], "sha256": fh.sha256}
+    manifest = _manifest(converter, src, res, sink.files, sink.rejects, hasher.result, paths["manifest"].parent, run_opts)
+    sink.commit()
+    atomic_write_bytes(paths["manifest"], orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
 
 
 def _manifest(converter: Converter, src: ResolvedSource, res: ConvertResult, files: dict, rej_file: AtomicFile,

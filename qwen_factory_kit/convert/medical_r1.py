@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from ..errors import QfkError
 from ..think import format_response, has_think_tags, parse_response
 from .core import Converter, Reject, check_text, get_field, text_field
 
@@ -25,7 +26,8 @@ class MedicalR1(Converter):
         super().__init__(min_quality=min_quality, fix_escaped_newlines=fix_escaped_newlines,
                          instruction_as=instruction_as, **kw)
         if instruction_as not in INSTRUCTION_USES:
-            raise ValueError(f"instruction_as must be one of {INSTRUCTION_USES}")
+            raise QfkError(f"--instruction-as must be one of {', '.join(INSTRUCTION_USES)}, not {instruction_as!r}",
+                           "ignore (leave the instruction column out), system (it becomes the system prompt) or user (it becomes the prompt, the question its input)")
         self.min_quality = min_quality
         self.fix = fix_escaped_newlines
         self.instruction_as = instruction_as

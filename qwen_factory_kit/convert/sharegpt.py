@@ -3,16 +3,18 @@
 Source row: ``{"conversations": [{"from": "human"|"gpt"|"system", "value": ...}, ...]}``; also
 accepted: a ``messages`` list, ``role``/``content`` keys, and the roles ``user``/``assistant``.
 Multi-turn rows keep every turn (Alpaca ``history`` or ShareGPT output); a leading system turn
-becomes ``system``. The rules are LLaMA-Factory's: system only first, user and assistant
-alternate, the last turn is the assistant's. Assistant answers get canonical think blocks.
+becomes ``system``. The rules are LLaMA-Factory's (:func:`qwen_factory_kit.lfformat.turn_problem`):
+system only first, user and assistant alternate, the last turn is the assistant's. Assistant
+answers get canonical think blocks.
 """
 
 from __future__ import annotations
 
+from ..errors import QfkError
+from ..lfformat import ASSISTANT, FUNCTION, OBSERVATION, SHAREGPT_TAGS, SYSTEM, USER, turn_problem
 from ..think import format_response
 from .core import Converter, Reject, check_text, get_field
 
-USER, ASSISTANT, SYSTEM, FUNCTION, OBSERVATION = "human", "gpt", "system", "function_call", "observation"
 ROLE_ALIASES = {
     "human": USER, "user": USER,
     "gpt": ASSISTANT, "assistant": ASSISTANT, "model": ASSISTANT, "bot": ASSISTANT, "chatgpt": ASSISTANT,
@@ -20,10 +22,6 @@ ROLE_ALIASES = {
     "function_call": FUNCTION, "tool_call": FUNCTION, "function": FUNCTION,
     "observation": OBSERVATION, "tool": OBSERVATION, "function_response": OBSERVATION, "ipython": OBSERVATION,
 }
-USER_SIDE = (USER, OBSERVATION)
-ASSISTANT_SIDE = (ASSISTANT, FUNCTION)
-SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": USER, "assistant_tag": ASSISTANT,
-                 "observation_tag": OBSERVATION, "function_tag": FUNCTION, "system_tag": SYSTEM}
 FORMATS = ("alpaca", "sharegpt")
 
 
@@ -37,7 +35,8 @@ class ShareGPT(Converter):
         super().__init__(format=format, single_turn_only=single_turn_only, min_score=min_score,
                          conversations_key=conversations_key, **kw)
         if format not in FORMATS:
-            raise ValueError(f"format must be one of {FORMATS}")
+            raise QfkError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}",
+                           "--format alpaca (instruction/output with history) or --format sharegpt (conversations)")
         self.out_format = format
         self.single_turn_only = single_turn_only
         self.min_score = min_score
@@ -117,45 +116,15 @@ class ShareGPT(Converter):
         return out
 
     def _build(self, roles: list, values: list) -> list[dict]:
-        """The ShareGPT rules on one conversation (roles and values as parallel lists). Values
-        without ``<|`` and ``think>`` skip the token and tag checks (same result, faster)."""
+        """The ShareGPT rules on one conversation (roles and values as parallel lists): each
+        message, then LLaMA-Factory's turn rule (:func:`~qwen_factory_kit.lfformat.turn_problem`),
+        then the output row."""
         if not roles:
             raise Reject("empty_conversation", "the conversation must be a non-empty list of {from, value} messages")
-        turns: list[tuple[str, str]] = []
-        system = ""
-        empty = self.empty
-        for i, (role, value) in enumerate(zip(roles, values)):
-            canon = ROLE_ALIASES.get(role) or ROLE_ALIASES.get(role.lower() if isinstance(role, str) else role)
-            if canon is None:
-                raise Reject("invalid_role", f"message {i} has role {role!r}; known roles: human/user, gpt/assistant, system, function_call, observation")
-            if type(value) is not str:
-                if value is None:
-                    if canon == SYSTEM:
-                        continue
-                    raise Reject("empty_turn", f"message {i} ({role}) is empty")
-                raise Reject("wrong_type", f"message {i} ({role}) value must be a string, got {type(value).__name__}")
-            stripped = value.strip()
-            clean = "<|" not in stripped and "think>" not in stripped
-            if not stripped:
-                if canon == SYSTEM:
-                    continue
-                raise Reject("empty_turn", f"message {i} ({role}) is empty")
-            if canon == SYSTEM:
-                if i != 0:
-                    raise Reject("system_not_first", f"message {i} is a system turn; LLaMA-Factory only accepts one at the start")
-                system = stripped if clean else check_text(stripped, "system", prompt=True)
-                continue
-            if canon not in (USER_SIDE if len(turns) % 2 == 0 else ASSISTANT_SIDE):
-                raise Reject("role_order", f"message {i} is '{role}' where a {'user' if len(turns) % 2 == 0 else 'assistant'} turn must come (turns must alternate)")
-            if canon == ASSISTANT:
-                value = format_response(stripped, None, empty=empty) if clean else self.response(value, f"message {i}")
-            else:
-                value = stripped if clean else check_text(stripped, f"message {i}", prompt=canon == USER)
-            turns.append((canon, value))
-        if not turns:
-            raise Reject("empty_conversation", "no user/assistant turns")
-        if len(turns) % 2:
-            raise Reject("ends_without_answer", f"{len(turns)} turns: the last turn must be the assistant's answer")
+        system, canon, turns, positions = self._turns(roles, values)
+        problem = turn_problem(canon, positions=positions)
+        if problem:
+            raise Reject(*problem)
         pairs = len(turns) // 2
         if self.single_turn_only and pairs > 1:
             raise Reject("multi_turn", f"{pairs} user/assistant pairs and --single-turn-only was given")
@@ -165,12 +134,54 @@ class ShareGPT(Converter):
             self.notes["rows_with_system"] += 1
         if self.out_format == "sharegpt":
             return [{"conversations": [{"from": r, "value": v} for r, v in turns], "system": system}]
-        if pairs > 1 or turns[0][0] != USER or turns[1][0] != ASSISTANT:
-            roles_seen = {r for r, _ in turns}
-            if FUNCTION in roles_seen or OBSERVATION in roles_seen:
-                raise Reject("tool_turns_need_sharegpt", "function_call/observation turns cannot be written as Alpaca; use --format sharegpt")
-        history = [[turns[j][1], turns[j + 1][1]] for j in range(0, len(turns) - 2, 2)]
-        return [{"instruction": turns[-2][1], "input": "", "output": turns[-1][1], "system": system, "history": history}]
+        return [_alpaca_row(turns, system, pairs)]
+
+    def _turns(self, roles: list, values: list) -> tuple[str, list[str], list[tuple[str, str]], list[int] | None]:
+        """(system text, canonical role of each message kept, (role, text) of the user/assistant turns,
+        message numbers of the kept messages when some were left out). Empty system turns are left
+        out; unknown roles, non-string values, empty turns and bad texts are rejected. Texts without
+        ``<|`` and ``think>`` skip the token and tag checks (same result, faster)."""
+        system = ""
+        canon: list[str] = []
+        turns: list[tuple[str, str]] = []
+        positions: list[int] | None = None  # None while every message is kept (message number == index)
+        empty = self.empty
+        for i, (role, value) in enumerate(zip(roles, values)):
+            c = ROLE_ALIASES.get(role) or ROLE_ALIASES.get(role.lower() if isinstance(role, str) else role)
+            if c is None:
+                raise Reject("invalid_role", f"message {i} has role {role!r}; known roles: human/user, gpt/assistant, system, function_call, observation")
+            if type(value) is not str:
+                if value is not None:
+                    raise Reject("wrong_type", f"message {i} ({role}) value must be a string, got {type(value).__name__}")
+                value = ""
+            text = value.strip()
+            if not text:
+                if c != SYSTEM:
+                    raise Reject("empty_turn", f"message {i} ({role}) is empty")
+                if positions is None:
+                    positions = list(range(i))
+                continue
+            if positions is not None:
+                positions.append(i)
+            canon.append(c)
+            clean = "<|" not in text and "think>" not in text
+            if c == SYSTEM:
+                system = text if clean else check_text(text, "system", prompt=True)
+            elif c == ASSISTANT:
+                turns.append((c, format_response(text, None, empty=empty) if clean else self.response(value, f"message {i}")))
+            else:
+                turns.append((c, text if clean else check_text(text, f"message {i}", prompt=c == USER)))
+        return system, canon, turns, positions
+
+
+def _alpaca_row(turns: list[tuple[str, str]], system: str, pairs: int) -> dict:
+    """The last pair as instruction/output, the earlier pairs as history."""
+    if pairs > 1 or turns[0][0] != USER or turns[1][0] != ASSISTANT:
+        roles_seen = {r for r, _ in turns}
+        if FUNCTION in roles_seen or OBSERVATION in roles_seen:
+            raise Reject("tool_turns_need_sharegpt", "function_call/observation turns cannot be written as Alpaca; use --format sharegpt")
+    history = [[turns[j][1], turns[j + 1][1]] for j in range(0, len(turns) - 2, 2)]
+    return {"instruction": turns[-2][1], "input": "", "output": turns[-1][1], "system": system, "history": history}
 
 
 def _arrow_messages(rb, key: str | None):
