@@ -160,6 +160,18 @@ def normalize_response(text: str, *, empty: str = "explicit") -> str:
     return format_response(parsed.answer, parsed.reasoning, empty=empty)
 
 
+def strip_think(text: str) -> tuple[str | None, str]:
+    """Return ``(reasoning, answer)`` for scoring a prediction (``qfk eval``); malformed blocks
+    are cut at the last ``</think>`` (or kept whole when there is none)."""
+    parsed = parse_response(text)
+    if parsed.ok:
+        return parsed.reasoning, parsed.answer
+    cut = text.rfind(THINK_CLOSE)
+    if cut >= 0:
+        return text[:cut].replace(THINK_OPEN, "").strip(), text[cut + len(THINK_CLOSE):].strip()
+    return None, text.strip()
+
+
 def find_special_tokens(text: str) -> list[str]:
     """Chat control tokens (``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>`` ...) in ``text``."""
     if "<|" not in text:

@@ -118,7 +118,7 @@ def test_the_graph_sees_function_level_and_relative_imports():
     core = "qwen_factory_kit.convert.core"
     assert "qwen_factory_kit.catalog" in graph[core] and "qwen_factory_kit.catalog" not in top[core]  # inside default_name
     assert "qwen_factory_kit.think" in top[core] and "qwen_factory_kit" in top[core]  # from ..think, from .. import __version__
-    assert {"qwen_factory_kit.convert", "qwen_factory_kit.convert.core"} <= graph["qwen_factory_kit.recipe.bundle"]
+    assert {"qwen_factory_kit.convert", "qwen_factory_kit.convert.core"} <= graph["qwen_factory_kit.recipe.bundle.untrusted"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..registry import PLUGIN_FORMATTINGS
+from ..lfformat import PLUGIN_FORMATTINGS
 
 
 def _to_llamafactory(row: dict | None) -> dict[str, Any]:
