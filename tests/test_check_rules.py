@@ -124,13 +124,13 @@ def test_think_refuses_what_a_2507_model_cannot_train(model, mode, template, wan
 def test_think_on_a_local_2507_model_has_no_sibling_to_name():
     local = presets.ModelInfo("my-Qwen3-4B-Instruct-2507", "./m", "4b", "instruct-2507", local=True)
     out = check.check_think({"template": "qwen3", "enable_thinking": True}, [facts()], local)
-    f = [f for f in out if local.name in f.message][0]
+    f = next(f for f in out if local.name in f.message)
     assert f.fix.startswith("use a hybrid model") and "model_name_or_path=" not in f.fix
 
 
 def test_think_nothink_with_reasoning_on_instruct_names_the_hybrid_model():
     out = check.check_think({"template": "qwen3_nothink"}, [facts()], INSTRUCT)
-    f = [f for f in out if "as plain text" in f.message][0]
+    f = next(f for f in out if "as plain text" in f.message)
     assert f.fix.startswith("model_name_or_path=Qwen/Qwen3-4B template=qwen3 enable_thinking=true")
 
 

@@ -1,6 +1,8 @@
 """``qfk recipe check``: LLaMA-Factory's own argument parsing plus the kit's rules, before a model loads.
 
-Every finding says what is wrong and how to fix it. The calls into LLaMA-Factory live in
+Every finding says what is wrong and how to fix it; where a ``key=value`` override can fix it, the fix
+gives one (its first key=value alternative) that makes the finding pass when applied (``qfk recipe check R.yaml key=value``;
+tests/test_check_fixes.py applies each). The calls into LLaMA-Factory live in
 :mod:`qwen_factory_kit.lfbridge`; this module holds the kit's rules, each a function of the recipe's
 arguments and the facts it is given (datasets, model, machine). Checks (``check`` ids):
 
@@ -8,6 +10,7 @@ arguments and the facts it is given (datasets, model, machine). Checks (``check`
   value types (``parse_dict`` does no conversion, so ``lora_rank: "x"`` would slip through);
 * ``datasets``: every ``dataset``/``eval_dataset`` registered in the recipe's ``dataset_dir`` and loadable;
 * ``ranking``: preference data for dpo/rm stages, SFT data otherwise;
+* ``mix``: ``num_samples`` (``NAME__nN`` mix entries or set by hand) that repeats a dataset's rows more than twice;
 * ``template``: the template fits the model family (Instruct-2507 -> qwen3_nothink, other Qwen3 -> qwen3);
 * ``think``: ``template``/``enable_thinking`` train what the data holds (QWEN3-THINK.md);
 * ``cutoff``: rows that ``cutoff_len`` would cut, with LLaMA-Factory's own rendering (``qfk stats``);
@@ -281,7 +284,7 @@ def _undefined(name: str, registry: dict, where: Path, args: dict) -> Finding:
                                            f"num_samples: {m['count']}) is not registered yet",
                        "qfk train registers it; for llamafactory-cli run once: qfk train RECIPE --dry-run")
     message = f"dataset '{name}' is not in {where} (LLaMA-Factory: Undefined dataset {name})"
-    close = close_names(name, registry)
+    close = _close_names(name, registry)
     if not close:
         return Finding("datasets", "fail", message,
                        f"register it: qfk convert ... or qfk datasets add FILE --name {name} (list them: qfk datasets list)")
@@ -289,7 +292,7 @@ def _undefined(name: str, registry: dict, where: Path, args: dict) -> Finding:
     return Finding("datasets", "fail", message, f"{_renamed(args, name, close[0])}{others}")
 
 
-def close_names(name: str, names, limit: int = 4) -> list[str]:
+def _close_names(name: str, names, limit: int = 4) -> list[str]:
     """Registered names close to ``name``: spelling (difflib), then names that contain it (med -> medical_r1)."""
     import difflib
 
@@ -439,7 +442,7 @@ def _think_nothink(facts: list, mode: str, desc: str, model: presets.ModelInfo |
     if mode != "direct":
         fix = _think_fix(mode, model)
         return [Finding("think", "fail", f"qwen3_nothink trains think blocks as plain text ({desc})",
-                        f"{fix} ({mode} data)" if fix else "template=qwen3 on a hybrid or Thinking model for reasoning data")]
+                        f"{fix} ({mode} data)" if fix else "a hybrid or Thinking model with template qwen3 for reasoning data")]
     explicit = [f.name for f in facts if f.empty_style in ("explicit", "mixed") and f.mode != "reasoning"]
     if explicit:
         convert = "convert again with --empty-think omit (qfk convert ... --empty-think omit)"
@@ -602,7 +605,7 @@ def check_machine(args: dict, *, recipe_path: str | None = None, machine: Machin
 
 def lora_overrides() -> str:
     """The overrides that turn the kit's QLoRA recipe into LoRA: every key ``--method qlora`` adds to
-    ``--method lora`` (presets), unset, and the paged 8-bit optimizer (bitsandbytes) back to LLaMA-Factory's default."""
+    ``--method lora`` (presets), unset, and the paged 8-bit optimizer (bitsandbytes) replaced by PyTorch's AdamW."""
     model = presets.resolve_model("Qwen3-4B")
     qlora, lora = presets.method_preset("qlora", model), presets.method_preset("lora", model)
     added = [k for k in {**qlora.method, **qlora.training} if k not in {**lora.method, **lora.training}]
