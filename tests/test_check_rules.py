@@ -36,8 +36,11 @@ def only(findings, check_id: str, status: str, text: str = "", *, fix: bool = Tr
     return f
 
 
-def facts(name="med", mode="reasoning", empty_style="none", *, ranking=False, rows=10, file: Path | None = Path("x.jsonl")):
+def facts(name="med", mode="reasoning", empty_style="none", *, ranking=False, rows=10, file: Path | None = Path("x.jsonl"),
+          num_samples: int | None = None):
     entry = {"file_name": "x.jsonl", "formatting": "alpaca", "ranking": ranking}
+    if num_samples is not None:
+        entry["num_samples"] = num_samples
     return DatasetFacts(name, entry, rows, mode, empty_style, "test", file)
 
 
@@ -51,8 +54,8 @@ def test_template_fits_the_model(model, template):
 
 @pytest.mark.parametrize("model,template,status,text,want", [
     (None, "qwen3", "warn", "not a known Qwen3 model", "qfk recipe new --list-models"),
-    (HYBRID, None, "fail", "no template", "template: qwen3"),
-    (INSTRUCT, None, "fail", "no template", "template: qwen3_nothink"),
+    (HYBRID, None, "fail", "no template", "template=qwen3"),
+    (INSTRUCT, None, "fail", "no template", "template=qwen3_nothink"),
     (HYBRID, "llama3", "fail", "not a Qwen3 template", "template=qwen3"),
     (INSTRUCT, "qwen3", "fail", "non-thinking only", "template=qwen3_nothink"),
     (HYBRID, "qwen3_nothink", "warn", "think switch", "enable_thinking=false"),
@@ -106,19 +109,43 @@ def test_think_nothink_refuses_explicit_empty_blocks():
     assert f.message.startswith("explicit ") and "--empty-think omit" in f.fix
 
 
-@pytest.mark.parametrize("model,mode,template", [(INSTRUCT, "reasoning", "qwen3"), (THINKING, "direct", "qwen3")])
-def test_think_refuses_what_a_2507_model_cannot_train(model, mode, template):
+@pytest.mark.parametrize("model,mode,template,want", [
+    (INSTRUCT, "reasoning", "qwen3", "model_name_or_path=Qwen/Qwen3-4B template=qwen3 enable_thinking=true"),
+    (THINKING, "direct", "qwen3", "model_name_or_path=Qwen/Qwen3-4B template=qwen3 enable_thinking=false"),
+    (THINKING, "mixed", "qwen3", "model_name_or_path=Qwen/Qwen3-4B template=qwen3 enable_thinking=null"),
+])
+def test_think_refuses_what_a_2507_model_cannot_train(model, mode, template, want):
+    """The fix is the hybrid model of the same size, with the settings for the data."""
     out = check.check_think({"template": template, "enable_thinking": None}, [facts(mode=mode)], model)
     mine = [f for f in out if f.check == "think" and model.name in f.message]
-    assert len(mine) == 1 and mine[0].status == "fail" and mine[0].fix
+    assert len(mine) == 1 and mine[0].status == "fail" and mine[0].fix.startswith(want + ", or: use a")
+
+
+def test_think_on_a_local_2507_model_has_no_sibling_to_name():
+    local = presets.ModelInfo("my-Qwen3-4B-Instruct-2507", "./m", "4b", "instruct-2507", local=True)
+    out = check.check_think({"template": "qwen3", "enable_thinking": True}, [facts()], local)
+    f = next(f for f in out if local.name in f.message)
+    assert f.fix.startswith("use a hybrid model") and "model_name_or_path=" not in f.fix
+
+
+def test_think_nothink_with_reasoning_on_instruct_names_the_hybrid_model():
+    out = check.check_think({"template": "qwen3_nothink"}, [facts()], INSTRUCT)
+    f = next(f for f in out if "as plain text" in f.message)
+    assert f.fix.startswith("model_name_or_path=Qwen/Qwen3-4B template=qwen3 enable_thinking=true")
+
+
+def test_think_explicit_empty_blocks_on_a_hybrid_model_can_switch_template():
+    f = only(check.check_think({"template": "qwen3_nothink"}, [facts(mode="direct", empty_style="explicit")], HYBRID),
+             "think", "fail", "explicit empty <think>")
+    assert f.fix.startswith("template=qwen3 enable_thinking=false, or convert again with --empty-think omit")
 
 
 # --------------------------------------------------------------------------------------------
 # cutoff (the token summary is given, as qfk stats would measure it)
 # --------------------------------------------------------------------------------------------
-def summary(think=(), answer=(), rows=10, recommended=4096):
+def summary(think=(), answer=(), rows=10, longest=1000):
     return {"rows": rows, "rows_losing_think_close": list(think), "rows_losing_answer": list(answer),
-            "recommended_cutoff_len": recommended, "total": {"p99": 900, "max": 1000}}
+            "recommended_cutoff_len": 1024, "total": {"p99": 900, "max": longest}}
 
 
 def test_cutoff_ok_and_what_is_measured():
@@ -141,15 +168,24 @@ def test_cutoff_skips_ranking_and_hub_datasets():
 
 
 def test_cutoff_that_cuts_a_think_block_fails():
-    out = check.check_cutoff({"cutoff_len": 512}, [facts()], measure=lambda *_: summary(think=[3, 7], answer=[3, 7, 9]))
+    """The fix holds the longest row (not p99, which would cut it again), or filters the rows out."""
+    args = {"cutoff_len": 512, "dataset": "other,med"}
+    out = check.check_cutoff(args, [facts()], measure=lambda *_: summary(think=[3, 7], answer=[3, 7, 9], longest=4100))
     f = only(out, "cutoff", "fail", "cutoff_len 512 cuts 2 of 10 rows before </think> (rows 3, 7)")
-    assert f.fix.startswith("cutoff_len=4096")
+    assert f.fix.startswith("cutoff_len=4352 (holds every row: the longest has 4100 tokens), or ")
+    assert "qfk datasets filter med --max-tokens 512, then dataset=other,med__max512" in f.fix
 
 
 def test_cutoff_that_cuts_answers_warns():
-    out = check.check_cutoff({"cutoff_len": 512}, [facts()], measure=lambda *_: summary(answer=[9], recommended=1024))
+    out = check.check_cutoff({"cutoff_len": 512}, [facts()], measure=lambda *_: summary(answer=[9], longest=600))
     f = only(out, "cutoff", "warn", "cuts the answer of 1 of 10 rows (rows 9)")
-    assert f.fix == "cutoff_len=1024"
+    assert f.fix.startswith("cutoff_len=768 ") and "qfk datasets filter med --max-tokens 512, then dataset=med__max512" in f.fix
+
+
+@pytest.mark.parametrize("longest,cutoff,want", [(2049, 2048, 2304), (2304, 2048, 2304), (2305, 2048, 2560),
+                                                  (10, 8, 256), (2010, 2000, 2048)])
+def test_holding_cutoff_is_the_next_multiple_of_256(longest, cutoff, want):
+    assert check.holding_cutoff(longest, cutoff) == want
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +241,20 @@ def test_machine_qlora():
     out = check.check_machine(args, machine=BARE)
     assert [f.check for f in out] == ["gpu"] * 3 and all(f.status == "warn" and f.fix for f in out)
     assert "needs a CUDA GPU" in out[0].message and "bitsandbytes" in out[1].message and "paged_adamw_8bit" in out[2].message
+    lora = "quantization_bit=null quantization_method=null optim=adamw_torch"
+    assert out[0].fix.startswith(lora) and lora in out[1].fix and out[2].fix.startswith("optim=adamw_torch")
     assert check.check_machine(args, machine=GPU) == []
+
+
+def test_lora_overrides_undo_every_key_the_qlora_preset_adds():
+    assert check.lora_overrides() == "quantization_bit=null quantization_method=null optim=adamw_torch"
+
+
+def test_paged_optimizer_without_qlora_still_needs_bitsandbytes():
+    """A QLoRA recipe turned into LoRA by quantization_bit=null alone keeps a paged optimizer: it crashes without bitsandbytes."""
+    f = only(check.check_machine({"quantization_bit": None, "optim": "paged_adamw_8bit"}, machine=BARE), "gpu", "warn",
+             "paged_adamw_8bit comes from bitsandbytes")
+    assert f.fix.startswith("optim=adamw_torch")
 
 
 def test_machine_flash_attention_and_cpu_bf16():
@@ -216,9 +265,12 @@ def test_machine_flash_attention_and_cpu_bf16():
 
 def test_paths_with_spaces():
     f = only(check.check_machine({"output_dir": "saves/my run"}, machine=GPU), "paths", "warn", "output_dir=saves/my run")
-    assert "rename" in f.fix
-    only(check.check_machine({"model_name_or_path": "my models/q"}, machine=GPU, recipe_path="a b/r.yaml"), "paths", "warn",
-         "model_name_or_path=my models/q; recipe path a b/r.yaml")
+    assert f.fix.startswith("output_dir=saves/my_run, or launch with qfk train")
+    f = only(check.check_machine({"model_name_or_path": "my models/q"}, machine=GPU, recipe_path="a b/r.yaml"), "paths", "warn",
+             "model_name_or_path=my models/q; recipe path a b/r.yaml")
+    assert f.fix.startswith("rename my models/q, a b/r.yaml without spaces, or launch with qfk train")
+    f = only(check.check_machine({"output_dir": "saves/my run", "model_name_or_path": "my models/q"}, machine=GPU), "paths", "warn")
+    assert f.fix.startswith("output_dir=saves/my_run and rename my models/q without spaces, or ")
     only(check.check_machine({"output_dir": "saves/my run", "deepspeed": "ds.json"}, machine=GPU), "paths", "fail", "spaces")
 
 
@@ -287,6 +339,17 @@ def test_types_accept_what_llamafactory_takes():
 def test_types_refuse_a_wrong_value(key, value, want):
     f = only(check.check_types({key: value}, FIELDS), "keys", "fail", f"{key}: {value!r} is not a valid value")
     assert want in f.message and f.fix.startswith("numbers unquoted")
+
+
+@pytest.mark.parametrize("key,value,want", [
+    ("lora_rank", "8", "lora_rank=8 "),
+    ("lora_rank", " 16", "lora_rank=16 "),
+    ("learning_rate", "5e-6", "learning_rate=5.0e-06 "),
+    ("do_train", "True", "do_train=true "),
+])
+def test_types_fix_a_quoted_value_that_says_what_it_means(key, value, want):
+    f = only(check.check_types({key: value}, FIELDS), "keys", "fail", f"{key}: {value!r}")
+    assert f.fix.startswith(want) and "not text" in f.fix
 
 
 @pytest.mark.parametrize("key", ["eval_strategy", "save_strategy"])
@@ -382,8 +445,9 @@ def test_datasets_of_a_merge_recipe_are_not_checked(data):
 @pytest.mark.parametrize("args,status,text,want", [
     ({"dataset": ""}, "fail", "names no dataset", "dataset: NAME"),
     ({"dataset": "med", "dataset_dir": "{tmp}/nowhere"}, "fail", "Cannot open", "dataset_dir=PATH"),
-    ({"dataset": "mde"}, "fail", "Undefined dataset mde", "qfk datasets add"),
-    ({"dataset": "me"}, "fail", "Undefined dataset me", "did you mean med?"),
+    ({"dataset": "zzz"}, "fail", "dataset 'zzz' is not in", "qfk datasets add"),
+    ({"dataset": "mde"}, "fail", "Undefined dataset mde", "dataset=med"),
+    ({"dataset": "me"}, "fail", "Undefined dataset me", "dataset=med"),
     ({"dataset": "med__n2"}, "fail", "the mix entry (med with num_samples: 2)", "--dry-run"),
     ({"dataset": "gone"}, "fail", "gone: File", "qfk datasets remove gone"),
 ])
@@ -406,3 +470,43 @@ def test_datasets_ranking_against_the_stage(data, stage, name, needs):
     out, _ = check.check_datasets({"stage": stage, "dataset": name, "dataset_dir": str(data)})
     f = only(out, "ranking", "fail", needs)
     assert "not applicable" in f.message and "qfk convert" in f.fix
+    assert f.fix.startswith(f"stage={'dpo' if name == 'pref' else 'sft'} to train on {name} as it is")
+
+
+def test_unknown_dataset_names_the_close_ones(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    for n in ("medical_r1", "medical_r1_val", "finetome"):
+        (d / f"{n}.jsonl").write_text(json.dumps({"instruction": "q", "input": "", "output": "a"}) + "\n")
+    (d / "dataset_info.json").write_text(json.dumps({n: build_entry(f"{n}.jsonl") for n in ("medical_r1", "medical_r1_val", "finetome")}))
+    out, _ = check.check_datasets({"dataset": "medical,finetome", "eval_dataset": "medical", "dataset_dir": str(d)})
+    mine = [f for f in out if f.check == "datasets"]
+    assert len(mine) == 2 and all(f.message.startswith(f"dataset 'medical' is not in {d / 'dataset_info.json'}") for f in mine)
+    assert mine[0].fix == "dataset=medical_r1,finetome eval_dataset=medical_r1 (also close: medical_r1_val)"
+
+
+# --------------------------------------------------------------------------------------------
+# mix: num_samples against the rows (upsampling)
+# --------------------------------------------------------------------------------------------
+def test_mix_without_num_samples_says_nothing():
+    assert check.check_mix({"dataset": "med"}, [facts()]) == []
+
+
+@pytest.mark.parametrize("samples", [3, 10, 20])
+def test_mix_within_twice_the_rows_is_ok(samples):
+    only(check.check_mix({"dataset": f"med__n{samples}"}, [facts(f"med__n{samples}", num_samples=samples)]), "mix", "ok",
+         f"med__n{samples}: {samples} of 10 rows", fix=False)
+
+
+@pytest.mark.parametrize("dataset,fs,text,want", [
+    ("med__n50", [facts("med__n50", num_samples=50)], "med__n50 takes num_samples: 50 from 10 rows: each row repeats about 5.0x",
+     "dataset=med__n20 (the same proportions at 20 rows per epoch"),
+    # the mix keeps its proportions: 50 of med and 100 of plain become 20 and 40
+    ("med__n50,plain", [facts("med__n50", num_samples=50), facts("plain", "direct", rows=100)], "repeats about 5.0x",
+     "dataset=med__n20,plain__n40 (the same proportions at 60 rows"),
+    # num_samples set by hand counts the same way
+    ("big", [facts("big", rows=10, num_samples=30)], "big takes num_samples: 30 from 10 rows", "dataset=big__n20 "),
+])
+def test_mix_that_repeats_rows_warns(dataset, fs, text, want):
+    f = only(check.check_mix({"dataset": dataset}, fs), "mix", "warn", text)
+    assert f.fix.startswith(want) and "--mix-total" in f.fix

@@ -1,6 +1,8 @@
 """``qfk recipe check``: LLaMA-Factory's own argument parsing plus the kit's rules, before a model loads.
 
-Every finding says what is wrong and how to fix it. The calls into LLaMA-Factory live in
+Every finding says what is wrong and how to fix it; where a ``key=value`` override can fix it, the fix
+gives one (its first key=value alternative) that makes the finding pass when applied (``qfk recipe check R.yaml key=value``;
+tests/test_check_fixes.py applies each). The calls into LLaMA-Factory live in
 :mod:`qwen_factory_kit.lfbridge`; this module holds the kit's rules, each a function of the recipe's
 arguments and the facts it is given (datasets, model, machine). Checks (``check`` ids):
 
@@ -8,6 +10,7 @@ arguments and the facts it is given (datasets, model, machine). Checks (``check`
   value types (``parse_dict`` does no conversion, so ``lora_rank: "x"`` would slip through);
 * ``datasets``: every ``dataset``/``eval_dataset`` registered in the recipe's ``dataset_dir`` and loadable;
 * ``ranking``: preference data for dpo/rm stages, SFT data otherwise;
+* ``mix``: ``num_samples`` (``NAME__nN`` mix entries or set by hand) that repeats a dataset's rows more than twice;
 * ``template``: the template fits the model family (Instruct-2507 -> qwen3_nothink, other Qwen3 -> qwen3);
 * ``think``: ``template``/``enable_thinking`` train what the data holds (QWEN3-THINK.md);
 * ``cutoff``: rows that ``cutoff_len`` would cut, with LLaMA-Factory's own rendering (``qfk stats``);
@@ -20,6 +23,7 @@ arguments and the facts it is given (datasets, model, machine). Checks (``check`
 from __future__ import annotations
 
 import enum
+import math
 import os
 import typing
 from collections.abc import Callable
@@ -115,14 +119,33 @@ def check_types(args: dict, fields: dict[str, Any] | None = None) -> list[Findin
         tp = fields.get(key)
         if tp is not None and value is not None and not _type_ok(value, tp):
             want = str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
-            if isinstance(value, bool) and _type_ok("x", tp):
-                word = "no" if value is False else "yes"
-                fix = (f"YAML reads no/yes/on/off as booleans: quote it in the recipe ({key}: \"{word}\"), "
-                       f"or on the command line: {key}=\"'{word}'\"")
-            else:
-                fix = "numbers unquoted, true/false for booleans, text for names"
+            fix = _type_fix(key, value, tp)
             out.append(Finding("keys", "fail", f"{key}: {value!r} is not a valid value (LLaMA-Factory expects {want})", fix))
     return out
+
+
+def _type_fix(key: str, value: Any, tp: Any) -> str:
+    """The override that gives ``key`` a value of type ``tp``, when the wrong value says which one."""
+    if isinstance(value, bool) and _type_ok("x", tp):
+        word = "no" if value is False else "yes"
+        return (f"{key}=\"'{word}'\" on the command line (YAML reads no/yes/on/off as booleans: "
+                f"quote it in the recipe, {key}: \"{word}\")")
+    if isinstance(value, str):
+        text = value.strip()
+        for typed in (_number(text), {"true": True, "false": False}.get(text.lower())):
+            if typed is not None and _type_ok(typed, tp):
+                return f"{key}={scalar(typed)} (unquoted: a {type(typed).__name__}, not text)"
+    return "numbers unquoted, true/false for booleans, text for names"
+
+
+def _number(text: str) -> int | float | None:
+    for kind in (int, float):
+        try:
+            number = kind(text)
+        except ValueError:
+            continue
+        return number if math.isfinite(number) else None
+    return None
 
 
 def set_aside_findings(args: dict, set_aside: list[str], machine: Machine) -> list[Finding]:
@@ -135,12 +158,22 @@ def set_aside_findings(args: dict, set_aside: list[str], machine: Machine) -> li
     if "deepspeed" in set_aside:
         ds = Path(str(args["deepspeed"]))
         if not ds.is_file():
-            out.append(Finding("paths", "fail", f"deepspeed config {ds} not found",
-                               "qfk train writes the shipped ds_z*_config.json files; or set deepspeed=PATH"))
+            out.append(Finding("paths", "fail", f"deepspeed config {ds} not found", _deepspeed_fix(ds)))
         if not machine.has("deepspeed"):
             out.append(Finding("gpu", "warn", "the recipe uses DeepSpeed, which is not installed here",
                                "pip install deepspeed (on the GPU machine); qfk train launches it through torchrun"))
     return out
+
+
+def _deepspeed_fix(ds: Path) -> str:
+    """The kit's own copy when the recipe names a shipped config (``deepspeed/ds_z3_config.json``)."""
+    from ..launch import DEEPSPEED_DIR
+
+    shipped = DEEPSPEED_DIR / ds.name
+    if ds.parent.name == "deepspeed" and shipped.is_file():
+        return f"deepspeed={shipped} (the kit's copy), or launch with qfk train, which writes {ds}"
+    names = ", ".join(sorted(p.name for p in DEEPSPEED_DIR.glob("*.json")))
+    return f"point deepspeed at an existing config (the kit ships {names}: qfk recipe new --deepspeed z3 names one)"
 
 
 def parser_finding(rejection: lfbridge.Rejection | None, kind: str, version: str) -> Finding:
@@ -200,8 +233,7 @@ def check_datasets(args: dict) -> tuple[list[Finding], list]:
     out: list[Finding] = []
     facts = []
     for name in train_names + eval_names:
-        found, fact = _check_dataset(name, registry, reg, args.get("stage", "sft"),
-                                     wants_facts=name in train_names or kind == "predict")
+        found, fact = _check_dataset(name, registry, reg, args, wants_facts=name in train_names or kind == "predict")
         out += found
         facts += [fact] if fact is not None else []
     if not out:
@@ -219,19 +251,19 @@ def _open_registry(reg) -> tuple[dict, Finding | None]:
         return {}, Finding("datasets", "fail", exc.message, exc.hint or "")
 
 
-def _check_dataset(name: str, registry: dict, reg, stage: str, *, wants_facts: bool) -> tuple[list[Finding], Any]:
+def _check_dataset(name: str, registry: dict, reg, args: dict, *, wants_facts: bool) -> tuple[list[Finding], Any]:
     """One dataset of the recipe: registered, its entry loadable, ranking against the stage, and its facts."""
     from ..registry import check_entry
     from .build import dataset_facts
 
     entry = registry.get(name)
     if entry is None:
-        return [_undefined(name, registry, reg.path)], None
+        return [_undefined(name, registry, reg.path, args)], None
     found = [f for f in check_entry(name, entry, reg.data_dir) if f.status != "ok"]
     for f in found:
         f.check = "datasets"
         f.message = f"{name}: {f.message}"
-    out = found + _check_ranking(name, entry, stage)
+    out = found + _check_ranking(name, entry, args.get("stage", "sft"))
     if any(f.status == "fail" for f in found) or entry.get("formatting", "alpaca") not in ("alpaca", "sharegpt"):
         return out, None
     if not wants_facts:
@@ -242,17 +274,42 @@ def _check_dataset(name: str, registry: dict, reg, stage: str, *, wants_facts: b
         return out + [Finding("datasets", "warn", f"{name}: {exc.message}", exc.hint or "")], None
 
 
-def _undefined(name: str, registry: dict, where: Path) -> Finding:
+def _undefined(name: str, registry: dict, where: Path, args: dict) -> Finding:
+    """A dataset the registry lacks: a mix entry not registered yet, or a name to correct (the close ones)."""
     from .build import MIXED_RE
 
     m = MIXED_RE.match(name)
     if m and m["base"] in registry:
-        return Finding("datasets", "fail", f"Undefined dataset {name} in {where}: the mix entry ({m['base']} with "
+        return Finding("datasets", "fail", f"dataset '{name}' is not in {where}: the mix entry ({m['base']} with "
                                            f"num_samples: {m['count']}) is not registered yet",
                        "qfk train registers it; for llamafactory-cli run once: qfk train RECIPE --dry-run")
-    close = [n for n in registry if name.lower() in n.lower()][:4]
-    return Finding("datasets", "fail", f"Undefined dataset {name} in {where}",
-                   f"did you mean {', '.join(close)}?" if close else "register it: qfk convert ... or qfk datasets add FILE --name " + name)
+    message = f"dataset '{name}' is not in {where} (LLaMA-Factory: Undefined dataset {name})"
+    close = _close_names(name, registry)
+    if not close:
+        return Finding("datasets", "fail", message,
+                       f"register it: qfk convert ... or qfk datasets add FILE --name {name} (list them: qfk datasets list)")
+    others = f" (also close: {', '.join(close[1:])})" if close[1:] else ""
+    return Finding("datasets", "fail", message, f"{_renamed(args, name, close[0])}{others}")
+
+
+def _close_names(name: str, names, limit: int = 4) -> list[str]:
+    """Registered names close to ``name``: spelling (difflib), then names that contain it (med -> medical_r1)."""
+    import difflib
+
+    by_lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=limit, cutoff=0.6)
+    close += [low for low in by_lower if name.lower() in low]
+    return [by_lower[low] for low in dict.fromkeys(close)][:limit]
+
+
+def _renamed(args: dict, old: str, new: str) -> str:
+    """``dataset=...``/``eval_dataset=...`` overrides with ``old`` replaced by ``new`` where the recipe names it."""
+    out = []
+    for key in ("dataset", "eval_dataset"):
+        names = split_names(args.get(key))
+        if old in names:
+            out.append(f"{key}=" + ",".join(new if n == old else n for n in names))
+    return " ".join(out)
 
 
 def _check_ranking(name: str, entry: dict, stage: str) -> list[Finding]:
@@ -260,9 +317,61 @@ def _check_ranking(name: str, entry: dict, stage: str) -> list[Finding]:
     if (stage in PREFERENCE_STAGES) == ranking:
         return []
     need = "ranking data (chosen/rejected)" if stage in PREFERENCE_STAGES else "SFT data (ranking: false)"
+    fits = "dpo" if ranking else "sft"
     return [Finding("ranking", "fail", f"{name} has ranking: {str(ranking).lower()} but stage {stage} needs {need}: "
                                        "LLaMA-Factory stops with 'The dataset is not applicable in the current training stage'",
-                    "use qfk convert preference outputs for dpo/orpo, other converters' outputs for sft")]
+                    f"stage={fits} to train on {name} as it is, or a dataset of {need}: qfk convert preference outputs "
+                    "for dpo/orpo, other converters' outputs for sft")]
+
+
+def check_mix(args: dict, facts: list) -> list[Finding]:
+    """Datasets sampled with ``num_samples`` (``NAME__nN`` mix entries, or set by hand): more than
+    :data:`MAX_REPEAT` times their rows repeats each row that often per epoch."""
+    counts = {f.name: int(f.entry["num_samples"]) for f in facts if f.entry.get("num_samples") and f.rows}
+    if not counts:
+        return []
+    rows = {f.name: f.rows for f in facts}
+    over = [n for n, c in counts.items() if c > MAX_REPEAT * rows[n]]
+    if not over:
+        return [Finding("mix", "ok", ", ".join(f"{n}: {c} of {rows[n]} rows" for n, c in counts.items())
+                                     + f" (num_samples within {MAX_REPEAT}x the rows)")]
+    fix = _mix_fix(args, facts, over)
+    return [Finding("mix", "warn", f"{n} takes num_samples: {counts[n]} from {rows[n]} rows: each row repeats about "
+                                   f"{counts[n] / rows[n]:.1f}x per epoch (upsampled)", fix) for n in over]
+
+
+#: the most times a mix may repeat a dataset's rows per epoch before recipe check warns
+MAX_REPEAT = 2
+
+
+def _mix_fix(args: dict, facts: list, over: list[str]) -> str:
+    """The same proportions at the largest total that repeats no dataset more than MAX_REPEAT times,
+    as ``dataset=`` with ``__nN`` entries (what ``qfk recipe new --mix-total`` would write)."""
+    from .build import MIXED_RE, mix_counts, mixed_name
+
+    per = {f.name: int(f.entry.get("num_samples") or f.rows) for f in facts if f.rows}
+    rows = {f.name: f.rows for f in facts if f.rows}
+    size = sum(per.values())
+    total = min(MAX_REPEAT * rows[n] * size // per[n] for n in over)
+    remake = f"remake the recipe: qfk recipe new ... --mix-total {total}"
+    try:
+        new = mix_counts({n: c / size for n, c in per.items()}, rows, total)
+    except QfkError:  # fewer rows than datasets
+        return f"{remake}, or fewer samples (num_samples at most {MAX_REPEAT}x the rows)"
+    entries = {f.name: f.entry for f in facts}
+
+    def renamed(name: str) -> str:
+        if name not in new:
+            return name
+        m = MIXED_RE.match(name)
+        base = m["base"] if m else name
+        if new[name] == rows[name] and (m or "num_samples" not in entries[name]):
+            return base
+        return mixed_name(base, new[name])
+
+    names = ",".join(renamed(n) for n in split_names(args.get("dataset")))
+    return (f"dataset={names} (the same proportions at {total} rows per epoch, no row more than {MAX_REPEAT}x; "
+            f"qfk train registers the __n entries), or {remake}")
 
 
 def check_template(args: dict, model: presets.ModelInfo | None) -> list[Finding]:
@@ -273,7 +382,7 @@ def check_template(args: dict, model: presets.ModelInfo | None) -> list[Finding]
     want = "qwen3_nothink" if model.kind == "instruct-2507" else "qwen3"
     if not template:
         return [Finding("template", "fail", "no template: LLaMA-Factory would fall back to a generic one",
-                        f"template: {want}")]
+                        f"template={want}")]
     if template not in ("qwen3", "qwen3_nothink"):
         return [Finding("template", "fail", f"template {template} is not a Qwen3 template ({model.name} uses {want})",
                         f"template={want}")]
@@ -300,12 +409,13 @@ def check_think(args: dict, facts: list, model: presets.ModelInfo | None) -> lis
     if template == "qwen3":
         out += _think_qwen3(mode, enable, desc)
     elif template == "qwen3_nothink":
-        out += _think_nothink(facts, mode, desc)
+        out += _think_nothink(facts, mode, desc, model)
     if model is not None and model.kind in ("instruct-2507", "thinking-2507"):
         try:
             presets.think_settings(mode, model)
         except QfkError as exc:
-            out.append(Finding("think", "fail", exc.message, exc.hint or ""))
+            fix = _think_fix(mode, model)
+            out.append(Finding("think", "fail", exc.message, f"{fix}, or: {exc.hint}" if fix else exc.hint or ""))
     if not out:
         out.append(Finding("think", "ok", f"template {template}, enable_thinking {scalar(enable)} trains what the data holds ({desc})"))
     return out
@@ -315,7 +425,7 @@ def _think_qwen3(mode: str, enable: Any, desc: str) -> list[Finding]:
     if mode in ("reasoning", "mixed") and enable is False:
         return [Finding("think", "fail", f"enable_thinking: false strips every think block of the data ({desc}): "
                                          "the reasoning is never trained",
-                        "enable_thinking=true for reasoning data, enable_thinking=null for mixed data")]
+                        f"enable_thinking={'true' if mode == 'reasoning' else 'null'} ({mode} data)")]
     if mode == "direct" and enable is True:
         return [Finding("think", "warn", f"the data has no reasoning ({desc}) but enable_thinking: true trains an empty "
                                          "<think> block on every answer: the model learns to skip thinking",
@@ -328,15 +438,51 @@ def _think_qwen3(mode: str, enable: Any, desc: str) -> list[Finding]:
     return []
 
 
-def _think_nothink(facts: list, mode: str, desc: str) -> list[Finding]:
+def _think_nothink(facts: list, mode: str, desc: str, model: presets.ModelInfo | None) -> list[Finding]:
     if mode != "direct":
+        fix = _think_fix(mode, model)
         return [Finding("think", "fail", f"qwen3_nothink trains think blocks as plain text ({desc})",
-                        "template=qwen3 (hybrid or Thinking models) for reasoning data")]
+                        f"{fix} ({mode} data)" if fix else "a hybrid or Thinking model with template qwen3 for reasoning data")]
     explicit = [f.name for f in facts if f.empty_style in ("explicit", "mixed") and f.mode != "reasoning"]
     if explicit:
+        convert = "convert again with --empty-think omit (qfk convert ... --empty-think omit)"
+        fix = convert if model is not None and model.kind == "instruct-2507" else f"template=qwen3 enable_thinking=false, or {convert}"
         return [Finding("think", "fail", f"{', '.join(explicit)} write explicit empty <think> blocks, which qwen3_nothink "
-                                         "trains as literal text", "convert with --empty-think omit, or use template=qwen3")]
+                                         "trains as literal text", fix)]
     return []
+
+
+def _think_fix(mode: str, model: presets.ModelInfo | None) -> str:
+    """The overrides that train ``mode`` data the Qwen3 way (QWEN3-THINK.md): ``template``/``enable_thinking``
+    for ``model``, or for its hybrid sibling (``model_name_or_path`` too) when a 2507 model cannot train it."""
+    from ..think import training_settings
+
+    if mode == "none":
+        return ""
+    prefix = ""
+    if model is None:
+        template, enable = training_settings(mode, instruct_2507=False)
+    else:
+        try:
+            template, enable, _ = presets.think_settings(mode, model)
+        except QfkError:
+            sibling = _hybrid_sibling(model)
+            if sibling is None:
+                return ""
+            template, enable, _ = presets.think_settings(mode, sibling)
+            prefix = f"model_name_or_path={sibling.path} "
+    return prefix + f"template={template}" + (f" enable_thinking={scalar(enable)}" if template == "qwen3" else "")
+
+
+def _hybrid_sibling(model: presets.ModelInfo) -> presets.ModelInfo | None:
+    """Qwen3-4B for Qwen3-4B-Instruct-2507 / -Thinking-2507 (hub names only)."""
+    if model.local:
+        return None
+    try:
+        sibling = presets.resolve_model(model.name.replace("-Instruct-2507", "").replace("-Thinking-2507", ""))
+    except QfkError:
+        return None
+    return sibling if sibling.kind == "hybrid" else None
 
 
 def token_summary(args: dict, fact: Any, cutoff: int, max_rows: int) -> dict:
@@ -365,15 +511,29 @@ def check_cutoff(args: dict, facts: list, *, max_rows: int = 2000,
         if think_lost:
             out.append(Finding("cutoff", "fail", f"{f.name}: cutoff_len {cutoff} cuts {len(think_lost)} of {seen} before </think> "
                                                  f"(rows {', '.join(map(str, think_lost[:8]))}): the model learns never to close thinking",
-                               f"cutoff_len={s['recommended_cutoff_len']} (holds p99), or drop long rows"))
+                               _cutoff_fix(args, f.name, cutoff, s)))
         elif answer_lost:
             out.append(Finding("cutoff", "warn", f"{f.name}: cutoff_len {cutoff} cuts the answer of {len(answer_lost)} of {seen} "
                                                  f"(rows {', '.join(map(str, answer_lost[:8]))})",
-                               f"cutoff_len={s['recommended_cutoff_len']}"))
+                               _cutoff_fix(args, f.name, cutoff, s)))
         else:
             out.append(Finding("cutoff", "ok", f"{f.name}: every one of {seen} fits cutoff_len {cutoff} "
                                                f"(p99 {s['total'].get('p99', 0)} tokens, max {s['total'].get('max', 0)})"))
     return out
+
+
+def holding_cutoff(longest: int, cutoff: int) -> int:
+    """The smallest multiple of 256 that holds a row of ``longest`` tokens (above ``cutoff``, which cut it)."""
+    return max(256, math.ceil(longest / 256) * 256, (cutoff // 256 + 1) * 256)
+
+
+def _cutoff_fix(args: dict, name: str, cutoff: int, summary: dict) -> str:
+    """A cutoff that holds every measured row (p99 would still cut the longest: the same finding again),
+    or the dataset without the rows over the cutoff."""
+    longest = summary["total"].get("max", 0)
+    filtered = _renamed(args, name, f"{name}__max{cutoff}") or f"dataset={name}__max{cutoff}"
+    return (f"cutoff_len={holding_cutoff(longest, cutoff)} (holds every row: the longest has {longest} tokens), "
+            f"or drop the rows over {cutoff} tokens: qfk datasets filter {name} --max-tokens {cutoff}, then {filtered}")
 
 
 def check_output(args: dict) -> list[Finding]:
@@ -381,37 +541,56 @@ def check_output(args: dict) -> list[Finding]:
     key = "export_dir" if kind == "merge" else "output_dir"
     value = args.get(key)
     if not value:
-        return [Finding("output", "fail", f"no {key}", f"{key}=saves/NAME")]
+        return [Finding("output", "fail", f"no {key}", f"{key}={_unused(_default_output(args, kind))}")]
     out_dir = Path(str(value))
     if not out_dir.exists() or not any(out_dir.iterdir()):
         return [Finding("output", "ok", f"{key} {out_dir} is new")]
     if kind == "merge":
-        return [Finding("output", "warn", f"export_dir {out_dir} is not empty: the merged model overwrites it", "export_dir=models/NEW")]
+        return [Finding("output", "warn", f"export_dir {out_dir} is not empty: the merged model overwrites it",
+                        f"export_dir={_unused(out_dir)}")]
     if kind == "predict":
         if (out_dir / "generated_predictions.jsonl").exists():
             return [Finding("output", "warn", f"{out_dir} already holds generated_predictions.jsonl: it will be replaced",
-                            "output_dir=... to keep the old predictions")]
+                            f"output_dir={_unused(out_dir)} to keep the old predictions")]
         return [Finding("output", "ok", f"output_dir {out_dir}")]
     checkpoints = sorted((p for p in out_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
                          key=lambda p: int(p.name.split("-")[-1]))
     overwrite = bool(args.get("overwrite_output_dir"))
+    new = f"output_dir={_unused(out_dir)}"
     if args.get("resume_from_checkpoint"):
         return [Finding("output", "info", f"resumes from {args['resume_from_checkpoint']} as asked")]
     if overwrite:
         return [Finding("output", "warn", f"output_dir {out_dir} is not empty and overwrite_output_dir: true: its files are "
-                                          "overwritten and trainer_log.jsonl starts over", "output_dir=saves/NEW to keep the old run")]
+                                          "overwritten and trainer_log.jsonl starts over", f"{new} to keep the old run")]
     if checkpoints:
         return [Finding("output", "warn", f"output_dir {out_dir} holds {checkpoints[-1].name}: LLaMA-Factory silently RESUMES "
                                           "from it (a finished run does nothing)",
-                        "to resume, nothing to do; to start over: output_dir=saves/NEW or overwrite_output_dir=true")]
+                        f"{new} to start over, or overwrite_output_dir=true to replace it; to resume, nothing to do")]
     if any((out_dir / n).exists() for n in CHECKPOINT_FILES):
         return [Finding("output", "fail", f"output_dir {out_dir} holds a finished model and no checkpoint: LLaMA-Factory stops "
                                           "with 'Output directory already exists and is not empty'",
-                        "output_dir=saves/NEW, or overwrite_output_dir=true to replace it")]
+                        f"{new}, or overwrite_output_dir=true to replace it")]
     if (out_dir / "trainer_log.jsonl").exists():
-        return [Finding("output", "warn", f"{out_dir}/trainer_log.jsonl exists: the new run's log is appended to it",
-                        "output_dir=saves/NEW")]
+        return [Finding("output", "warn", f"{out_dir}/trainer_log.jsonl exists: the new run's log is appended to it", new)]
     return [Finding("output", "ok", f"output_dir {out_dir} holds no run")]
+
+
+def _default_output(args: dict, kind: str) -> Path:
+    model = Path(str(args.get("model_name_or_path") or "model")).name.lower() or "model"
+    if kind == "merge":
+        return Path("models") / f"{model}-merged"
+    return Path("saves") / model / ("predict" if kind == "predict" else "run")
+
+
+def _unused(path: Path) -> Path:
+    """``path`` if it is new or empty, else the first of ``path-2``, ``path-3`` ... that is."""
+    def free(p: Path) -> bool:
+        return not p.exists() or (p.is_dir() and not any(p.iterdir()))
+
+    if free(path):
+        return path
+    path = path if path.name else path.resolve()
+    return next(c for c in (path.with_name(f"{path.name}-{i}") for i in range(2, 10_000)) if free(c))
 
 
 def check_machine(args: dict, *, recipe_path: str | None = None, machine: Machine | None = None) -> list[Finding]:
@@ -424,33 +603,60 @@ def check_machine(args: dict, *, recipe_path: str | None = None, machine: Machin
     return out
 
 
+def lora_overrides() -> str:
+    """The overrides that turn the kit's QLoRA recipe into LoRA: every key ``--method qlora`` adds to
+    ``--method lora`` (presets), unset, and the paged 8-bit optimizer (bitsandbytes) replaced by PyTorch's AdamW."""
+    model = presets.resolve_model("Qwen3-4B")
+    qlora, lora = presets.method_preset("qlora", model), presets.method_preset("lora", model)
+    added = [k for k in {**qlora.method, **qlora.training} if k not in {**lora.method, **lora.training}]
+    return " ".join(f"{k}={LORA_VALUES.get(k, 'null')}" for k in added)
+
+
+#: what a key only QLoRA sets goes back to for LoRA (the others: null)
+LORA_VALUES = {"optim": "adamw_torch"}
+
+
 def _check_gpu(args: dict, machine: Machine) -> list[Finding]:
     out: list[Finding] = []
     if args.get("quantization_bit"):
         if not machine.cuda:
             out.append(Finding("gpu", "warn", f"QLoRA (quantization_bit: {args['quantization_bit']}, bitsandbytes) needs a CUDA GPU; "
                                               "this machine has none, so it cannot train here",
-                               "run it on a GPU machine, or use --method lora (quantization_bit=null) on CPU"))
+                               f"{lora_overrides()} (LoRA) to train here, or run it on a GPU machine"))
         if not machine.has("bitsandbytes"):
-            out.append(Finding("gpu", "warn", "quantization_bit needs bitsandbytes, which is not installed", "pip install bitsandbytes"))
-        if str(args.get("optim", "")).startswith("paged_") and not machine.has("bitsandbytes"):
-            out.append(Finding("gpu", "warn", f"optim {args['optim']} comes from bitsandbytes", "pip install bitsandbytes"))
+            out.append(Finding("gpu", "warn", "quantization_bit needs bitsandbytes, which is not installed",
+                               f"pip install bitsandbytes, or {lora_overrides()} (LoRA)"))
+    if str(args.get("optim", "")).startswith("paged_") and not machine.has("bitsandbytes"):
+        out.append(Finding("gpu", "warn", f"optim {args['optim']} comes from bitsandbytes, which is not installed",
+                           f"optim={LORA_VALUES['optim']}, or pip install bitsandbytes"))
     if args.get("flash_attn") == "fa2" and not machine.has("flash_attn"):
-        out.append(Finding("gpu", "warn", "flash_attn: fa2 but flash-attn is not installed", "pip install flash-attn, or flash_attn=auto"))
+        out.append(Finding("gpu", "warn", "flash_attn: fa2 but flash-attn is not installed", "flash_attn=auto, or pip install flash-attn"))
     if args.get("use_cpu") and args.get("bf16"):
         out.append(Finding("gpu", "warn", "use_cpu with bf16: slow or unsupported on many CPUs", "bf16=false"))
     return out
 
 
 def _check_spaced_paths(args: dict, recipe_path: str | None) -> list[Finding]:
-    spaced = [f"{k}={args[k]}" for k in (*MODEL_KEYS, *PATH_KEYS) if isinstance(args.get(k), str) and " " in args[k]]
-    if recipe_path and " " in str(recipe_path):
-        spaced.append(f"recipe path {recipe_path}")
-    if not spaced:
+    spaced = {k: args[k] for k in (*MODEL_KEYS, *PATH_KEYS) if isinstance(args.get(k), str) and " " in args[k]}
+    shown = [f"{k}={v}" for k, v in spaced.items()] + ([f"recipe path {recipe_path}"] if recipe_path and " " in str(recipe_path) else [])
+    if not shown:
         return []
     sev = "fail" if args.get("deepspeed") else "warn"
-    return [Finding("paths", sev, f"paths with spaces ({'; '.join(spaced)}): llamafactory-cli's torchrun relaunch "
-                                  "(several GPUs, DeepSpeed) splits them", "rename without spaces; qfk train passes them intact")]
+    return [Finding("paths", sev, f"paths with spaces ({'; '.join(shown)}): llamafactory-cli's torchrun relaunch "
+                                  "(several GPUs, DeepSpeed) splits them", _spaced_fix(spaced, recipe_path))]
+
+
+#: path keys LLaMA-Factory writes to (a new one can be renamed by an override; the others name files that exist)
+WRITTEN_KEYS = ("output_dir", "export_dir", "logging_dir", "cache_dir", "tokenized_path")
+
+
+def _spaced_fix(spaced: dict, recipe_path: str | None) -> str:
+    """Overrides for the paths that do not exist yet (outputs); renaming for those that do, and the recipe."""
+    new = {k: v for k, v in spaced.items() if k in WRITTEN_KEYS and not Path(v).exists()}
+    rename = [v for k, v in spaced.items() if k not in new] + ([str(recipe_path)] if recipe_path and " " in str(recipe_path) else [])
+    steps = [" ".join(f"{k}={v.replace(' ', '_')}" for k, v in new.items())] if new else []
+    steps += [f"rename {', '.join(rename)} without spaces"] if rename else []
+    return " and ".join(steps) + ", or launch with qfk train, which passes them intact"
 
 
 def _check_adapters(args: dict) -> list[Finding]:
@@ -493,6 +699,8 @@ def check_recipe(recipe: str | os.PathLike | dict, overrides: list[str] | tuple[
     findings = _check_keys(args, parse=parse, types=types, machine=machine)
     ds, facts = check_datasets(args)
     findings += ds
+    if recipe_kind(args) == "train":
+        findings += check_mix(args, facts)
     if recipe_kind(args) != "merge" or args.get("template"):
         findings += check_template(args, model)
     findings += check_think(args, facts, model)
