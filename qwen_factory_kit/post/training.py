@@ -2,7 +2,7 @@
 
 Uses ``trainer_state.json``-style log entries (``{"step", "loss", "eval_loss", ...}``), so it works
 on a finished output folder too: :func:`summarize` reads ``trainer_state.json`` when no history
-is given.
+is given. Called in the training process itself, the summary also holds PyTorch's peak GPU memory.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 PLOT_NAME = "qfk_loss.png"
@@ -30,6 +31,20 @@ def _history(output_dir: Path, history: list[dict] | None) -> list[dict]:
 def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
     pts = [(h["step"], float(h[key])) for h in history if key in h and isinstance(h.get(key), (int, float))]
     return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def cuda_peak_memory() -> dict:
+    """This process's peak GPU memory as PyTorch's caching allocator counted it, in GB of 2**30 bytes
+    (as LLaMA-Factory's ``RECORD_VRAM`` logs): allocated = live tensors, reserved = tensors plus the
+    allocator's cache (what ``nvidia-smi`` shows, less the CUDA context). Empty when CUDA was not used."""
+    torch = sys.modules.get("torch")  # never import torch (or start CUDA) just to ask
+    try:
+        if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+            return {}
+        return {"peak_gpu_memory_allocated_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                "peak_gpu_memory_reserved_gb": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
+    except Exception:  # pragma: no cover - a broken CUDA state must not lose the summary
+        return {}
 
 
 def plot_loss(history: list[dict], out: Path, title: str = "") -> Path | None:
@@ -96,6 +111,7 @@ def summarize(output_dir: str | Path, history: list[dict] | None = None, *, stat
         "weights": sorted(p.name for p in out.glob("*") if p.name in WEIGHT_FILES),
         "checkpoints": sorted((p.name for p in out.glob("checkpoint-*") if p.is_dir()), key=lambda n: int(n.split("-")[-1])),
         "plot": None,
+        **cuda_peak_memory(),
     }
     predict = out / "predict_results.json"
     if predict.is_file():
@@ -125,6 +141,9 @@ def summary_lines(s: dict, base: str | os.PathLike | None = None) -> list[str]:
         lines.append("LOSS IS NOT FINITE (nan/inf): lower learning_rate, check the data (qfk lint), or use bf16")
     if s.get("train_runtime_s"):
         lines.append(f"runtime: {s['train_runtime_s']:.1f} s   samples/s: {s.get('train_samples_per_second') or 0:.2f}")
+    if s.get("peak_gpu_memory_allocated_gb") is not None:
+        lines.append(f"peak GPU memory (PyTorch): {s['peak_gpu_memory_allocated_gb']:.1f} GB allocated, "
+                     f"{s['peak_gpu_memory_reserved_gb']:.1f} GB reserved")
     if s.get("predict_metrics"):
         lines.append("predict: " + "  ".join(f"{k}={v}" for k, v in s["predict_metrics"].items()))
     files = s.get("weights", []) + s.get("checkpoints", [])
