@@ -79,6 +79,7 @@ class Case:
     method: str                     # lora | qlora
     data: str                       # a key of DATASETS
     overrides: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()   # extra environment of the training process
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -89,6 +90,8 @@ CASES = {c.key: c for c in (
     Case("4b-lora", "4B lora as emitted", "4B", "lora", "medical"),
     Case("4b-lora-liger", "4B lora + liger", "4B", "lora", "medical", (LIGER,)),
     Case("4b-lora-liger-packing", "4B lora + liger + packing", "4B", "lora", "medical", (LIGER, *PACKING)),
+    Case("4b-lora-expandable", "4B lora + expandable segments", "4B", "lora", "medical", (),
+         (("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),)),
     Case("1.7b-qlora-mt", "1.7B qlora translation as emitted", "1.7B", "qlora", "mt"),
     Case("0.6b-lora", "0.6B lora as emitted", "0.6B", "lora", "medical"),
     Case("8b-lora", "8B lora as emitted", "8B", "lora", "medical"),
@@ -396,7 +399,7 @@ def train_overrides(steps: int, output_dir: str, cuda: bool, tiny: bool, extra: 
     return base + extra
 
 
-def run_one(run: Run, argv: list[str], work: Path, logs: Path) -> Run:
+def run_one(run: Run, argv: list[str], work: Path, logs: Path, env: tuple[tuple[str, str], ...] = ()) -> Run:
     """Train once, watching memory and steps; fill ``run`` with what was measured."""
     out = work / run.output_dir
     shutil.rmtree(out, ignore_errors=True)  # no stale trainer_log.jsonl for the watcher to read
@@ -411,7 +414,8 @@ def run_one(run: Run, argv: list[str], work: Path, logs: Path) -> Run:
     with open(log, "w", encoding="utf-8") as fh:
         fh.write(f"$ (cd {work} && {run.command})\n")
         fh.flush()
-        run.exit_code = subprocess.run(argv, cwd=work, env=child_env(work), stdout=fh, stderr=subprocess.STDOUT).returncode
+        run.exit_code = subprocess.run(argv, cwd=work, env={**child_env(work), **dict(env)}, stdout=fh,
+                                       stderr=subprocess.STDOUT).returncode
     run.wall_s = round(time.monotonic() - started, 1)
     watcher.stop()
     read_results(out, run, watcher)
@@ -533,7 +537,7 @@ def execute(todo: list[tuple[Run, list[str]]], args, report) -> list[Run]:
             run.skipped = f"deadline: {gone:.0f} s gone of {args.deadline_s:.0f}, a run may take {longest:.0f} s"
         else:
             print(f"[bench] {run.label} / {run.runner}: {shlex.join(argv)}", flush=True)
-            run_one(run, argv, args.work, args.logs)
+            run_one(run, argv, args.work, args.logs, CASES[run.case].env if run.case in CASES else ())
             print(f"[bench]   exit {run.exit_code}  {_fmt(run.effective_tokens_per_sec, ',.0f')} tokens/s  "
                   f"{_fmt(run.s_per_step_steady, '.2f')} s/step  peak {_fmt(run.peak_gpu_memory_gb, '.1f')} GB  "
                   f"{run.wall_s:.0f} s  (log {run.log})", flush=True)
