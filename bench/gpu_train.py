@@ -93,6 +93,8 @@ CASES = {c.key: c for c in (
     Case("4b-lora-expandable", "4B lora + expandable segments", "4B", "lora", "medical", (),
          (("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),)),
     Case("1.7b-qlora-mt", "1.7B qlora translation as emitted", "1.7B", "qlora", "mt"),
+    Case("1.7b-qlora-mt-expandable", "1.7B qlora translation + expandable segments", "1.7B", "qlora", "mt", (),
+         (("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),)),
     Case("0.6b-lora", "0.6B lora as emitted", "0.6B", "lora", "medical"),
     Case("8b-lora", "8B lora as emitted", "8B", "lora", "medical"),
     Case("8b-lora-liger", "8B lora + liger", "8B", "lora", "medical", (LIGER,)),
