@@ -229,7 +229,8 @@ def test_orpo_full_predict_merge(work, qfk, qfk_json):
     assert "deepspeed" not in qfk_json("recipe", "new", "--model", "Qwen3-8B", "--method", "full", "--dataset", "demo_medical",
                                        "--deepspeed", "none")["args"]
     assert qfk("recipe", "new", "--model", "Qwen3-1.7B", "--method", "lora", "--dataset", "demo_translation", "-o", "mt.yaml")[0] == 0
-    pred = qfk_json("recipe", "new", "--method", "predict", "--from", "mt.yaml", "--eval-dataset", "demo_translation_test")["args"]
+    pred = qfk_json("recipe", "new", "--method", "predict", "--from", "mt.yaml", "--eval-dataset", "demo_translation_test",
+                    "--sample")["args"]  # translation predicts deterministically unless --sample
     assert pred["template"] == "qwen3" and pred["enable_thinking"] is False
     assert (pred["temperature"], pred["top_p"], pred["top_k"], pred["do_sample"]) == (0.7, 0.8, 20, True)
     assert pred["adapter_name_or_path"] == load_recipe(work / "mt.yaml")["output_dir"] and pred["predict_with_generate"]
@@ -261,7 +262,8 @@ def test_ls_and_cp(work, qfk, qfk_json):
     assert "75%" in items["qwen3-4b-medical-lora"]["description"]
     code, _, err = qfk("recipe", "cp", "qwen3-4b-medical-lora", "mine.yaml")
     assert code == 0, err
-    assert (work / "mine.yaml").read_text() == (ROOT / "recipes" / "qwen3-4b-medical-lora.yaml").read_text()
+    original = (ROOT / "recipes" / "qwen3-4b-medical-lora.yaml").read_text()
+    assert (work / "mine.yaml").read_text() == original.replace("qwen3-4b-medical-lora.yaml", "mine.yaml")  # commands name the copy
     assert qfk("recipe", "cp", "qwen3-4b-medical-lora", "mine.yaml")[0] == 2  # no silent overwrite
     assert qfk("recipe", "cp", "nope", "x.yaml")[0] == 2
 
@@ -349,7 +351,7 @@ def test_check_think_and_sampling_on_inference_recipes(work, qfk, tiny_config):
                "-o", "mt.yaml", "use_cpu=true", "bf16=false")[0] == 0
     assert _has(_check(qfk, "mt.yaml", "--no-stats", "enable_thinking=true"), "think", "warn", "empty")
     assert qfk("recipe", "new", "--method", "predict", "--from", "mt.yaml", "--eval-dataset", "demo_translation_test",
-               "-o", "p.yaml")[0] == 0
+               "--sample", "-o", "p.yaml")[0] == 0
     f = _check(qfk, "p.yaml")
     assert _has(f, "sampling", "ok") and _has(f, "keys", "ok")
     (work / "bare.yaml").write_text("\n".join(l for l in (work / "p.yaml").read_text().splitlines()

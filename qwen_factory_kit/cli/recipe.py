@@ -36,7 +36,12 @@ def recipe_group() -> None:
 @click.option("--eval-dataset", "eval_datasets", multiple=True, metavar="X", help="Held-out dataset(s) (for predict: the rows to predict).")
 @click.option("--from", "from_recipe", type=click.Path(exists=True, dir_okay=False),
               help="predict/merge: the training recipe (model, adapter, template, enable_thinking come from it).")
-@click.option("--adapter", help="predict/merge: adapter folder (default: the --from recipe's output_dir).")
+@click.option("--adapter", help="predict/merge: adapter folder (default: the --from recipe's output_dir); "
+                                "none: the base model (predict only).")
+@click.option("--base", is_flag=True, help="predict: the base model with no adapter (same as --adapter none).")
+@click.option("--sample/--deterministic", "sample", default=None,
+              help="predict: Qwen3's sampling, or deterministic decoding (do_sample false). Default: deterministic for "
+                   "translation data (reproducible BLEU/chrF), sampling otherwise; thinking mode always samples.")
 @click.option("--deepspeed", type=click.Choice([*presets.DEEPSPEED, presets.NO_DEEPSPEED]),
               help="DeepSpeed ZeRO config shipped by the kit (default: z3 for full fine-tuning of 4B and up).")
 @click.option("--output-dir", help="output_dir (export_dir for merge). Default: saves/MODEL/METHOD/DATASETS.")
@@ -46,8 +51,8 @@ def recipe_group() -> None:
 @click.option("--list-models", is_flag=True, help="List the model names --model accepts and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was decided (and the recipe text) as JSON.")
 @OVERRIDES
-def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, adapter, deepspeed, output_dir, output, force,
-        data_dir, list_models, as_json, overrides):
+def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, adapter, base, sample, deepspeed, output_dir,
+        output, force, data_dir, list_models, as_json, overrides):
     """Write a LLaMA-Factory recipe that `llamafactory-cli train` runs as it is.
 
     Presets (one table: qwen_factory_kit/recipe/presets.py) follow the Qwen3 guidance: LoRA r=32,
@@ -62,10 +67,12 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
       qfk recipe new --model Qwen3-1.7B --method qlora --dataset opus_opensubtitles -o mt.yaml
       qfk recipe new --model Qwen3-4B --method orpo --dataset prefs -o orpo.yaml
       qfk recipe new --method predict --from sft.yaml --eval-dataset medical_r1_val -o predict.yaml
+      qfk recipe new --method predict --from mt.yaml --base --eval-dataset translation_test -o before.yaml
       qfk recipe new --method merge --from sft.yaml -o merge.yaml
       qfk recipe new --model ./tiny-qwen3 --method lora --dataset demo_medical use_cpu=true bf16=false max_steps=5
     """
-    from ..recipe.build import RecipeRequest, invoked_command, new_recipe, next_command, parse_mix, save_recipe
+    from ..recipe.build import (RecipeRequest, invoked_command, new_recipe, next_command, parse_mix, recipe_warnings,
+                                save_recipe)
     from ..recipe.document import parse_overrides, scalar
 
     if list_models:
@@ -74,15 +81,20 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
         return
     if not method:
         raise click.UsageError(f"--method is required ({', '.join(presets.METHODS)})")
+    adapter = _adapter_choice(method, adapter, base, sample)
     req = RecipeRequest(method=method, model=model, datasets=split_csv(datasets) or [], mix=parse_mix(mix), mix_total=mix_total,
                         eval_datasets=split_csv(eval_datasets) or [], data_dir=data_dir, output_dir=output_dir, adapter=adapter,
-                        from_recipe=from_recipe, deepspeed=deepspeed, overrides=parse_overrides(overrides),
+                        sample=sample, from_recipe=from_recipe, deepspeed=deepspeed, overrides=parse_overrides(overrides),
                         filename=output or "recipe.yaml", command=invoked_command(sys.argv))
     recipe = new_recipe(req)
     text = recipe.render()
     written = [str(p) for p in save_recipe(recipe, output, force=force)] if output else []
+    warnings = recipe_warnings(recipe)
+    for w in warnings:
+        click.secho(f"warning: {w}", fg="yellow", err=True)
     if as_json:
-        emit_json({"output": output, "recipe": text, "args": recipe.args, "decided": recipe.info, "files_written": written})
+        emit_json({"output": output, "recipe": text, "args": recipe.args, "decided": recipe.info, "files_written": written,
+                   "warnings": warnings})
         return
     if not output:
         sys.stdout.write(text)
@@ -94,6 +106,21 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
     if recipe.info.get("mix"):
         c.print("mix entries: " + ", ".join(f"{k} -> {v}" for k, v in recipe.info["mix"].items()))
     c.print(f"next: {next_command(recipe, output)}")
+
+
+def _adapter_choice(method: str, adapter: str | None, base: bool, sample: bool | None) -> str | None:
+    """--adapter, with --base as --adapter none; --base and --sample/--deterministic refused for training methods."""
+    if method in presets.TRAIN_METHODS:
+        used = [o for o, v in (("--base", base), ("--sample/--deterministic", sample is not None)) if v]
+        if used:
+            raise click.UsageError(f"{', '.join(used)}: for --method predict, not {method}")
+    if base:
+        from ..recipe.build import is_no_adapter
+
+        if adapter is not None and not is_no_adapter(adapter):
+            raise click.UsageError(f"--base (no adapter) contradicts --adapter {adapter}")
+        return presets.NO_ADAPTER
+    return adapter
 
 
 @recipe_group.command("check")
@@ -159,16 +186,18 @@ def ls(as_json):
 def cp(name, dest, force):
     """Copy curated recipe NAME to DEST (a file or a folder) to start from it.
 
+    The header's commands name the copy (DEST as given), so they run it as they are.
+
     \b
     Examples:
       qfk recipe cp qwen3-4b-medical-lora sft.yaml
       qfk recipe cp qwen3-1.7b-translation-qlora recipes/
     """
-    from ..recipe.curated import copy_curated
+    from ..recipe.curated import command_path, copy_curated
 
     copied = copy_curated(name, dest, force=force)
     c = console(stderr=True)
     c.print(f"[green]copied[/] {name} -> {copied.path}")
     for made in copied.registered:
         c.print(f"registered mix entry {made} in {copied.data_dir}/dataset_info.json")
-    c.print(f"next: qfk recipe check {copied.path}")
+    c.print(f"next: qfk recipe check {command_path(copied.path)}")

@@ -111,6 +111,81 @@ def mix_counts(ratios: dict[str, float], rows: dict[str, int], total: int | None
     return counts
 
 
+#: a dataset repeated more than this many times per epoch is flagged (header and stderr)
+UPSAMPLE_WARN = 2
+
+
+def upsample_factor(count: int, rows: int | None) -> float | None:
+    """How many times each of ``rows`` rows repeats per epoch in ``count`` (None when nothing repeats)."""
+    if not rows or count <= rows:
+        return None
+    return count / rows
+
+
+def _times(factor: float) -> str:
+    return f"{factor:.1f}".removesuffix(".0") if factor < 10 else f"{round(factor)}"
+
+
+def _mix_share(count: int, rows: int | None) -> tuple[str, str]:
+    """How a mix takes ``count`` of a dataset's ``rows`` rows: the header's words, and a note
+    when each row repeats more than :data:`UPSAMPLE_WARN` times."""
+    if count == rows:
+        return "all", ""
+    factor = upsample_factor(count, rows)
+    if factor is None:
+        return (f"{count} sampled", "") if rows else (f"{count} (upsampled)", "")
+    if factor > UPSAMPLE_WARN:
+        return f"{count} (upsampled {_times(factor)}x)", f": every row repeats about {_times(factor)} times per epoch"
+    return f"{count} (upsampled)", ""
+
+
+def upsampling_warnings(info: dict) -> list[str]:
+    """One line per dataset a recipe's mix repeats more than :data:`UPSAMPLE_WARN` times per epoch
+    (from ``recipe.info``: the mix entries and the datasets' row counts)."""
+    out = []
+    for name, entry in (info.get("mix") or {}).items():
+        m = MIXED_RE.match(str(entry))
+        rows = (info.get("datasets") or {}).get(name, {}).get("rows")
+        factor = upsample_factor(int(m["count"]), rows) if m else None
+        if factor and factor > UPSAMPLE_WARN:
+            out.append(f"{name} is upsampled {_times(factor)}x: each of its {rows} rows repeats about {_times(factor)} times "
+                       f"per epoch ({m['count']} rows in the mix); the model may memorise them. Convert more rows, "
+                       "or lower --mix-total")
+    return out
+
+
+def recipe_warnings(recipe: Recipe) -> list[str]:
+    """What ``qfk recipe new`` prints to stderr about a recipe it wrote."""
+    return [*recipe.info.get("warnings", []), *upsampling_warnings(recipe.info)]
+
+
+def require_registered(req: RecipeRequest, data_dir: Path) -> None:
+    """Every dataset ``--dataset``, ``--mix`` and ``--eval-dataset`` name is registered; else one
+    error naming each unknown name with its close matches from the registry."""
+    import difflib
+
+    from ..registry import Registry
+
+    reg = Registry.at(data_dir)
+    if not reg.path.exists():
+        return  # dataset_facts says so, with how to register
+    have = reg.read()
+    known = [n for n in have if not MIXED_RE.match(n)]
+    asked = {"--dataset": req.datasets, "--mix": list(req.mix or {}), "--eval-dataset": req.eval_datasets}
+    problems: dict[str, str] = {}
+    for option, names in asked.items():
+        for name in names:
+            if name in have or name in problems:
+                continue
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            close += [k for k in known if name.lower() in k.lower() and k not in close]
+            problems[name] = (f"Undefined dataset '{name}' ({option}): not registered in {_rel(reg.path)}"
+                              + (f"; did you mean {', '.join(close[:3])}?" if close else ""))
+    if problems:
+        raise QfkError("\n  ".join(problems.values()),
+                       "list them with: qfk datasets list (register one: qfk convert ... or qfk datasets add FILE --name NAME)")
+
+
 def parse_mix(text: str | None) -> dict[str, float] | None:
     if not text:
         return None
@@ -176,7 +251,8 @@ class RecipeRequest:
     eval_datasets: list[str] = field(default_factory=list)
     data_dir: str | None = None
     output_dir: str | None = None
-    adapter: str | None = None
+    adapter: str | None = None  # predict/merge: an adapter folder, presets.NO_ADAPTER (the base model), or None (--from's)
+    sample: bool | None = None  # predict: Qwen3's sampling (True), deterministic (False), or None (by the data)
     from_recipe: str | None = None
     deepspeed: str | None = None  # a presets.DEEPSPEED key, "none" (no DeepSpeed), or None (the method's default)
     overrides: dict = field(default_factory=dict)
@@ -277,6 +353,7 @@ def new_recipe(req: RecipeRequest) -> Recipe:
     data_dir = resolve_data_dir(req.data_dir)
     if req.method in ("predict", "merge"):
         return _inference_recipe(req, data_dir)
+    require_registered(req, data_dir)
     return _train_recipe(req, data_dir)
 
 
@@ -361,11 +438,11 @@ def _exact_mix(req: RecipeRequest, facts: list[DatasetFacts], data_dir: Path) ->
             derived = mixed_name(f.name, n)
             reg.add(derived, {**f.entry, "num_samples": n})
             dataset_names.append(derived)
-        how = "all" if n == f.rows else (f"{n} sampled" if n < (f.rows or 0) else f"{n} (upsampled)")
+        how, note = _mix_share(n, f.rows)
         if req.curated:
             lines.append(f"  {f.name}: {n} rows = {n / total:.2%}")
         else:
-            lines.append(f"  {f.name}: {how} of {f.rows} rows = {n / total:.2%} (asked {req.mix[f.name]:.2%})")
+            lines.append(f"  {f.name}: {how} of {f.rows} rows = {n / total:.2%} (asked {req.mix[f.name]:.2%}){note}")
     return dataset_names, [f"Mix (exact, rows per epoch = {total}; *__nN entries carry num_samples: N in dataset_info.json):", *lines]
 
 
@@ -484,31 +561,94 @@ def _inference_recipe(req: RecipeRequest, data_dir: Path) -> Recipe:
     from .document import load_recipe
 
     train: dict = load_recipe(req.from_recipe) if req.from_recipe else {}
-    model, adapter = _inference_model(req, train)
-    think, think_lines = _inference_think(req, train, model, data_dir)
+    require_registered(req, data_dir)
+    overrides = dict(req.overrides)
+    used = _inference_model(req, train, overrides)
+    think, think_lines = _inference_think(req, train, used.model, data_dir)
     r = _blank_recipe(req.method)
-    _inference_model_keys(r, req.method, model, adapter, train)
-    sampling = _generation(r, think.enable)
+    _inference_model_keys(r, req.method, used, train)
     if req.method == "predict":
-        title = _predict_keys(r, req, train, model, adapter, think, data_dir)
+        evals = _predict_evals(req, train, data_dir)
+        decoding = _predict_decoding(req, think, evals, data_dir)
+        sampling = _generation(r, think.enable, decoding)
+        title = _predict_keys(r, req, train, used, think, evals, data_dir)
     else:
-        title = _merge_keys(r, req, model, adapter, think)
-    _apply_overrides(r, req.overrides)
-    r.header = _header(req, title, req.method) + think_lines + _footer(req)
-    r.info = {"model": model.name, "method": req.method, "template": think.template, "enable_thinking": think.enable,
-              "why": think.why, "sampling": sampling, "files": {}}
+        decoding = _merge_decoding(req)
+        sampling = _generation(r, think.enable, decoding)
+        title = _merge_keys(r, req, used, think)
+    _apply_overrides(r, overrides)
+    r.header = _header(req, title, req.method) + used.lines() + think_lines + decoding.lines + _footer(req)
+    r.info = {"model": used.model.name, "method": req.method, "adapter": used.adapter, "template": think.template,
+              "enable_thinking": think.enable, "why": think.why, "sampling": sampling, "decoding": decoding.kind,
+              "warnings": decoding.warnings, "files": {}}
     return r
 
 
-def _inference_model(req: RecipeRequest, train: dict) -> tuple[presets.ModelInfo, str | None]:
-    """The base model and the adapter (by default the training recipe's LoRA output_dir)."""
+@dataclass
+class InferenceModel:
+    """The base model and the adapter a predict/merge recipe loads, and where each came from."""
+
+    model: presets.ModelInfo
+    adapter: str | None        # None: the base model alone
+    model_from: str            # for the header: --model, or as trained in TRAIN.yaml
+    adapter_from: str          # for the header: where the adapter came from, or why there is none
+    adapter_comment: str | None = None  # the adapter_name_or_path key's comment
+
+    def lines(self) -> list[str]:
+        if self.adapter:
+            adapter = f"{self.adapter} ({self.adapter_from})"
+        else:
+            adapter = f"none: {BASE_MODEL}" + (f"; {self.adapter_from}" if self.adapter_from else "")
+        return [f"Model: {self.model.name} = {self.model.path} ({self.model_from})", f"Adapter: {adapter}"]
+
+
+#: how headers and titles name a predict recipe without an adapter
+BASE_MODEL = "base model (no adapter)"
+
+
+def _inference_model(req: RecipeRequest, train: dict, overrides: dict) -> InferenceModel:
+    """The base model and the adapter (by default the training recipe's LoRA output_dir); an
+    ``adapter_name_or_path`` override counts as ``--adapter`` (and leaves ``overrides``)."""
     model_spec = req.model or train.get("model_name_or_path")
     if not model_spec:
         raise QfkError(f"--method {req.method} needs --from TRAIN.yaml (or --model)",
                        f"qfk recipe new --method {req.method} --from recipe.yaml -o {req.method}.yaml")
     model = presets.resolve_model(str(model_spec))
-    adapter = req.adapter or (train.get("output_dir") if train.get("finetuning_type", "lora") == "lora" and train else None)
-    return model, adapter
+    trained = train.get("model_name_or_path")
+    if req.model and trained and str(trained) != model.path:
+        model_from = f"--model; {req.from_recipe} trained {trained}"
+    else:
+        model_from = f"as trained in {req.from_recipe}" if trained and not req.model else "--model"
+    adapter, adapter_from, comment = _inference_adapter(req, train, overrides)
+    return InferenceModel(model, adapter, model_from, adapter_from, comment)
+
+
+def _inference_adapter(req: RecipeRequest, train: dict, overrides: dict) -> tuple[str | None, str, str | None]:
+    """(adapter or None, where it came from, its key's comment)."""
+    if "adapter_name_or_path" in overrides:
+        spec, given = overrides.pop("adapter_name_or_path"), "override"
+        spec = presets.NO_ADAPTER if spec is None else spec
+    else:
+        spec, given = req.adapter, "--adapter"
+    if spec is not None and is_no_adapter(spec):
+        if req.method == "merge":
+            raise QfkError(f"--method merge with {given} {spec}: the base model has no adapter to merge",
+                           "merge needs the LoRA adapter a training run wrote: --from TRAIN.yaml or --adapter DIR; "
+                           "the base model itself needs no merge (serve or predict it as it is: --method predict --base)")
+        return None, "", None
+    if spec is not None:
+        return str(spec), given, "override" if given == "override" else None
+    if train and train.get("finetuning_type", "lora") == "lora" and train.get("output_dir"):
+        return str(train["output_dir"]), f"the output_dir of {req.from_recipe}", "the training run's output_dir"
+    if train and not req.model:
+        return None, (f"{req.from_recipe} is a full fine-tune, so this is its base model; once trained, "
+                      f"--model {train.get('output_dir', 'OUTPUT_DIR')} uses the trained one"), None
+    return None, "no adapter given", None
+
+
+def is_no_adapter(spec: object) -> bool:
+    """``--adapter none`` (or null, or empty): the base model alone."""
+    return spec is None or str(spec).strip().lower() in (presets.NO_ADAPTER, "null", "~", "")
 
 
 def _inference_think(req: RecipeRequest, train: dict, model: presets.ModelInfo, data_dir: Path) -> tuple[ThinkChoice, list[str]]:
@@ -526,39 +666,102 @@ def _inference_think(req: RecipeRequest, train: dict, model: presets.ModelInfo, 
     return think, _think_lines(facts, think, req.curated)
 
 
-def _inference_model_keys(r: Recipe, method: str, model: presets.ModelInfo, adapter: str | None, train: dict) -> None:
+def _inference_model_keys(r: Recipe, method: str, used: InferenceModel, train: dict) -> None:
     m = r.section("model")
-    m["model_name_or_path"] = model.path
-    if adapter:
-        m["adapter_name_or_path"] = adapter
-        r.comments["adapter_name_or_path"] = "the training run's output_dir"
+    m["model_name_or_path"] = used.model.path
+    if used.adapter:
+        m["adapter_name_or_path"] = used.adapter
+        if used.adapter_comment:
+            r.comments["adapter_name_or_path"] = used.adapter_comment
     if train.get("quantization_bit") and method == "merge":
         r.comments["model_name_or_path"] = "unquantized base: a QLoRA adapter merges into the full-precision model"
 
 
-def _generation(r: Recipe, enable: bool | None) -> dict:
-    """Qwen3's sampling for the think mode (LLaMA-Factory's defaults are not Qwen3's)."""
+@dataclass
+class Decoding:
+    """How a predict (or merge) recipe generates: Qwen3's sampling or deterministic, and why."""
+
+    sample: bool
+    lines: list[str] = field(default_factory=list)     # header lines
+    warnings: list[str] = field(default_factory=list)  # what qfk recipe new prints to stderr
+    comment: str = ""                                 # the do_sample key's comment when deterministic
+
+    @property
+    def kind(self) -> str:
+        return "sample" if self.sample else "deterministic"
+
+
+def _predict_decoding(req: RecipeRequest, think: ThinkChoice, evals: list[DatasetFacts], data_dir: Path) -> Decoding:
+    """Deterministic for translation data (scores must be reproducible), Qwen3's sampling otherwise;
+    ``--sample`` / ``--deterministic`` choose, except that thinking mode always samples."""
+    from .datakind import is_translation
+
+    translation = bool(evals) and all(is_translation(f.entry, f.mode, f.file, data_dir) for f in evals)
+    thinking = think.template == "qwen3" and think.enable is not False
+    mode = "thinking" if thinking else "non-thinking"
+    sample = req.sample if req.sample is not None else not translation
+    if not sample and thinking:
+        asked = "--deterministic was given" if req.sample is False else "translation data is decoded deterministically elsewhere"
+        line = (f"Decoding: {presets.QWEN_SAMPLING} (thinking), although {asked}: Qwen3 must never decode greedily "
+                "in thinking mode (it repeats itself), so scores vary a little from run to run")
+        warning = (f"--deterministic ignored: enable_thinking {scalar(think.enable)} keeps Qwen3's sampling "
+                   "(Qwen3 must never decode greedily in thinking mode: it repeats itself)")
+        return Decoding(True, [line], [warning] if req.sample is False else [])
+    if not sample:
+        why = ("translation data: BLEU/chrF scores need deterministic decoding (--sample for Qwen3's sampling)"
+               if req.sample is None else "--deterministic: reproducible scores")
+        return Decoding(False, [f"Decoding: deterministic (do_sample false): {why}"], [],
+                        "deterministic: translation scores need it" if req.sample is None else "--deterministic")
+    if thinking:
+        why = "Qwen3 must never decode greedily in thinking mode, so scores vary a little from run to run"
+    elif translation:
+        why = "--sample: translation scores vary from run to run (drop --sample for deterministic decoding)"
+    else:
+        why = "--deterministic for reproducible scores"
+    return Decoding(True, [f"Decoding: {presets.QWEN_SAMPLING} ({mode}): {why}"])
+
+
+def _merge_decoding(req: RecipeRequest) -> Decoding:
+    if req.sample is not None:
+        raise QfkError("--sample / --deterministic choose how a predict recipe decodes; a merge recipe keeps Qwen3's sampling",
+                       "drop the flag, or use it with --method predict")
+    return Decoding(True)
+
+
+def _generation(r: Recipe, enable: bool | None, decoding: Decoding) -> dict:
+    """Qwen3's sampling for the think mode (LLaMA-Factory's defaults are not Qwen3's), or
+    deterministic decoding (``do_sample: false`` alone)."""
+    if not decoding.sample:
+        r.section("generation")["do_sample"] = False
+        r.comments["do_sample"] = decoding.comment
+        return {"do_sample": False}
     sampling = presets.sampling(enable)
     r.section("generation").update(sampling)
     r.comments["temperature"] = f"{presets.QWEN_SAMPLING} ({'thinking' if enable is not False else 'non-thinking'}); not LLaMA-Factory's 0.95"
     return sampling
 
 
-def _predict_keys(r: Recipe, req: RecipeRequest, train: dict, model: presets.ModelInfo, adapter: str | None,
-                  think: ThinkChoice, data_dir: Path) -> str:
-    """The predict recipe's method, data, output and eval keys; returns its title."""
+def _predict_evals(req: RecipeRequest, train: dict, data_dir: Path) -> list[DatasetFacts]:
+    """The held-out SFT datasets to predict (``--eval-dataset``, else the training recipe's eval_dataset)."""
     evals = req.eval_datasets or split_names(train.get("eval_dataset"))
     if not evals:
         raise QfkError("--method predict needs --eval-dataset NAME (held-out rows, e.g. NAME_val or NAME_test)",
                        "qfk recipe new --method predict --from recipe.yaml --eval-dataset medical_r1_val -o predict.yaml")
-    for f in _facts_for(evals, data_dir):
+    facts = _facts_for(evals, data_dir)
+    for f in facts:
         if f.ranking:
             raise QfkError(f"'{f.name}' is preference data; predict needs SFT rows", "use a *_val or *_test SFT dataset")
+    return facts
+
+
+def _predict_keys(r: Recipe, req: RecipeRequest, train: dict, used: InferenceModel, think: ThinkChoice,
+                  evals: list[DatasetFacts], data_dir: Path) -> str:
+    """The predict recipe's method, data, output and eval keys; returns its title."""
     r.section("method").update(stage="sft", do_predict=True, predict_with_generate=True)
-    if adapter:
+    if used.adapter:
         r.section("method")["finetuning_type"] = "lora"
     d = r.section("data")
-    d["eval_dataset"] = ",".join(evals)
+    d["eval_dataset"] = ",".join(f.name for f in evals)
     d["dataset_dir"] = train.get("dataset_dir") or _data_dir_value(data_dir)
     _set_think_keys(d, think)
     d["cutoff_len"] = train.get("cutoff_len", 2048)
@@ -566,29 +769,53 @@ def _predict_keys(r: Recipe, req: RecipeRequest, train: dict, model: presets.Mod
     d["preprocessing_num_workers"] = 16
     r.section("generation")["max_new_tokens"] = presets.max_new_tokens(think.enable)
     o = r.section("output")
-    base_out = str(train.get("output_dir") or f"saves/{presets.model_slug(model)}/base")
-    o["output_dir"] = req.output_dir or f"{base_out.rstrip('/')}/predict"
+    o["output_dir"] = req.output_dir or predict_dir(used.model, used.adapter, train)
     o["overwrite_output_dir"] = True
     o["report_to"] = "none"
     r.section("eval")["per_device_eval_batch_size"] = 4
     if train.get("bf16"):
         r.section("eval")["bf16"] = True
-    return f"predict {', '.join(evals)} with {model.name}" + (f" + {adapter}" if adapter else " (base model)")
+    names = ", ".join(f.name for f in evals)
+    return f"predict {names} with {used.model.name}" + (f" + {used.adapter}" if used.adapter else f" {BASE_MODEL}")
 
 
-def _merge_keys(r: Recipe, req: RecipeRequest, model: presets.ModelInfo, adapter: str | None, think: ThinkChoice) -> str:
-    """The merge recipe's method, data and export keys; returns its title."""
+def predict_dir(model: presets.ModelInfo, adapter: str | None, train: dict) -> str:
+    """Where predictions go: next to the adapter when it is this model's (the training run's own
+    output_dir), else ``saves/MODEL/ADAPTER/predict``; ``saves/MODEL/base/predict`` without one."""
+    slug = presets.model_slug(model)
     if not adapter:
+        return f"saves/{slug}/base/predict"
+    path = Path(adapter)
+    inside = not path.is_absolute() and ".." not in path.parts
+    same_model = bool(train) and str(train.get("model_name_or_path")) == model.path
+    if inside and (same_model or slug in path.parts):
+        return f"{adapter.rstrip('/')}/predict"
+    parts = path.parts
+    label = "/".join(parts[2:]) if inside and len(parts) > 2 and parts[0] == "saves" else adapter_label(adapter)
+    return f"saves/{slug}/{label}/predict"
+
+
+def adapter_label(adapter: str) -> str:
+    """A short name for an adapter folder: its name (``RUN-checkpoint-N`` for a checkpoint)."""
+    path = Path(adapter)
+    if path.name.startswith("checkpoint-") and path.parent.name not in ("", "."):
+        return f"{path.parent.name}-{path.name}"
+    return path.name or "adapter"
+
+
+def _merge_keys(r: Recipe, req: RecipeRequest, used: InferenceModel, think: ThinkChoice) -> str:
+    """The merge recipe's method, data and export keys; returns its title."""
+    if not used.adapter:
         raise QfkError("--method merge needs an adapter: --from TRAIN.yaml or --adapter DIR", "a full fine-tune needs no merge")
     r.section("method")["finetuning_type"] = "lora"
     _set_think_keys(r.section("data"), think)
     r.comments["template"] = "the training template; serve the merged model with the same enable_thinking"
     e = r.section("export")
-    e["export_dir"] = req.output_dir or f"models/{presets.model_slug(model)}-{Path(str(adapter)).name}-merged"
+    e["export_dir"] = req.output_dir or f"models/{presets.model_slug(used.model)}-{adapter_label(used.adapter)}-merged"
     e["export_size"] = 5
     e["export_device"] = "cpu"
     e["export_legacy_format"] = False
-    return f"merge {adapter} into {model.name}"
+    return f"merge {used.adapter} into {used.model.name}"
 
 
 # ---------------------------------------------------------------------------------------------

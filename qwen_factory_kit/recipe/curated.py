@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +39,39 @@ def find(name: str) -> Path:
 
 
 def copy(name: str, dest: str, *, force: bool = False) -> Path:
+    """Copy curated recipe ``name`` to ``dest`` (a file, or a folder to copy into); the header's
+    commands name the copy as ``dest`` gives it."""
     from .document import write_text
 
     src = find(name)
     target = Path(dest)
     if target.is_dir():
         target = target / src.name
-    return write_text(target, src.read_text(encoding="utf-8"), force=force)
+    text = rename_in_header(src.read_text(encoding="utf-8"), src.name, command_path(target))
+    return write_text(target, text, force=force)
+
+
+def command_path(path: Path) -> str:
+    """``path`` as the header's commands write it: as given (relative to the folder they run
+    from), quoted for the shell when it needs to be."""
+    import shlex
+
+    return shlex.quote(path.as_posix())
+
+
+def rename_in_header(text: str, old: str, new: str) -> str:
+    """``text`` with every mention of the file name ``old`` in its comment header (the ``#``
+    lines before the first key) replaced by ``new``; other names that merely contain ``old``
+    (``x-old.yaml``, ``dir/old.yaml.bak``) and the keys are left alone."""
+    if old == new:
+        return text
+    pattern = re.compile(rf"(?<![\w./-]){re.escape(old)}(?!\.?[\w/-])")
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if not line.startswith("#"):
+            break
+        lines[i] = pattern.sub(lambda _: new, line)
+    return "".join(lines)
 
 
 @dataclass

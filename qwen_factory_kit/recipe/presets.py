@@ -54,6 +54,8 @@ DEEPSPEED = {
 }
 #: The ``--deepspeed`` choice that turns DeepSpeed off, even where the method's default uses it.
 NO_DEEPSPEED = "none"
+#: The ``--adapter`` value (``--base``) for the base model with no adapter; ``null`` reads the same.
+NO_ADAPTER = "none"
 
 
 @dataclass(frozen=True)
