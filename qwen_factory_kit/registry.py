@@ -270,7 +270,8 @@ def _inspectable_file(name: str, entry: dict, data_dir: Path):
                                                     "(llamafactory-cli and the WebUI fail with 'Dataset converter ... not found')",
                         f"for plain LLaMA-Factory, convert them: qfk convert {PLUGIN_FORMATTINGS[entry['formatting']]} {path}")]
     if ext not in LOADABLE_EXTENSIONS:
-        return [Finding("file", "error", name, f"extension {ext} is not loadable by LLaMA-Factory", f"use one of {', '.join(LOADABLE_EXTENSIONS)}")]
+        return [Finding("file", "error", name, f"extension {ext} is not loadable by LLaMA-Factory",
+                        f"use one of {', '.join(LOADABLE_EXTENSIONS)}")]
     if ext not in (".jsonl", ".json", ".parquet", ".csv"):
         return [Finding("file", "info", name, f"{ext} files are not inspected further")]
     return files[0]

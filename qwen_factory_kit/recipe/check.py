@@ -377,7 +377,8 @@ def check_template(args: dict, model: presets.ModelInfo | None) -> list[Finding]
     template = args.get("template")
     if model is None:
         return [Finding("template", "warn", None, f"model {args.get('model_name_or_path')!r} is not a known Qwen3 model or folder: "
-                                                  "template not checked", "use a Qwen3 name (qfk recipe new --list-models) or a local folder")]
+                                                  "template not checked",
+                        "use a Qwen3 name (qfk recipe new --list-models) or a local folder")]
     want = "qwen3_nothink" if model.kind == "instruct-2507" else "qwen3"
     if not template:
         return [Finding("template", "error", None, "no template: LLaMA-Factory would fall back to a generic one",
@@ -416,7 +417,8 @@ def check_think(args: dict, facts: list, model: presets.ModelInfo | None) -> lis
             fix = _think_fix(mode, model)
             out.append(Finding("think", "error", None, exc.message, f"{fix}, or: {exc.hint}" if fix else exc.hint or ""))
     if not out:
-        out.append(Finding("think", "ok", None, f"template {template}, enable_thinking {scalar(enable)} trains what the data holds ({desc})"))
+        out.append(Finding("think", "ok", None,
+                           f"template {template}, enable_thinking {scalar(enable)} trains what the data holds ({desc})"))
     return out
 
 
@@ -508,8 +510,9 @@ def check_cutoff(args: dict, facts: list, *, max_rows: int = 2000,
         seen = f"{s['rows']} rows" + (f" (first {max_rows})" if (f.rows or 0) > max_rows else "")
         think_lost, answer_lost = s["rows_losing_think_close"], s["rows_losing_answer"]
         if think_lost:
-            out.append(Finding("cutoff", "error", f.name, f"cutoff_len {cutoff} cuts {len(think_lost)} of {seen} before </think> "
-                                                       f"(rows {', '.join(map(str, think_lost[:8]))}): the model learns never to close thinking",
+            out.append(Finding("cutoff", "error", f.name,
+                               f"cutoff_len {cutoff} cuts {len(think_lost)} of {seen} before </think> "
+                               f"(rows {', '.join(map(str, think_lost[:8]))}): the model learns never to close thinking",
                                _cutoff_fix(args, f.name, cutoff, s)))
         elif answer_lost:
             out.append(Finding("cutoff", "warn", f.name, f"cutoff_len {cutoff} cuts the answer of {len(answer_lost)} of {seen} "
@@ -619,8 +622,9 @@ def _check_gpu(args: dict, machine: Machine) -> list[Finding]:
     out: list[Finding] = []
     if args.get("quantization_bit"):
         if not machine.cuda:
-            out.append(Finding("gpu", "warn", None, f"QLoRA (quantization_bit: {args['quantization_bit']}, bitsandbytes) needs a CUDA GPU; "
-                                                    "this machine has none, so it cannot train here",
+            out.append(Finding("gpu", "warn", None,
+                               f"QLoRA (quantization_bit: {args['quantization_bit']}, bitsandbytes) needs a CUDA GPU; "
+                               "this machine has none, so it cannot train here",
                                f"{lora_overrides()} (LoRA) to train here, or run it on a GPU machine"))
         if not machine.has("bitsandbytes"):
             out.append(Finding("gpu", "warn", None, "quantization_bit needs bitsandbytes, which is not installed",
@@ -629,7 +633,8 @@ def _check_gpu(args: dict, machine: Machine) -> list[Finding]:
         out.append(Finding("gpu", "warn", None, f"optim {args['optim']} comes from bitsandbytes, which is not installed",
                            f"optim={LORA_VALUES['optim']}, or pip install bitsandbytes"))
     if args.get("flash_attn") == "fa2" and not machine.has("flash_attn"):
-        out.append(Finding("gpu", "warn", None, "flash_attn: fa2 but flash-attn is not installed", "flash_attn=auto, or pip install flash-attn"))
+        out.append(Finding("gpu", "warn", None, "flash_attn: fa2 but flash-attn is not installed",
+                           "flash_attn=auto, or pip install flash-attn"))
     if args.get("use_cpu") and args.get("bf16"):
         out.append(Finding("gpu", "warn", None, "use_cpu with bf16: slow or unsupported on many CPUs", "bf16=false"))
     return out
