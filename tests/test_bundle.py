@@ -512,4 +512,4 @@ def test_unpacked_mix_recipe_passes_check_elsewhere(tmp_path, monkeypatch, qfk, 
     code, stdout, err = qfk("recipe", "check", "mix.yaml", "--json")
     res = json.loads(stdout)
     assert code == 0 and res["ok"], res["findings"]
-    assert any(f["check"] == "datasets" and f["status"] == "ok" for f in res["findings"])
+    assert any(f["id"] == "datasets" and f["severity"] == "ok" for f in res["findings"])

@@ -130,8 +130,8 @@ def machine_rule(machine: Machine) -> Callable[[dict], list]:
 class Case:
     rule: Callable[[dict], list]
     args: dict
-    check: str
-    status: str
+    check: str     # the finding id
+    severity: str
     text: str
     clean: bool = False  # the fix leaves nothing of this check worse than ok/info, even what was there before
 
@@ -140,62 +140,62 @@ REASONING, DIRECT, MIXED = facts(), facts("chat", "direct", "omit"), [facts(), f
 LONG_ROWS = [(300, 200), (900, 800), (2100, 1900)]  # the longest needs 2304; p99 (900) would cut it again
 CASES: dict[str, Callable[[Path], Case]] = {
     # keys: value types
-    "yaml-boolean": lambda t: Case(lambda a: check.check_types(a, FIELDS), {"eval_strategy": False}, "keys", "fail", "eval_strategy"),
-    "quoted-number": lambda t: Case(lambda a: check.check_types(a, FIELDS), {"lora_rank": "8"}, "keys", "fail", "lora_rank"),
-    "quoted-float": lambda t: Case(lambda a: check.check_types(a, FIELDS), {"learning_rate": "5e-6"}, "keys", "fail", "learning_rate"),
+    "yaml-boolean": lambda t: Case(lambda a: check.check_types(a, FIELDS), {"eval_strategy": False}, "keys", "error", "eval_strategy"),
+    "quoted-number": lambda t: Case(lambda a: check.check_types(a, FIELDS), {"lora_rank": "8"}, "keys", "error", "lora_rank"),
+    "quoted-float": lambda t: Case(lambda a: check.check_types(a, FIELDS), {"learning_rate": "5e-6"}, "keys", "error", "learning_rate"),
     # keys: what this machine cannot parse
     "bf16-on-cpu": lambda t: Case(set_aside_rule(BARE), {"bf16": True}, "gpu", "info", "bf16: true needs a GPU"),
-    "shipped-deepspeed-missing": lambda t: Case(set_aside_rule(GPU), {"deepspeed": "deepspeed/ds_z3_config.json"}, "paths", "fail",
+    "shipped-deepspeed-missing": lambda t: Case(set_aside_rule(GPU), {"deepspeed": "deepspeed/ds_z3_config.json"}, "paths", "error",
                                                 "not found"),
     # datasets
-    "unknown-dataset": lambda t: Case(datasets_rule, {"dataset": "medical,finetome", "dataset_dir": registry(t)}, "datasets", "fail",
+    "unknown-dataset": lambda t: Case(datasets_rule, {"dataset": "medical,finetome", "dataset_dir": registry(t)}, "datasets", "error",
                                       "dataset 'medical' is not in"),
     "unknown-eval-dataset": lambda t: Case(datasets_rule, {"dataset": "medical_r1", "eval_dataset": "fintome",
-                                                           "dataset_dir": registry(t)}, "datasets", "fail", "dataset 'fintome'"),
-    "ranking-data-in-sft": lambda t: Case(datasets_rule, {"dataset": "pref", "dataset_dir": registry(t)}, "ranking", "fail", "SFT data"),
+                                                           "dataset_dir": registry(t)}, "datasets", "error", "dataset 'fintome'"),
+    "ranking-data-in-sft": lambda t: Case(datasets_rule, {"dataset": "pref", "dataset_dir": registry(t)}, "ranking", "error", "SFT data"),
     "sft-data-in-dpo": lambda t: Case(datasets_rule, {"stage": "dpo", "dataset": "medical_r1", "dataset_dir": registry(t)}, "ranking",
-                                      "fail", "ranking data"),
+                                      "error", "ranking data"),
     # mix
     "upsampled-mix-entry": lambda t: Case(mix_rule, {"dataset": "medical_r1__n10,finetome", "dataset_dir": registry(t)}, "mix", "warn",
                                           "repeats about 3.3x"),
     "upsampled-by-hand": lambda t: Case(mix_rule, {"dataset": "big", "dataset_dir": registry(t)}, "mix", "warn", "repeats about 3.0x"),
     # template
-    "no-template": lambda t: Case(template_rule, {"model_name_or_path": "Qwen3-4B"}, "template", "fail", "no template"),
-    "no-template-2507": lambda t: Case(template_rule, {"model_name_or_path": "Qwen3-4B-Instruct-2507"}, "template", "fail", "no template"),
-    "other-template": lambda t: Case(template_rule, {"model_name_or_path": "Qwen3-4B", "template": "llama3"}, "template", "fail",
+    "no-template": lambda t: Case(template_rule, {"model_name_or_path": "Qwen3-4B"}, "template", "error", "no template"),
+    "no-template-2507": lambda t: Case(template_rule, {"model_name_or_path": "Qwen3-4B-Instruct-2507"}, "template", "error", "no template"),
+    "other-template": lambda t: Case(template_rule, {"model_name_or_path": "Qwen3-4B", "template": "llama3"}, "template", "error",
                                      "not a Qwen3 template"),
     "thinking-template-on-2507": lambda t: Case(template_rule, {"model_name_or_path": "Qwen3-4B-Instruct-2507", "template": "qwen3"},
-                                                "template", "fail", "non-thinking only"),
+                                                "template", "error", "non-thinking only"),
     "nothink-on-hybrid": lambda t: Case(template_rule, {"model_name_or_path": "Qwen3-4B", "template": "qwen3_nothink"}, "template",
                                         "warn", "think switch"),
     # think
     "reasoning-stripped": lambda t: Case(think_rule(REASONING), {"model_name_or_path": "Qwen3-4B", "template": "qwen3",
-                                                                 "enable_thinking": False}, "think", "fail", "strips"),
+                                                                 "enable_thinking": False}, "think", "error", "strips"),
     "mixed-stripped": lambda t: Case(think_rule(*MIXED), {"model_name_or_path": "Qwen3-4B", "template": "qwen3",
-                                                          "enable_thinking": False}, "think", "fail", "strips"),
+                                                          "enable_thinking": False}, "think", "error", "strips"),
     "direct-with-thinking": lambda t: Case(think_rule(DIRECT), {"model_name_or_path": "Qwen3-4B", "template": "qwen3",
                                                                 "enable_thinking": True}, "think", "warn", "skip thinking"),
     "mixed-with-thinking": lambda t: Case(think_rule(*MIXED), {"model_name_or_path": "Qwen3-4B", "template": "qwen3",
                                                                "enable_thinking": True}, "think", "warn", "empty think blocks"),
     "nothink-on-reasoning": lambda t: Case(think_rule(REASONING), {"model_name_or_path": "Qwen3-4B", "template": "qwen3_nothink"},
-                                           "think", "fail", "as plain text"),
+                                           "think", "error", "as plain text"),
     "nothink-on-mixed-2507": lambda t: Case(think_rule(*MIXED), {"model_name_or_path": "Qwen3-4B-Instruct-2507",
-                                                                 "template": "qwen3_nothink"}, "think", "fail", "as plain text"),
+                                                                 "template": "qwen3_nothink"}, "think", "error", "as plain text"),
     "explicit-empty-blocks": lambda t: Case(think_rule(facts("chat", "direct", "explicit")),
-                                            {"model_name_or_path": "Qwen3-4B", "template": "qwen3_nothink"}, "think", "fail",
+                                            {"model_name_or_path": "Qwen3-4B", "template": "qwen3_nothink"}, "think", "error",
                                             "explicit empty <think>"),
     "reasoning-on-instruct-2507": lambda t: Case(think_rule(REASONING), {"model_name_or_path": "Qwen3-4B-Instruct-2507",
-                                                                         "template": "qwen3"}, "think", "fail", "never thinks"),
+                                                                         "template": "qwen3"}, "think", "error", "never thinks"),
     "direct-on-thinking-2507": lambda t: Case(think_rule(DIRECT), {"model_name_or_path": "Qwen3-30B-A3B-Thinking-2507",
-                                                                   "template": "qwen3", "enable_thinking": False}, "think", "fail",
+                                                                   "template": "qwen3", "enable_thinking": False}, "think", "error",
                                               "always thinks"),
     # cutoff
-    "cutoff-cuts-think": lambda t: Case(cutoff_rule(LONG_ROWS), {"cutoff_len": 1024, "dataset": "med"}, "cutoff", "fail",
+    "cutoff-cuts-think": lambda t: Case(cutoff_rule(LONG_ROWS), {"cutoff_len": 1024, "dataset": "med"}, "cutoff", "error",
                                         "before </think>"),
     "cutoff-cuts-answer": lambda t: Case(cutoff_rule([(300, 200), (2100, 1000)]), {"cutoff_len": 1024, "dataset": "med"}, "cutoff",
                                          "warn", "cuts the answer"),
     # output
-    "no-output-dir": lambda t: Case(check.check_output, {"model_name_or_path": "Qwen3-4B"}, "output", "fail", "no output_dir"),
+    "no-output-dir": lambda t: Case(check.check_output, {"model_name_or_path": "Qwen3-4B"}, "output", "error", "no output_dir"),
     "export-over-a-model": lambda t: Case(check.check_output, {"export_dir": folder(t, "model.safetensors")}, "output", "warn",
                                           "overwrites it"),
     "predictions-replaced": lambda t: Case(check.check_output, {"do_predict": True, "output_dir": folder(t, "generated_predictions.jsonl")},
@@ -203,7 +203,7 @@ CASES: dict[str, Callable[[Path], Case]] = {
     "overwrite-old-run": lambda t: Case(check.check_output, {"output_dir": folder(t, "trainer_log.jsonl"), "overwrite_output_dir": True},
                                         "output", "warn", "overwritten"),
     "silent-resume": lambda t: Case(check.check_output, {"output_dir": folder(t, "checkpoint-20")}, "output", "warn", "RESUMES"),
-    "finished-model": lambda t: Case(check.check_output, {"output_dir": folder(t, "adapter_model.safetensors")}, "output", "fail",
+    "finished-model": lambda t: Case(check.check_output, {"output_dir": folder(t, "adapter_model.safetensors")}, "output", "error",
                                      "already exists"),
     "appended-log": lambda t: Case(check.check_output, {"output_dir": folder(t, "trainer_log.jsonl")}, "output", "warn", "appended"),
     # machine and paths
@@ -216,7 +216,7 @@ CASES: dict[str, Callable[[Path], Case]] = {
                                                        "comes from bitsandbytes"),
     "fa2-not-installed": lambda t: Case(machine_rule(BARE), {"flash_attn": "fa2"}, "gpu", "warn", "flash-attn is not installed"),
     "cpu-bf16": lambda t: Case(machine_rule(GPU), {"use_cpu": True, "bf16": True}, "gpu", "warn", "use_cpu with bf16"),
-    "spaced-output-dir": lambda t: Case(machine_rule(GPU), {"output_dir": "saves/my run", "deepspeed": "ds.json"}, "paths", "fail",
+    "spaced-output-dir": lambda t: Case(machine_rule(GPU), {"output_dir": "saves/my run", "deepspeed": "ds.json"}, "paths", "error",
                                         "spaces"),
     "remote-code": lambda t: Case(machine_rule(GPU), {"trust_remote_code": True}, "paths", "warn", "trust_remote_code"),
     # sampling
@@ -254,15 +254,15 @@ def test_the_fix_passes_when_applied(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     case = CASES[name](tmp_path)
     before = case.rule(case.args)
-    found = [f for f in before if f.check == case.check and f.status == case.status and case.text in f.message]
+    found = [f for f in before if f.id == case.check and f.severity == case.severity and case.text in f.text]
     assert len(found) == 1, before
     overrides = fix_overrides(found[0].fix)
     assert overrides, f"no key=value in the fix: {found[0].fix}"
     after = case.rule(apply(case.args, overrides, tmp_path))
-    mine = [f for f in after if f.check == case.check]
-    assert found[0].message not in [f.message for f in mine], (overrides, after)
-    known = set() if case.clean else {f.message for f in before if f.status in ("warn", "fail")}
-    assert [f for f in mine if f.status in ("warn", "fail") and f.message not in known] == [], (overrides, after)
+    mine = [f for f in after if f.id == case.check]
+    assert found[0].text not in [f.text for f in mine], (overrides, after)
+    known = set() if case.clean else {f.text for f in before if f.severity in ("warn", "error")}
+    assert [f for f in mine if f.severity in ("warn", "error") and f.text not in known] == [], (overrides, after)
 
 
 @pytest.mark.parametrize("fix,want", [
@@ -288,7 +288,7 @@ def test_fix_overrides_reads_the_first_alternative(fix, want):
     check._undefined("medical_r1__n5", {"medical_r1": {}}, Path("data/dataset_info.json"), {"dataset": "medical_r1__n5"}),
     check.check_machine({"model_name_or_path": "."}, machine=GPU, recipe_path="my recipes/r.yaml")[0],
     check.check_machine({"do_predict": True, "adapter_name_or_path": "saves/never"}, machine=GPU)[0],
-], ids=lambda f: f"{f.check}: {f.message[:40]}")
+], ids=lambda f: f"{f.id}: {f.message[:40]}")
 def test_exempt_fixes_hold_no_override(finding):
     """The exempt findings (a sample that needs no data) really offer a command or a choice, not a key=value to apply."""
     assert finding.fix and fix_overrides(finding.fix) == []
@@ -312,12 +312,12 @@ def test_cutoff_fix_passes_on_the_real_medical_rows(real_samples, tmp_path, monk
     def cutoff(*overrides: str):
         code, out, err = qfk("recipe", "check", "med.yaml", *overrides, "--json")
         assert code in (0, 1), err
-        return [f for f in json.loads(out)["findings"] if f["check"] == "cutoff"]
+        return [f for f in json.loads(out)["findings"] if f["id"] == "cutoff"]
 
     (cut,) = cutoff()
-    assert cut["status"] == "fail" and "cutoff_len 2048 cuts" in cut["message"] and "196" in cut["message"]
+    assert cut["severity"] == "error" and "cutoff_len 2048 cuts" in cut["message"] and "196" in cut["message"]
     assert "qfk datasets filter medical_r1 --max-tokens 2048, then dataset=medical_r1__max2048" in cut["fix"]
     overrides = fix_overrides(cut["fix"])
     assert len(overrides) == 1 and overrides[0].startswith("cutoff_len=") and int(overrides[0].split("=")[1]) % 256 == 0
     (after,) = cutoff(*overrides)
-    assert after["status"] == "ok", after
+    assert after["severity"] == "ok", after

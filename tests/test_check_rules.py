@@ -1,7 +1,7 @@
 """The rules of qfk recipe check, each as a plain function of a recipe dict and the facts it is given.
 
 No LLaMA-Factory import, no model, no subprocess: the slow end-to-end runs through the CLI are in
-test_recipes.py. Each failure a rule can report is asserted on its check id, status and fix.
+test_recipes.py. Each failure a rule can report is asserted on its finding id, severity and fix.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ BARE = Machine(cuda=False)
 GPU = Machine(cuda=True, packages=frozenset(check.OPTIONAL_PACKAGES))
 
 
-def only(findings, check_id: str, status: str, text: str = "", *, fix: bool = True):
-    """The one finding of ``check_id``; it has ``status``, ``text`` in its message and (unless ``fix=False``) a fix."""
-    mine = [f for f in findings if f.check == check_id]
+def only(findings, check_id: str, severity: str, text: str = "", *, fix: bool = True):
+    """The one finding of ``check_id``; it has ``severity``, ``text`` in its message (with its locator in front:
+    ``where: message``) and (unless ``fix=False``) a fix."""
+    mine = [f for f in findings if f.id == check_id]
     assert len(mine) == 1, findings
     f = mine[0]
-    assert f.status == status and text in f.message, f
+    assert f.severity == severity and text in f.text, f
     assert bool(f.fix) == fix, f
     return f
 
@@ -54,10 +55,10 @@ def test_template_fits_the_model(model, template):
 
 @pytest.mark.parametrize("model,template,status,text,want", [
     (None, "qwen3", "warn", "not a known Qwen3 model", "qfk recipe new --list-models"),
-    (HYBRID, None, "fail", "no template", "template=qwen3"),
-    (INSTRUCT, None, "fail", "no template", "template=qwen3_nothink"),
-    (HYBRID, "llama3", "fail", "not a Qwen3 template", "template=qwen3"),
-    (INSTRUCT, "qwen3", "fail", "non-thinking only", "template=qwen3_nothink"),
+    (HYBRID, None, "error", "no template", "template=qwen3"),
+    (INSTRUCT, None, "error", "no template", "template=qwen3_nothink"),
+    (HYBRID, "llama3", "error", "not a Qwen3 template", "template=qwen3"),
+    (INSTRUCT, "qwen3", "error", "non-thinking only", "template=qwen3_nothink"),
     (HYBRID, "qwen3_nothink", "warn", "think switch", "enable_thinking=false"),
 ])
 def test_template_mistakes(model, template, status, text, want):
@@ -86,11 +87,11 @@ def test_think_ok_when_settings_train_what_the_data_holds(template, enable, mode
 
 
 @pytest.mark.parametrize("template,enable,modes,status,text,want", [
-    ("qwen3", False, ["reasoning"], "fail", "strips every think block", "enable_thinking=true"),
-    ("qwen3", False, ["reasoning", "direct"], "fail", "strips every think block", "enable_thinking=null"),
+    ("qwen3", False, ["reasoning"], "error", "strips every think block", "enable_thinking=true"),
+    ("qwen3", False, ["reasoning", "direct"], "error", "strips every think block", "enable_thinking=null"),
     ("qwen3", True, ["direct"], "warn", "learns to skip thinking", "enable_thinking=false"),
     ("qwen3", True, ["reasoning", "direct"], "warn", "empty think blocks", "enable_thinking=null"),
-    ("qwen3_nothink", None, ["reasoning"], "fail", "as plain text", "template=qwen3"),
+    ("qwen3_nothink", None, ["reasoning"], "error", "as plain text", "template=qwen3"),
 ])
 def test_think_mistakes(template, enable, modes, status, text, want):
     fs = [facts(f"d{i}", m) for i, m in enumerate(modes)]
@@ -105,7 +106,7 @@ def test_think_null_on_reasoning_data_is_noted():
 
 def test_think_nothink_refuses_explicit_empty_blocks():
     fs = [facts("plain", "direct", "omit"), facts("explicit", "direct", "explicit")]
-    f = only(check.check_think({"template": "qwen3_nothink"}, fs, INSTRUCT), "think", "fail", "explicit empty <think>")
+    f = only(check.check_think({"template": "qwen3_nothink"}, fs, INSTRUCT), "think", "error", "explicit empty <think>")
     assert f.message.startswith("explicit ") and "--empty-think omit" in f.fix
 
 
@@ -117,8 +118,8 @@ def test_think_nothink_refuses_explicit_empty_blocks():
 def test_think_refuses_what_a_2507_model_cannot_train(model, mode, template, want):
     """The fix is the hybrid model of the same size, with the settings for the data."""
     out = check.check_think({"template": template, "enable_thinking": None}, [facts(mode=mode)], model)
-    mine = [f for f in out if f.check == "think" and model.name in f.message]
-    assert len(mine) == 1 and mine[0].status == "fail" and mine[0].fix.startswith(want + ", or: use a")
+    mine = [f for f in out if f.id == "think" and model.name in f.message]
+    assert len(mine) == 1 and mine[0].severity == "error" and mine[0].fix.startswith(want + ", or: use a")
 
 
 def test_think_on_a_local_2507_model_has_no_sibling_to_name():
@@ -136,7 +137,7 @@ def test_think_nothink_with_reasoning_on_instruct_names_the_hybrid_model():
 
 def test_think_explicit_empty_blocks_on_a_hybrid_model_can_switch_template():
     f = only(check.check_think({"template": "qwen3_nothink"}, [facts(mode="direct", empty_style="explicit")], HYBRID),
-             "think", "fail", "explicit empty <think>")
+             "think", "error", "explicit empty <think>")
     assert f.fix.startswith("template=qwen3 enable_thinking=false, or convert again with --empty-think omit")
 
 
@@ -171,7 +172,7 @@ def test_cutoff_that_cuts_a_think_block_fails():
     """The fix holds the longest row (not p99, which would cut it again), or filters the rows out."""
     args = {"cutoff_len": 512, "dataset": "other,med"}
     out = check.check_cutoff(args, [facts()], measure=lambda *_: summary(think=[3, 7], answer=[3, 7, 9], longest=4100))
-    f = only(out, "cutoff", "fail", "cutoff_len 512 cuts 2 of 10 rows before </think> (rows 3, 7)")
+    f = only(out, "cutoff", "error", "cutoff_len 512 cuts 2 of 10 rows before </think> (rows 3, 7)")
     assert f.fix.startswith("cutoff_len=4352 (holds every row: the longest has 4100 tokens), or ")
     assert "qfk datasets filter med --max-tokens 512, then dataset=other,med__max512" in f.fix
 
@@ -198,7 +199,7 @@ def test_output_new_or_empty_folder(tmp_path):
 
 @pytest.mark.parametrize("args", [{}, {"export_dir": ""}])
 def test_output_missing(args):
-    only(check.check_output(args), "output", "fail", "no output_dir")
+    only(check.check_output(args), "output", "error", "no output_dir")
 
 
 def test_output_merge_over_a_model(tmp_path):
@@ -221,7 +222,7 @@ def test_output_train_states(tmp_path):
     (tmp_path / "trainer_log.jsonl").write_text("")
     only(check.check_output(args), "output", "warn", "appended")
     (tmp_path / "adapter_model.safetensors").write_bytes(b"x")
-    only(check.check_output(args), "output", "fail", "already exists")
+    only(check.check_output(args), "output", "error", "already exists")
     for n in (9, 20):
         (tmp_path / f"checkpoint-{n}").mkdir()
     only(check.check_output(args), "output", "warn", "holds checkpoint-20: LLaMA-Factory silently RESUMES")
@@ -239,7 +240,7 @@ def test_machine_clean_recipe():
 def test_machine_qlora():
     args = {"quantization_bit": 4, "optim": "paged_adamw_8bit"}
     out = check.check_machine(args, machine=BARE)
-    assert [f.check for f in out] == ["gpu"] * 3 and all(f.status == "warn" and f.fix for f in out)
+    assert [f.id for f in out] == ["gpu"] * 3 and all(f.severity == "warn" and f.fix for f in out)
     assert "needs a CUDA GPU" in out[0].message and "bitsandbytes" in out[1].message and "paged_adamw_8bit" in out[2].message
     lora = "quantization_bit=null quantization_method=null optim=adamw_torch"
     assert out[0].fix.startswith(lora) and lora in out[1].fix and out[2].fix.startswith("optim=adamw_torch")
@@ -271,7 +272,7 @@ def test_paths_with_spaces():
     assert f.fix.startswith("rename my models/q, a b/r.yaml without spaces, or launch with qfk train")
     f = only(check.check_machine({"output_dir": "saves/my run", "model_name_or_path": "my models/q"}, machine=GPU), "paths", "warn")
     assert f.fix.startswith("output_dir=saves/my_run and rename my models/q without spaces, or ")
-    only(check.check_machine({"output_dir": "saves/my run", "deepspeed": "ds.json"}, machine=GPU), "paths", "fail", "spaces")
+    only(check.check_machine({"output_dir": "saves/my run", "deepspeed": "ds.json"}, machine=GPU), "paths", "error", "spaces")
 
 
 def test_missing_adapter_of_an_inference_recipe(tmp_path):
@@ -337,7 +338,7 @@ def test_types_accept_what_llamafactory_takes():
     ("quantization_method", "gptq", "Literal"),
 ])
 def test_types_refuse_a_wrong_value(key, value, want):
-    f = only(check.check_types({key: value}, FIELDS), "keys", "fail", f"{key}: {value!r} is not a valid value")
+    f = only(check.check_types({key: value}, FIELDS), "keys", "error", f"{key}: {value!r} is not a valid value")
     assert want in f.message and f.fix.startswith("numbers unquoted")
 
 
@@ -348,13 +349,13 @@ def test_types_refuse_a_wrong_value(key, value, want):
     ("do_train", "True", "do_train=true "),
 ])
 def test_types_fix_a_quoted_value_that_says_what_it_means(key, value, want):
-    f = only(check.check_types({key: value}, FIELDS), "keys", "fail", f"{key}: {value!r}")
+    f = only(check.check_types({key: value}, FIELDS), "keys", "error", f"{key}: {value!r}")
     assert f.fix.startswith(want) and "not text" in f.fix
 
 
 @pytest.mark.parametrize("key", ["eval_strategy", "save_strategy"])
 def test_types_explain_yaml_booleans(key):
-    f = only(check.check_types({key: False}, FIELDS), "keys", "fail", f"{key}: False")
+    f = only(check.check_types({key: False}, FIELDS), "keys", "error", f"{key}: False")
     assert f"{key}: \"no\"" in f.fix and "booleans" in f.fix
 
 
@@ -374,7 +375,7 @@ def test_set_aside_findings(tmp_path):
     f = only(check.set_aside_findings({"bf16": True}, ["bf16"], BARE), "gpu", "info", "bf16: true needs a GPU")
     assert "use_cpu=true" in f.fix
     out = check.set_aside_findings({"deepspeed": str(tmp_path / "ds.json")}, ["deepspeed"], BARE)
-    only(out, "paths", "fail", "ds.json not found")
+    only(out, "paths", "error", "ds.json not found")
     only(out, "gpu", "warn", "DeepSpeed, which is not installed")
     (tmp_path / "ds.json").write_text("{}")
     assert check.set_aside_findings({"deepspeed": str(tmp_path / "ds.json")}, ["deepspeed"], GPU) == []
@@ -383,14 +384,14 @@ def test_set_aside_findings(tmp_path):
 @pytest.mark.parametrize("rejection,status,text,fix", [
     (None, "ok", "LLaMA-Factory 0.9.5 parses every key (train recipe)", ""),
     (lfbridge.Rejection("please launch distributed training with torchrun", "needs-launcher"), "ok", "distributed launch", ""),
-    (lfbridge.Rejection("Some keys are not used by the HfArgumentParser: ['foo']", "unknown-key"), "fail",
+    (lfbridge.Rejection("Some keys are not used by the HfArgumentParser: ['foo']", "unknown-key"), "error",
      "rejects the recipe: Some keys", "remove or rename the key"),
-    (lfbridge.Rejection("Please specify `lora_target`", "value"), "fail", "lora_target", "fix the value"),
-    (lfbridge.Rejection("2", "exit"), "fail", "parser exited (2)", "llamafactory-cli train RECIPE"),
+    (lfbridge.Rejection("Please specify `lora_target`", "value"), "error", "lora_target", "fix the value"),
+    (lfbridge.Rejection("2", "exit"), "error", "parser exited (2)", "llamafactory-cli train RECIPE"),
 ])
 def test_parser_finding(rejection, status, text, fix):
     f = check.parser_finding(rejection, "train", "0.9.5")
-    assert f.check == "keys" and f.status == status and text in f.message and fix in f.fix and bool(f.fix) == bool(fix)
+    assert f.id == "keys" and f.severity == status and text in f.message and fix in f.fix and bool(f.fix) == bool(fix)
 
 
 def test_check_llamafactory_steps(monkeypatch):
@@ -399,10 +400,10 @@ def test_check_llamafactory_steps(monkeypatch):
     monkeypatch.setattr(lfbridge, "argument_fields", lambda: {"lora_rank": int})
     monkeypatch.setattr(lfbridge, "parse_recipe_args", lambda a, infer: parsed.append((a, infer)))
     monkeypatch.setattr(lfbridge, "llamafactory_version", lambda: "0.9.5")
-    only(check.check_llamafactory({"lora_rank": "x"}, BARE), "keys", "fail", "lora_rank")
+    only(check.check_llamafactory({"lora_rank": "x"}, BARE), "keys", "error", "lora_rank")
     assert parsed == []
     out = check.check_llamafactory({"lora_rank": 8, "bf16": True, "export_dir": "m"}, BARE)
-    assert [(f.check, f.status) for f in out] == [("gpu", "info"), ("keys", "ok")]
+    assert [(f.id, f.severity) for f in out] == [("gpu", "info"), ("keys", "ok")]
     assert parsed == [({"lora_rank": 8, "bf16": False, "export_dir": "m"}, True)]
 
 
@@ -443,13 +444,13 @@ def test_datasets_of_a_merge_recipe_are_not_checked(data):
 
 
 @pytest.mark.parametrize("args,status,text,want", [
-    ({"dataset": ""}, "fail", "names no dataset", "dataset: NAME"),
-    ({"dataset": "med", "dataset_dir": "{tmp}/nowhere"}, "fail", "Cannot open", "dataset_dir=PATH"),
-    ({"dataset": "zzz"}, "fail", "dataset 'zzz' is not in", "qfk datasets add"),
-    ({"dataset": "mde"}, "fail", "Undefined dataset mde", "dataset=med"),
-    ({"dataset": "me"}, "fail", "Undefined dataset me", "dataset=med"),
-    ({"dataset": "med__n2"}, "fail", "the mix entry (med with num_samples: 2)", "--dry-run"),
-    ({"dataset": "gone"}, "fail", "gone: File", "qfk datasets remove gone"),
+    ({"dataset": ""}, "error", "names no dataset", "dataset: NAME"),
+    ({"dataset": "med", "dataset_dir": "{tmp}/nowhere"}, "error", "Cannot open", "dataset_dir=PATH"),
+    ({"dataset": "zzz"}, "error", "dataset 'zzz' is not in", "qfk datasets add"),
+    ({"dataset": "mde"}, "error", "Undefined dataset mde", "dataset=med"),
+    ({"dataset": "me"}, "error", "Undefined dataset me", "dataset=med"),
+    ({"dataset": "med__n2"}, "error", "the mix entry (med with num_samples: 2)", "--dry-run"),
+    ({"dataset": "gone"}, "error", "gone: File", "qfk datasets remove gone"),
 ])
 def test_datasets_mistakes(data, tmp_path, args, status, text, want):
     args = {"dataset_dir": str(data), **args}
@@ -461,14 +462,14 @@ def test_datasets_mistakes(data, tmp_path, args, status, text, want):
 
 def test_datasets_broken_registry(data):
     (data / "dataset_info.json").write_text("{not json")
-    f = only(check.check_datasets({"dataset": "med", "dataset_dir": str(data)})[0], "datasets", "fail", "not valid JSON")
+    f = only(check.check_datasets({"dataset": "med", "dataset_dir": str(data)})[0], "datasets", "error", "not valid JSON")
     assert "fix it by hand" in f.fix
 
 
 @pytest.mark.parametrize("stage,name,needs", [("sft", "pref", "SFT data"), ("dpo", "med", "ranking data")])
 def test_datasets_ranking_against_the_stage(data, stage, name, needs):
     out, _ = check.check_datasets({"stage": stage, "dataset": name, "dataset_dir": str(data)})
-    f = only(out, "ranking", "fail", needs)
+    f = only(out, "ranking", "error", needs)
     assert "not applicable" in f.message and "qfk convert" in f.fix
     assert f.fix.startswith(f"stage={'dpo' if name == 'pref' else 'sft'} to train on {name} as it is")
 
@@ -480,7 +481,7 @@ def test_unknown_dataset_names_the_close_ones(tmp_path):
         (d / f"{n}.jsonl").write_text(json.dumps({"instruction": "q", "input": "", "output": "a"}) + "\n")
     (d / "dataset_info.json").write_text(json.dumps({n: build_entry(f"{n}.jsonl") for n in ("medical_r1", "medical_r1_val", "finetome")}))
     out, _ = check.check_datasets({"dataset": "medical,finetome", "eval_dataset": "medical", "dataset_dir": str(d)})
-    mine = [f for f in out if f.check == "datasets"]
+    mine = [f for f in out if f.id == "datasets"]
     assert len(mine) == 2 and all(f.message.startswith(f"dataset 'medical' is not in {d / 'dataset_info.json'}") for f in mine)
     assert mine[0].fix == "dataset=medical_r1,finetome eval_dataset=medical_r1 (also close: medical_r1_val)"
 

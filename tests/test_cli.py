@@ -33,11 +33,12 @@ def test_unknown_option_is_a_usage_error(qfk):
 def test_doctor_json(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = run_qfk_process("doctor", "--json", cwd=tmp_path, timeout=300)
-    findings = {f["check"]: f for f in json.loads(p.stdout)}
-    assert findings["llamafactory"]["status"] == "ok"
-    assert findings["tokenizer"]["status"] == "ok"
-    assert findings["torch"]["status"] == "ok", findings
-    assert findings["data-dir"]["status"] in ("info", "warn") and findings["data-dir"]["fix"]
+    findings = {f["id"]: f for f in json.loads(p.stdout)}
+    assert findings["llamafactory"]["severity"] == "ok"
+    assert findings["tokenizer"]["severity"] == "ok"
+    assert findings["torch"]["severity"] == "ok", findings
+    assert findings["data-dir"]["severity"] in ("info", "warn") and findings["data-dir"]["fix"]
+    assert all(f["where"] is None for f in findings.values())
     assert p.returncode == 0
 
 
@@ -47,7 +48,7 @@ def test_doctor_reports_broken_dataset_info(tmp_path):
     from qwen_factory_kit.doctor import check_data_dir
 
     f = check_data_dir(str(tmp_path / "data"))
-    assert f.status == "fail" and "line 1, column" in f.message
+    assert f.severity == "error" and "line 1, column" in f.message
 
 
 def test_convert_starts_fast_without_torch():

@@ -24,7 +24,7 @@ def sg(*turns, **kw):
 def rules_of(rows, lay=None, **kw):
     lay = lay or layout_from(None, rows[0])
     rep = lint_rows(enumerate(rows, 1), lay, **kw)
-    return {(p.rule, p.row) for p in rep.problems}, rep
+    return {(p.id, p.row) for p in rep.problems}, rep
 
 
 def test_canonical_rows_are_quiet():
@@ -103,7 +103,7 @@ def test_template_combinations():
 
 
 def test_every_rule_has_a_fix():
-    assert all(sev in ("error", "warning") and text and hint for sev, text, hint in RULES.values())
+    assert all(sev in ("error", "warn") and text and hint for sev, text, hint in RULES.values())
 
 
 def test_cli_on_registered_and_path(tmp_path, qfk):

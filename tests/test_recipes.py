@@ -286,8 +286,9 @@ def _check(qfk, *args):
     return res["findings"]
 
 
-def _has(findings, check, status, text=""):
-    return any(f["check"] == check and f["status"] == status and text in f["message"] for f in findings)
+def _has(findings, check, severity, text=""):
+    """A finding of id ``check`` with ``severity`` and ``text`` in its message (with its locator in front: ``where: message``)."""
+    return any(f["id"] == check and f["severity"] == severity and text in f"{f['where']}: {f['message']}" for f in findings)
 
 
 @pytest.fixture
@@ -302,7 +303,7 @@ def med_recipe(work, qfk, tiny_config):
 def test_check_passes_a_good_recipe(med_recipe, qfk):
     f = _check(qfk, med_recipe)
     assert _has(f, "keys", "ok", "parses every key") and _has(f, "cutoff", "ok") and _has(f, "think", "ok")
-    assert not [x for x in f if x["status"] == "fail"]
+    assert not [x for x in f if x["severity"] == "error"]
 
 
 @pytest.mark.slow
@@ -318,7 +319,7 @@ def test_check_passes_a_good_recipe(med_recipe, qfk):
 ])
 def test_check_catches_each_mistake(med_recipe, qfk, override, check, text):
     f = _check(qfk, med_recipe, override)
-    assert _has(f, check, "fail", text), f
+    assert _has(f, check, "error", text), f
 
 
 @pytest.mark.slow
@@ -328,7 +329,7 @@ def test_check_output_dir_states(med_recipe, qfk, work):
     assert _has(_check(qfk, med_recipe, "--no-stats"), "output", "warn", "RESUMES")
     (out / "checkpoint-20").rmdir()
     (out / "adapter_model.safetensors").write_bytes(b"x")
-    assert _has(_check(qfk, med_recipe, "--no-stats"), "output", "fail", "already exists")
+    assert _has(_check(qfk, med_recipe, "--no-stats"), "output", "error", "already exists")
     assert _has(_check(qfk, med_recipe, "--no-stats", "overwrite_output_dir=true"), "output", "warn", "overwritten")
 
 
@@ -342,7 +343,7 @@ def test_check_machine_and_paths(med_recipe, qfk, work):
         f = _check(qfk, med_recipe, "--no-stats", "quantization_bit=4", "quantization_method=bnb")
         assert _has(f, "gpu", "warn", "needs a CUDA GPU")
     f = _check(qfk, med_recipe, "--no-stats", "deepspeed=ds.json")
-    assert _has(f, "paths", "fail", "ds.json not found")
+    assert _has(f, "paths", "error", "ds.json not found")
 
 
 @pytest.mark.slow
@@ -374,7 +375,7 @@ def test_curated_recipes_pass_check(tmp_path, monkeypatch, qfk):
     for name in sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml")):
         assert qfk("recipe", "cp", name, f"{name}.yaml")[0] == 0
         f = _check(qfk, f"{name}.yaml", "--stats-rows", "50")
-        fails = [x for x in f if x["status"] == "fail"]
+        fails = [x for x in f if x["severity"] == "error"]
         assert not fails, (name, fails)
         assert _has(f, "keys", "ok"), (name, f)
 

@@ -137,7 +137,7 @@ def test_datasets_commands(tmp_path, qfk, qfk_json):
     shown = json.loads(out)
     assert code == 0 and shown["manifest"]["converter"] == "medical-r1"
     code, out, _ = qfk("datasets", "check", "--data-dir", data, "--json")
-    assert code == 0 and json.loads(out)[0]["status"] == "ok"
+    assert code == 0 and json.loads(out)[0]["severity"] == "ok"
     # add an outside file: absolute file_name; settings from the rows
     ext = write_jsonl(tmp_path / "ext" / "pairs.jsonl", [{"instruction": "p", "input": "", "chosen": "a", "rejected": "b"}])
     entry = qfk_json("datasets", "add", ext, "--name", "pairs", "--data-dir", data)["pairs"]
@@ -167,10 +167,10 @@ def test_check_finds_what_llamafactory_trips_on(tmp_path):
     (data / "a.jsonl.bak").write_text("x")
     for name, (entry, words) in cases.items():
         findings = check_entry(name, entry, data)
-        assert any(f.status == "fail" and words in f.message for f in findings), (name, findings)
-    assert [f.status for f in check_entry("p", build_entry("p.jsonl", ranking=True), data)] == ["ok"]
+        assert any(f.severity == "error" and f.where == name and words in f.message for f in findings), (name, findings)
+    assert [f.severity for f in check_entry("p", build_entry("p.jsonl", ranking=True), data)] == ["ok"]
     sft = check_entry("p", build_entry("p.jsonl", columns={"response": "chosen"}), data)
-    assert [(f.status, "ranking is false" in f.message) for f in sft] == [("warn", True)]
+    assert [(f.id, f.severity, "ranking is false" in f.message) for f in sft] == [("ranking", "warn", True)]
 
 
 def test_catalog_names_hub_datasets(qfk):
@@ -188,8 +188,8 @@ def test_check_counts_rows_that_break_the_turn_rule(tmp_path):
     write_jsonl(tmp_path / "some.jsonl", [sg("human", "gpt"), sg("human"), sg("gpt", "human"), sg("human", "gpt")])
     write_jsonl(tmp_path / "all.jsonl", [sg("human"), sg("human", "system", "gpt")])
     some = check_entry("some", build_entry("some.jsonl", formatting="sharegpt"), tmp_path)
-    assert [f.status for f in some] == ["warn"]
+    assert [(f.id, f.severity, f.where) for f in some] == [("turn_rule", "warn", "some")]
     assert "2 of 4 rows" in some[0].message and "ends_without_answer: 1, role_order: 1" in some[0].message
     assert "qfk lint some" in some[0].fix
     every = check_entry("all", build_entry("all.jsonl", formatting="sharegpt"), tmp_path)
-    assert [f.status for f in every] == ["fail"] and "system_not_first: 1" in every[0].message
+    assert [f.severity for f in every] == ["error"] and "system_not_first: 1" in every[0].message

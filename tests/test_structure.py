@@ -22,6 +22,7 @@ LEAVES = {
     "qwen_factory_kit.errors": set(),
     "qwen_factory_kit.lfformat": set(),
     "qwen_factory_kit.think": set(),
+    "qwen_factory_kit.findings": set(),
     "qwen_factory_kit.catalog": {"qwen_factory_kit.errors"},
 }
 

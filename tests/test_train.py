@@ -290,11 +290,11 @@ def test_real_rows_mix_check_and_train(real_samples, tmp_path, monkeypatch, tiny
 
     p = qfk_cmd("recipe", "check", "real.yaml", "--json", check=False)
     res = json.loads(p.stdout)
-    cut = [f for f in res["findings"] if f["check"] == "cutoff"]
-    assert p.returncode == 1 and cut and cut[0]["status"] == "fail" and "</think>" in cut[0]["message"], cut
+    cut = [f for f in res["findings"] if f["id"] == "cutoff"]
+    assert p.returncode == 1 and cut and cut[0]["severity"] == "error" and "</think>" in cut[0]["message"], cut
     p = qfk_cmd("recipe", "check", "real.yaml", "cutoff_len=4096", "--json", check=False)
     res = json.loads(p.stdout)
-    assert p.returncode == 0 and res["ok"], [f for f in res["findings"] if f["status"] == "fail"]
+    assert p.returncode == 0 and res["ok"], [f for f in res["findings"] if f["severity"] == "error"]
 
     user_env = {k: v for k, v in os.environ.items() if k != "LLAMAFACTORY_VERBOSITY"}  # other tests' in-process quieting
     p = qfk_cmd("train", "real.yaml", "cutoff_len=4096", "max_steps=2", "save_steps=2", "--json", env=user_env)

@@ -121,7 +121,7 @@ def check(ctx, names, data_dir, as_json):
       qfk datasets check
       qfk datasets check medical finetome --json
     """
-    from ..findings import print_findings
+    from ..findings import failures, print_findings
     from ..registry import Registry, check_entry
 
     reg = Registry.at(data_dir)
@@ -136,7 +136,7 @@ def check(ctx, names, data_dir, as_json):
         print_findings(findings, console())
         if not targets:
             console().print(f"no datasets registered in {reg.path}")
-    ctx.exit(1 if any(f.status == "fail" for f in findings) else 0)
+    ctx.exit(1 if failures(findings) else 0)
 
 
 @datasets_group.command("remove")

@@ -21,15 +21,14 @@ def doctor(ctx, data_dir, as_json):
     \b
     Examples:
       qfk doctor
-      qfk doctor --json | jq '.[] | select(.status != "ok")'
+      qfk doctor --json | jq '.[] | select(.severity != "ok")'
     """
     from ..doctor import run_checks
+    from ..findings import failures, print_findings
 
     findings = run_checks(data_dir)
     if as_json:
         emit_json([f.as_dict() for f in findings])
     else:
-        from ..findings import print_findings
-
         print_findings(findings, console())
-    ctx.exit(1 if any(f.status == "fail" for f in findings) else 0)
+    ctx.exit(1 if failures(findings) else 0)

@@ -37,6 +37,7 @@ def lint(ctx, target, template, enable_thinking, data_dir, max_problems, as_json
       qfk lint data/finetome.jsonl --template qwen3 --enable-thinking null
       qfk lint data/translation.jsonl --template qwen3_nothink --json
     """
+    from ..findings import print_findings
     from ..lint import lint as run_lint
 
     rep = run_lint(target, data_dir=data_dir, template=template, enable_thinking=ENABLE_THINKING[enable_thinking.lower()],
@@ -46,10 +47,7 @@ def lint(ctx, target, template, enable_thinking, data_dir, max_problems, as_json
         emit_json(s)
     else:
         out = console()
-        for p in rep.problems:
-            colour = "red" if p.severity == "error" else "yellow"
-            where = f"row {p.row}" if p.row is not None else "file"
-            out.print(f"[{colour}]{p.severity}[/] {where} [bold]{p.rule}[/]: {p.message}\n      fix: {p.hint}")
+        print_findings(rep.problems, out)
         verdict = "[red]FAIL[/]" if s["errors"] else "[green]OK[/]"
         out.print(f"{verdict} {s['path']}: {s['rows']} rows, {s['errors']} errors, {s['warnings']} warnings; think mode {s['think']['mode']}")
     ctx.exit(1 if s["errors"] else 0)

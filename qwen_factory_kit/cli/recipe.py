@@ -140,17 +140,17 @@ def check(recipe, overrides, no_stats, stats_rows, as_json):
       qfk recipe check sft.yaml
       qfk recipe check sft.yaml cutoff_len=4096 --json
     """
-    from ..findings import print_findings
+    from ..findings import failures, print_findings
     from ..recipe.check import check_recipe
 
     findings = check_recipe(recipe, list(overrides), stats=not no_stats, stats_rows=stats_rows)
-    failed = sum(f.status == "fail" for f in findings)
+    failed = len(failures(findings))
     if as_json:
         emit_json({"recipe": recipe, "ok": not failed, "findings": [f.as_dict() for f in findings]})
     else:
         c = console()
         print_findings(findings, c)
-        warned = sum(f.status == "warn" for f in findings)
+        warned = sum(f.severity == "warn" for f in findings)
         c.print(f"\n{recipe}: [{'red' if failed else 'green'}]{failed} failed[/], {warned} warnings")
     return 1 if failed else 0
 

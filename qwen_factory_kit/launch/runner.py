@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import QfkError
-from ..findings import Finding
+from ..findings import Finding, failures
 from ..lfbridge import child_environ
 from .callbacks import EVENT_PREFIX
 from .torchrun import Launch, compose
@@ -152,16 +152,16 @@ def _as_parsed_at_launch(args: dict) -> dict:
 
 
 def _worth_showing(findings: list[Finding]) -> list[Finding]:
-    return [f for f in findings if f.status in ("fail", "warn")]
+    return [f for f in findings if f.severity in ("error", "warn")]
 
 
 def _stop_on_failure(plan: TrainPlan) -> None:
-    bad = [f for f in plan.findings if f.status == "fail"]
+    bad = failures(plan.findings)
     if not bad:
         return
-    fix = (unknown_key_hint(plan.args, bad[0].message) if bad[0].check == "keys" else "") or bad[0].fix
+    fix = (unknown_key_hint(plan.args, bad[0].message) if bad[0].id == "keys" else "") or bad[0].fix
     sep = " " if fix.endswith("?") else "; "
-    raise TrainingRefused(f"{plan.recipe} fails {len(bad)} check(s): {bad[0].message}",
+    raise TrainingRefused(f"{plan.recipe} fails {len(bad)} check(s): {bad[0].text}",
                           (fix + sep if fix else "") + "full report: qfk recipe check " + plan.recipe, plan)
 
 

@@ -4,7 +4,9 @@ Every finding says what is wrong and how to fix it; where a ``key=value`` overri
 gives one (its first key=value alternative) that makes the finding pass when applied (``qfk recipe check R.yaml key=value``;
 tests/test_check_fixes.py applies each). The calls into LLaMA-Factory live in
 :mod:`qwen_factory_kit.lfbridge`; this module holds the kit's rules, each a function of the recipe's
-arguments and the facts it is given (datasets, model, machine). Checks (``check`` ids):
+arguments and the facts it is given (datasets, model, machine). Each finding's ``where`` is the key
+(value types, keys set aside on this machine) or the dataset (its registry entry, lengths) it is about,
+None when the message names what it is about. Checks (finding ``id``s):
 
 * ``keys``: LLaMA-Factory's HfArgumentParser and ``get_train_args`` / ``get_infer_args`` checks, plus
   value types (``parse_dict`` does no conversion, so ``lora_rank: "x"`` would slip through);
@@ -27,13 +29,13 @@ import math
 import os
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .. import lfbridge
 from ..errors import QfkError
-from ..findings import Finding
+from ..findings import Finding, failures
 from . import presets
 from .document import MODEL_KEYS, PATH_KEYS, scalar, split_names
 
@@ -120,7 +122,7 @@ def check_types(args: dict, fields: dict[str, Any] | None = None) -> list[Findin
         if tp is not None and value is not None and not _type_ok(value, tp):
             want = str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
             fix = _type_fix(key, value, tp)
-            out.append(Finding("keys", "fail", f"{key}: {value!r} is not a valid value (LLaMA-Factory expects {want})", fix))
+            out.append(Finding("keys", "error", key, f"{value!r} is not a valid value (LLaMA-Factory expects {want})", fix))
     return out
 
 
@@ -153,14 +155,14 @@ def set_aside_findings(args: dict, set_aside: list[str], machine: Machine) -> li
     out: list[Finding] = []
     for key in set_aside:
         if key in lfbridge.PRECISION_KEYS:
-            out.append(Finding("gpu", "info", f"{key}: true needs a GPU; this machine has none, so it was parsed as false here",
+            out.append(Finding("gpu", "info", key, "true needs a GPU; this machine has none, so it was parsed as false here",
                                "on a CPU machine add use_cpu=true bf16=false (the recipe is fine for a GPU machine)"))
     if "deepspeed" in set_aside:
         ds = Path(str(args["deepspeed"]))
         if not ds.is_file():
-            out.append(Finding("paths", "fail", f"deepspeed config {ds} not found", _deepspeed_fix(ds)))
+            out.append(Finding("paths", "error", None, f"deepspeed config {ds} not found", _deepspeed_fix(ds)))
         if not machine.has("deepspeed"):
-            out.append(Finding("gpu", "warn", "the recipe uses DeepSpeed, which is not installed here",
+            out.append(Finding("gpu", "warn", None, "the recipe uses DeepSpeed, which is not installed here",
                                "pip install deepspeed (on the GPU machine); qfk train launches it through torchrun"))
     return out
 
@@ -179,15 +181,15 @@ def _deepspeed_fix(ds: Path) -> str:
 def parser_finding(rejection: lfbridge.Rejection | None, kind: str, version: str) -> Finding:
     """The ``keys`` finding for LLaMA-Factory's verdict on a ``kind`` recipe."""
     if rejection is None:
-        return Finding("keys", "ok", f"LLaMA-Factory {version} parses every key ({kind} recipe)")
+        return Finding("keys", "ok", None, f"LLaMA-Factory {version} parses every key ({kind} recipe)")
     if rejection.kind == "needs-launcher":
-        return Finding("keys", "ok", "LLaMA-Factory parses the recipe (distributed launch: qfk train / llamafactory-cli)")
+        return Finding("keys", "ok", None, "LLaMA-Factory parses the recipe (distributed launch: qfk train / llamafactory-cli)")
     if rejection.kind == "exit":
-        return Finding("keys", "fail", f"LLaMA-Factory's parser exited ({rejection.message})",
+        return Finding("keys", "error", None, f"LLaMA-Factory's parser exited ({rejection.message})",
                        "run llamafactory-cli train RECIPE for its message")
     fix = ("remove or rename the key: it is not a LLaMA-Factory 0.9.5 argument (list: llamafactory-cli train -h)"
            if rejection.kind == "unknown-key" else "fix the value LLaMA-Factory names")
-    return Finding("keys", "fail", f"LLaMA-Factory rejects the recipe: {rejection.message}", fix)
+    return Finding("keys", "error", None, f"LLaMA-Factory rejects the recipe: {rejection.message}", fix)
 
 
 def check_llamafactory(args: dict, machine: Machine | None = None) -> list[Finding]:
@@ -225,7 +227,7 @@ def check_datasets(args: dict) -> tuple[list[Finding], list]:
     train_names = split_names(args.get("dataset")) if kind == "train" else []
     eval_names = split_names(args.get("eval_dataset"))
     if not train_names and not eval_names:
-        return [Finding("datasets", "fail", "the recipe names no dataset", "add dataset: NAME (qfk datasets list)")], []
+        return [Finding("datasets", "error", None, "the recipe names no dataset", "add dataset: NAME (qfk datasets list)")], []
     reg = Registry.at(Path(str(args.get("dataset_dir") or "data")))
     registry, trouble = _open_registry(reg)
     if trouble:
@@ -237,18 +239,18 @@ def check_datasets(args: dict) -> tuple[list[Finding], list]:
         out += found
         facts += [fact] if fact is not None else []
     if not out:
-        out.append(Finding("datasets", "ok", f"{', '.join(train_names + eval_names)} registered in {reg.path} and loadable"))
+        out.append(Finding("datasets", "ok", None, f"{', '.join(train_names + eval_names)} registered in {reg.path} and loadable"))
     return out, facts
 
 
 def _open_registry(reg) -> tuple[dict, Finding | None]:
     if not reg.path.exists():
-        return {}, Finding("datasets", "fail", f"Cannot open {reg.path} (dataset_dir: {reg.data_dir}, from {os.getcwd()})",
+        return {}, Finding("datasets", "error", None, f"Cannot open {reg.path} (dataset_dir: {reg.data_dir}, from {os.getcwd()})",
                            "run from the folder that holds the data dir, or set dataset_dir=PATH; register with qfk convert")
     try:
         return reg.read(), None
     except QfkError as exc:
-        return {}, Finding("datasets", "fail", exc.message, exc.hint or "")
+        return {}, Finding("datasets", "error", None, exc.message, exc.hint or "")
 
 
 def _check_dataset(name: str, registry: dict, reg, args: dict, *, wants_facts: bool) -> tuple[list[Finding], Any]:
@@ -259,19 +261,16 @@ def _check_dataset(name: str, registry: dict, reg, args: dict, *, wants_facts: b
     entry = registry.get(name)
     if entry is None:
         return [_undefined(name, registry, reg.path, args)], None
-    found = [f for f in check_entry(name, entry, reg.data_dir) if f.status != "ok"]
-    for f in found:
-        f.check = "datasets"
-        f.message = f"{name}: {f.message}"
+    found = [replace(f, id="datasets") for f in check_entry(name, entry, reg.data_dir) if f.severity != "ok"]
     out = found + _check_ranking(name, entry, args.get("stage", "sft"))
-    if any(f.status == "fail" for f in found) or entry.get("formatting", "alpaca") not in ("alpaca", "sharegpt"):
+    if failures(found) or entry.get("formatting", "alpaca") not in ("alpaca", "sharegpt"):
         return out, None
     if not wants_facts:
         return out, None
     try:
         return out, dataset_facts(name, reg.data_dir)
     except QfkError as exc:
-        return out + [Finding("datasets", "warn", f"{name}: {exc.message}", exc.hint or "")], None
+        return out + [Finding("datasets", "warn", name, exc.message, exc.hint or "")], None
 
 
 def _undefined(name: str, registry: dict, where: Path, args: dict) -> Finding:
@@ -280,16 +279,16 @@ def _undefined(name: str, registry: dict, where: Path, args: dict) -> Finding:
 
     m = MIXED_RE.match(name)
     if m and m["base"] in registry:
-        return Finding("datasets", "fail", f"dataset '{name}' is not in {where}: the mix entry ({m['base']} with "
-                                           f"num_samples: {m['count']}) is not registered yet",
+        return Finding("datasets", "error", None, f"dataset '{name}' is not in {where}: the mix entry ({m['base']} with "
+                                                  f"num_samples: {m['count']}) is not registered yet",
                        "qfk train registers it; for llamafactory-cli run once: qfk train RECIPE --dry-run")
     message = f"dataset '{name}' is not in {where} (LLaMA-Factory: Undefined dataset {name})"
     close = _close_names(name, registry)
     if not close:
-        return Finding("datasets", "fail", message,
+        return Finding("datasets", "error", None, message,
                        f"register it: qfk convert ... or qfk datasets add FILE --name {name} (list them: qfk datasets list)")
     others = f" (also close: {', '.join(close[1:])})" if close[1:] else ""
-    return Finding("datasets", "fail", message, f"{_renamed(args, name, close[0])}{others}")
+    return Finding("datasets", "error", None, message, f"{_renamed(args, name, close[0])}{others}")
 
 
 def _close_names(name: str, names, limit: int = 4) -> list[str]:
@@ -318,8 +317,8 @@ def _check_ranking(name: str, entry: dict, stage: str) -> list[Finding]:
         return []
     need = "ranking data (chosen/rejected)" if stage in PREFERENCE_STAGES else "SFT data (ranking: false)"
     fits = "dpo" if ranking else "sft"
-    return [Finding("ranking", "fail", f"{name} has ranking: {str(ranking).lower()} but stage {stage} needs {need}: "
-                                       "LLaMA-Factory stops with 'The dataset is not applicable in the current training stage'",
+    return [Finding("ranking", "error", None, f"{name} has ranking: {str(ranking).lower()} but stage {stage} needs {need}: "
+                                              "LLaMA-Factory stops with 'The dataset is not applicable in the current training stage'",
                     f"stage={fits} to train on {name} as it is, or a dataset of {need}: qfk convert preference outputs "
                     "for dpo/orpo, other converters' outputs for sft")]
 
@@ -333,11 +332,11 @@ def check_mix(args: dict, facts: list) -> list[Finding]:
     rows = {f.name: f.rows for f in facts}
     over = [n for n, c in counts.items() if c > MAX_REPEAT * rows[n]]
     if not over:
-        return [Finding("mix", "ok", ", ".join(f"{n}: {c} of {rows[n]} rows" for n, c in counts.items())
-                                     + f" (num_samples within {MAX_REPEAT}x the rows)")]
+        return [Finding("mix", "ok", None, ", ".join(f"{n}: {c} of {rows[n]} rows" for n, c in counts.items())
+                                           + f" (num_samples within {MAX_REPEAT}x the rows)")]
     fix = _mix_fix(args, facts, over)
-    return [Finding("mix", "warn", f"{n} takes num_samples: {counts[n]} from {rows[n]} rows: each row repeats about "
-                                   f"{counts[n] / rows[n]:.1f}x per epoch (upsampled)", fix) for n in over]
+    return [Finding("mix", "warn", None, f"{n} takes num_samples: {counts[n]} from {rows[n]} rows: each row repeats about "
+                                         f"{counts[n] / rows[n]:.1f}x per epoch (upsampled)", fix) for n in over]
 
 
 #: the most times a mix may repeat a dataset's rows per epoch before recipe check warns
@@ -377,23 +376,24 @@ def _mix_fix(args: dict, facts: list, over: list[str]) -> str:
 def check_template(args: dict, model: presets.ModelInfo | None) -> list[Finding]:
     template = args.get("template")
     if model is None:
-        return [Finding("template", "warn", f"model {args.get('model_name_or_path')!r} is not a known Qwen3 model or folder: "
-                                            "template not checked", "use a Qwen3 name (qfk recipe new --list-models) or a local folder")]
+        return [Finding("template", "warn", None, f"model {args.get('model_name_or_path')!r} is not a known Qwen3 model or folder: "
+                                                  "template not checked",
+                        "use a Qwen3 name (qfk recipe new --list-models) or a local folder")]
     want = "qwen3_nothink" if model.kind == "instruct-2507" else "qwen3"
     if not template:
-        return [Finding("template", "fail", "no template: LLaMA-Factory would fall back to a generic one",
+        return [Finding("template", "error", None, "no template: LLaMA-Factory would fall back to a generic one",
                         f"template={want}")]
     if template not in ("qwen3", "qwen3_nothink"):
-        return [Finding("template", "fail", f"template {template} is not a Qwen3 template ({model.name} uses {want})",
+        return [Finding("template", "error", None, f"template {template} is not a Qwen3 template ({model.name} uses {want})",
                         f"template={want}")]
     if model.kind == "instruct-2507" and template != "qwen3_nothink":
-        return [Finding("template", "fail", f"{model.name} is non-thinking only; template qwen3 adds think blocks it never saw",
+        return [Finding("template", "error", None, f"{model.name} is non-thinking only; template qwen3 adds think blocks it never saw",
                         "template=qwen3_nothink")]
     if model.kind != "instruct-2507" and template == "qwen3_nothink":
-        return [Finding("template", "warn", f"qwen3_nothink on {model.name} ({model.kind}) trains without the think "
-                                            "switch: the model may lose thinking mode",
+        return [Finding("template", "warn", None, f"qwen3_nothink on {model.name} ({model.kind}) trains without the think "
+                                                  "switch: the model may lose thinking mode",
                         "template=qwen3 with enable_thinking=false trains direct answers the Qwen3 way")]
-    return [Finding("template", "ok", f"{template} fits {model.name} ({model.kind})")]
+    return [Finding("template", "ok", None, f"{template} fits {model.name} ({model.kind})")]
 
 
 def check_think(args: dict, facts: list, model: presets.ModelInfo | None) -> list[Finding]:
@@ -415,40 +415,41 @@ def check_think(args: dict, facts: list, model: presets.ModelInfo | None) -> lis
             presets.think_settings(mode, model)
         except QfkError as exc:
             fix = _think_fix(mode, model)
-            out.append(Finding("think", "fail", exc.message, f"{fix}, or: {exc.hint}" if fix else exc.hint or ""))
+            out.append(Finding("think", "error", None, exc.message, f"{fix}, or: {exc.hint}" if fix else exc.hint or ""))
     if not out:
-        out.append(Finding("think", "ok", f"template {template}, enable_thinking {scalar(enable)} trains what the data holds ({desc})"))
+        out.append(Finding("think", "ok", None,
+                           f"template {template}, enable_thinking {scalar(enable)} trains what the data holds ({desc})"))
     return out
 
 
 def _think_qwen3(mode: str, enable: Any, desc: str) -> list[Finding]:
     if mode in ("reasoning", "mixed") and enable is False:
-        return [Finding("think", "fail", f"enable_thinking: false strips every think block of the data ({desc}): "
-                                         "the reasoning is never trained",
+        return [Finding("think", "error", None, f"enable_thinking: false strips every think block of the data ({desc}): "
+                                                "the reasoning is never trained",
                         f"enable_thinking={'true' if mode == 'reasoning' else 'null'} ({mode} data)")]
     if mode == "direct" and enable is True:
-        return [Finding("think", "warn", f"the data has no reasoning ({desc}) but enable_thinking: true trains an empty "
-                                         "<think> block on every answer: the model learns to skip thinking",
+        return [Finding("think", "warn", None, f"the data has no reasoning ({desc}) but enable_thinking: true trains an empty "
+                                               "<think> block on every answer: the model learns to skip thinking",
                         "enable_thinking=false (empty block in the prompt, answers trained)")]
     if mode == "mixed" and enable is True:
-        return [Finding("think", "warn", f"mixed data ({desc}) with enable_thinking: true trains empty think blocks on "
-                                         "the rows without reasoning", "enable_thinking=null")]
+        return [Finding("think", "warn", None, f"mixed data ({desc}) with enable_thinking: true trains empty think blocks on "
+                                               "the rows without reasoning", "enable_thinking=null")]
     if mode == "reasoning" and enable is None:
-        return [Finding("think", "info", "enable_thinking: null on all-reasoning data trains the same as true", "")]
+        return [Finding("think", "info", None, "enable_thinking: null on all-reasoning data trains the same as true", "")]
     return []
 
 
 def _think_nothink(facts: list, mode: str, desc: str, model: presets.ModelInfo | None) -> list[Finding]:
     if mode != "direct":
         fix = _think_fix(mode, model)
-        return [Finding("think", "fail", f"qwen3_nothink trains think blocks as plain text ({desc})",
+        return [Finding("think", "error", None, f"qwen3_nothink trains think blocks as plain text ({desc})",
                         f"{fix} ({mode} data)" if fix else "a hybrid or Thinking model with template qwen3 for reasoning data")]
     explicit = [f.name for f in facts if f.empty_style in ("explicit", "mixed") and f.mode != "reasoning"]
     if explicit:
         convert = "convert again with --empty-think omit (qfk convert ... --empty-think omit)"
         fix = convert if model is not None and model.kind == "instruct-2507" else f"template=qwen3 enable_thinking=false, or {convert}"
-        return [Finding("think", "fail", f"{', '.join(explicit)} write explicit empty <think> blocks, which qwen3_nothink "
-                                         "trains as literal text", fix)]
+        return [Finding("think", "error", None, f"{', '.join(explicit)} write explicit empty <think> blocks, which qwen3_nothink "
+                                                "trains as literal text", fix)]
     return []
 
 
@@ -509,16 +510,17 @@ def check_cutoff(args: dict, facts: list, *, max_rows: int = 2000,
         seen = f"{s['rows']} rows" + (f" (first {max_rows})" if (f.rows or 0) > max_rows else "")
         think_lost, answer_lost = s["rows_losing_think_close"], s["rows_losing_answer"]
         if think_lost:
-            out.append(Finding("cutoff", "fail", f"{f.name}: cutoff_len {cutoff} cuts {len(think_lost)} of {seen} before </think> "
-                                                 f"(rows {', '.join(map(str, think_lost[:8]))}): the model learns never to close thinking",
+            out.append(Finding("cutoff", "error", f.name,
+                               f"cutoff_len {cutoff} cuts {len(think_lost)} of {seen} before </think> "
+                               f"(rows {', '.join(map(str, think_lost[:8]))}): the model learns never to close thinking",
                                _cutoff_fix(args, f.name, cutoff, s)))
         elif answer_lost:
-            out.append(Finding("cutoff", "warn", f"{f.name}: cutoff_len {cutoff} cuts the answer of {len(answer_lost)} of {seen} "
-                                                 f"(rows {', '.join(map(str, answer_lost[:8]))})",
+            out.append(Finding("cutoff", "warn", f.name, f"cutoff_len {cutoff} cuts the answer of {len(answer_lost)} of {seen} "
+                                                      f"(rows {', '.join(map(str, answer_lost[:8]))})",
                                _cutoff_fix(args, f.name, cutoff, s)))
         else:
-            out.append(Finding("cutoff", "ok", f"{f.name}: every one of {seen} fits cutoff_len {cutoff} "
-                                               f"(p99 {s['total'].get('p99', 0)} tokens, max {s['total'].get('max', 0)})"))
+            out.append(Finding("cutoff", "ok", f.name, f"every one of {seen} fits cutoff_len {cutoff} "
+                                                    f"(p99 {s['total'].get('p99', 0)} tokens, max {s['total'].get('max', 0)})"))
     return out
 
 
@@ -541,38 +543,38 @@ def check_output(args: dict) -> list[Finding]:
     key = "export_dir" if kind == "merge" else "output_dir"
     value = args.get(key)
     if not value:
-        return [Finding("output", "fail", f"no {key}", f"{key}={_unused(_default_output(args, kind))}")]
+        return [Finding("output", "error", None, f"no {key}", f"{key}={_unused(_default_output(args, kind))}")]
     out_dir = Path(str(value))
     if not out_dir.exists() or not any(out_dir.iterdir()):
-        return [Finding("output", "ok", f"{key} {out_dir} is new")]
+        return [Finding("output", "ok", None, f"{key} {out_dir} is new")]
     if kind == "merge":
-        return [Finding("output", "warn", f"export_dir {out_dir} is not empty: the merged model overwrites it",
+        return [Finding("output", "warn", None, f"export_dir {out_dir} is not empty: the merged model overwrites it",
                         f"export_dir={_unused(out_dir)}")]
     if kind == "predict":
         if (out_dir / "generated_predictions.jsonl").exists():
-            return [Finding("output", "warn", f"{out_dir} already holds generated_predictions.jsonl: it will be replaced",
+            return [Finding("output", "warn", None, f"{out_dir} already holds generated_predictions.jsonl: it will be replaced",
                             f"output_dir={_unused(out_dir)} to keep the old predictions")]
-        return [Finding("output", "ok", f"output_dir {out_dir}")]
+        return [Finding("output", "ok", None, f"output_dir {out_dir}")]
     checkpoints = sorted((p for p in out_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
                          key=lambda p: int(p.name.split("-")[-1]))
     overwrite = bool(args.get("overwrite_output_dir"))
     new = f"output_dir={_unused(out_dir)}"
     if args.get("resume_from_checkpoint"):
-        return [Finding("output", "info", f"resumes from {args['resume_from_checkpoint']} as asked")]
+        return [Finding("output", "info", None, f"resumes from {args['resume_from_checkpoint']} as asked")]
     if overwrite:
-        return [Finding("output", "warn", f"output_dir {out_dir} is not empty and overwrite_output_dir: true: its files are "
-                                          "overwritten and trainer_log.jsonl starts over", f"{new} to keep the old run")]
+        return [Finding("output", "warn", None, f"output_dir {out_dir} is not empty and overwrite_output_dir: true: its files are "
+                                                "overwritten and trainer_log.jsonl starts over", f"{new} to keep the old run")]
     if checkpoints:
-        return [Finding("output", "warn", f"output_dir {out_dir} holds {checkpoints[-1].name}: LLaMA-Factory silently RESUMES "
-                                          "from it (a finished run does nothing)",
+        return [Finding("output", "warn", None, f"output_dir {out_dir} holds {checkpoints[-1].name}: LLaMA-Factory silently RESUMES "
+                                                "from it (a finished run does nothing)",
                         f"{new} to start over, or overwrite_output_dir=true to replace it; to resume, nothing to do")]
     if any((out_dir / n).exists() for n in CHECKPOINT_FILES):
-        return [Finding("output", "fail", f"output_dir {out_dir} holds a finished model and no checkpoint: LLaMA-Factory stops "
-                                          "with 'Output directory already exists and is not empty'",
+        return [Finding("output", "error", None, f"output_dir {out_dir} holds a finished model and no checkpoint: LLaMA-Factory stops "
+                                                 "with 'Output directory already exists and is not empty'",
                         f"{new}, or overwrite_output_dir=true to replace it")]
     if (out_dir / "trainer_log.jsonl").exists():
-        return [Finding("output", "warn", f"{out_dir}/trainer_log.jsonl exists: the new run's log is appended to it", new)]
-    return [Finding("output", "ok", f"output_dir {out_dir} holds no run")]
+        return [Finding("output", "warn", None, f"{out_dir}/trainer_log.jsonl exists: the new run's log is appended to it", new)]
+    return [Finding("output", "ok", None, f"output_dir {out_dir} holds no run")]
 
 
 def _default_output(args: dict, kind: str) -> Path:
@@ -598,7 +600,7 @@ def check_machine(args: dict, *, recipe_path: str | None = None, machine: Machin
     machine = machine or Machine.here()
     out = _check_gpu(args, machine) + _check_spaced_paths(args, recipe_path) + _check_adapters(args)
     if args.get("trust_remote_code"):
-        out.append(Finding("paths", "warn", "trust_remote_code: true runs code from the model repository; Qwen3 does not need it",
+        out.append(Finding("paths", "warn", None, "trust_remote_code: true runs code from the model repository; Qwen3 does not need it",
                            "trust_remote_code=false"))
     return out
 
@@ -620,19 +622,21 @@ def _check_gpu(args: dict, machine: Machine) -> list[Finding]:
     out: list[Finding] = []
     if args.get("quantization_bit"):
         if not machine.cuda:
-            out.append(Finding("gpu", "warn", f"QLoRA (quantization_bit: {args['quantization_bit']}, bitsandbytes) needs a CUDA GPU; "
-                                              "this machine has none, so it cannot train here",
+            out.append(Finding("gpu", "warn", None,
+                               f"QLoRA (quantization_bit: {args['quantization_bit']}, bitsandbytes) needs a CUDA GPU; "
+                               "this machine has none, so it cannot train here",
                                f"{lora_overrides()} (LoRA) to train here, or run it on a GPU machine"))
         if not machine.has("bitsandbytes"):
-            out.append(Finding("gpu", "warn", "quantization_bit needs bitsandbytes, which is not installed",
+            out.append(Finding("gpu", "warn", None, "quantization_bit needs bitsandbytes, which is not installed",
                                f"pip install bitsandbytes, or {lora_overrides()} (LoRA)"))
     if str(args.get("optim", "")).startswith("paged_") and not machine.has("bitsandbytes"):
-        out.append(Finding("gpu", "warn", f"optim {args['optim']} comes from bitsandbytes, which is not installed",
+        out.append(Finding("gpu", "warn", None, f"optim {args['optim']} comes from bitsandbytes, which is not installed",
                            f"optim={LORA_VALUES['optim']}, or pip install bitsandbytes"))
     if args.get("flash_attn") == "fa2" and not machine.has("flash_attn"):
-        out.append(Finding("gpu", "warn", "flash_attn: fa2 but flash-attn is not installed", "flash_attn=auto, or pip install flash-attn"))
+        out.append(Finding("gpu", "warn", None, "flash_attn: fa2 but flash-attn is not installed",
+                           "flash_attn=auto, or pip install flash-attn"))
     if args.get("use_cpu") and args.get("bf16"):
-        out.append(Finding("gpu", "warn", "use_cpu with bf16: slow or unsupported on many CPUs", "bf16=false"))
+        out.append(Finding("gpu", "warn", None, "use_cpu with bf16: slow or unsupported on many CPUs", "bf16=false"))
     return out
 
 
@@ -641,9 +645,9 @@ def _check_spaced_paths(args: dict, recipe_path: str | None) -> list[Finding]:
     shown = [f"{k}={v}" for k, v in spaced.items()] + ([f"recipe path {recipe_path}"] if recipe_path and " " in str(recipe_path) else [])
     if not shown:
         return []
-    sev = "fail" if args.get("deepspeed") else "warn"
-    return [Finding("paths", sev, f"paths with spaces ({'; '.join(shown)}): llamafactory-cli's torchrun relaunch "
-                                  "(several GPUs, DeepSpeed) splits them", _spaced_fix(spaced, recipe_path))]
+    sev = "error" if args.get("deepspeed") else "warn"
+    return [Finding("paths", sev, None, f"paths with spaces ({'; '.join(shown)}): llamafactory-cli's torchrun relaunch "
+                                        "(several GPUs, DeepSpeed) splits them", _spaced_fix(spaced, recipe_path))]
 
 
 #: path keys LLaMA-Factory writes to (a new one can be renamed by an override; the others name files that exist)
@@ -663,7 +667,7 @@ def _check_adapters(args: dict) -> list[Finding]:
     adapter = args.get("adapter_name_or_path")
     if recipe_kind(args) not in ("predict", "merge") or not adapter:
         return []
-    return [Finding("paths", "warn", f"adapter {a} does not exist yet", "train first: qfk train RECIPE")
+    return [Finding("paths", "warn", None, f"adapter {a} does not exist yet", "train first: qfk train RECIPE")
             for a in split_names(adapter) if not Path(a).exists() and (a.startswith((".", "/", "saves")) or os.sep in a)]
 
 
@@ -674,18 +678,18 @@ def check_sampling(args: dict) -> list[Finding]:
     enable = args.get("enable_thinking", True)
     want = presets.sampling(enable)
     if args.get("do_sample") is False:
-        return [Finding("sampling", "warn", "do_sample: false is greedy decoding, which makes Qwen3 loop (thinking mode above all)",
+        return [Finding("sampling", "warn", None, "do_sample: false is greedy decoding, which makes Qwen3 loop (thinking mode above all)",
                         " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in want.items()))]
     missing = {k: v for k, v in want.items() if k not in args}
     wrong = {k: (args[k], v) for k, v in want.items() if k in args and args[k] != v}
     if missing:
-        return [Finding("sampling", "warn", f"{', '.join(missing)} not set: LLaMA-Factory's defaults (temperature 0.95, top_p 0.7, "
-                                            "top_k 50) are not Qwen3's",
+        return [Finding("sampling", "warn", None, f"{', '.join(missing)} not set: LLaMA-Factory's defaults (temperature 0.95, top_p 0.7, "
+                                                  "top_k 50) are not Qwen3's",
                         " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in missing.items()))]
     if wrong:
-        return [Finding("sampling", "info", "sampling differs from Qwen3's recommendation for this think mode: "
-                                            + ", ".join(f"{k} {a} (recommended {b})" for k, (a, b) in wrong.items()), "")]
-    return [Finding("sampling", "ok", f"Qwen3 sampling for {'thinking' if enable is not False else 'non-thinking'} mode")]
+        return [Finding("sampling", "info", None, "sampling differs from Qwen3's recommendation for this think mode: "
+                                                  + ", ".join(f"{k} {a} (recommended {b})" for k, (a, b) in wrong.items()), "")]
+    return [Finding("sampling", "ok", None, f"Qwen3 sampling for {'thinking' if enable is not False else 'non-thinking'} mode")]
 
 
 def check_recipe(recipe: str | os.PathLike | dict, overrides: list[str] | tuple[str, ...] | None = None, *,
@@ -728,4 +732,4 @@ def _check_keys(args: dict, *, parse: bool, types: bool, machine: Machine) -> li
 
 def _lengths_checkable(args: dict, findings: list[Finding]) -> bool:
     """Token lengths make sense for a train recipe whose keys and datasets passed."""
-    return recipe_kind(args) == "train" and not any(f.status == "fail" and f.check in ("keys", "datasets") for f in findings)
+    return recipe_kind(args) == "train" and not any(f.id in ("keys", "datasets") for f in failures(findings))
