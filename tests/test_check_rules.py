@@ -305,8 +305,10 @@ def test_sampling_mistakes():
     args = {"do_predict": True, "enable_thinking": False}
     f = only(check.check_sampling(args), "sampling", "warn", "not Qwen3's")
     assert f.fix == "do_sample=true temperature=0.7 top_p=0.8 top_k=20"
-    f = only(check.check_sampling({**args, "do_sample": False}), "sampling", "warn", "greedy")
+    f = only(check.check_sampling({**args, "enable_thinking": True, "do_sample": False}), "sampling", "warn", "greedy")
     assert "do_sample=true" in f.fix
+    # non-thinking prediction may decode deterministically (reproducible BLEU/chrF)
+    only(check.check_sampling({**args, "do_sample": False}), "sampling", "ok", "deterministic", fix=False)
     only(check.check_sampling({**args, **presets.sampling(False), "temperature": 0.3}), "sampling", "info",
          "temperature 0.3 (recommended 0.7)", fix=False)
 

@@ -677,6 +677,9 @@ def check_sampling(args: dict) -> list[Finding]:
         return []
     enable = args.get("enable_thinking", True)
     want = presets.sampling(enable)
+    if args.get("do_sample") is False and enable is False and kind == "predict":
+        return [Finding("sampling", "ok", None, "deterministic decoding in non-thinking mode: reproducible scores (BLEU/chrF) "
+                                                "for qfk eval")]
     if args.get("do_sample") is False:
         return [Finding("sampling", "warn", None, "do_sample: false is greedy decoding, which makes Qwen3 loop (thinking mode above all)",
                         " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in want.items()))]
