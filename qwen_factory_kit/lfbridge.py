@@ -172,3 +172,80 @@ def trained_text(tokenizer, example: dict, prefix: str = "") -> str:
     """The part of a preprocessed example that is trained (labels != -100), decoded."""
     ids, labels = example[f"{prefix}input_ids"], example[f"{prefix}labels"]
     return tokenizer.decode([i for i, l in zip(ids, labels) if l != -100])
+
+
+# ---- LLaMA-Factory's WebUI (llamafactory.webui, a Gradio app) ----------------------------------
+#: folder of the Train tab's "Save arguments" / "Load arguments" files, relative to the WebUI's
+#: working folder (``llamafactory.webui.common.DEFAULT_CONFIG_DIR``; :func:`webui_build` checks it)
+WEBUI_CONFIG_DIR = "llamaboard_config"
+
+
+def webui_choices() -> dict[str, dict[str, str]]:
+    """The WebUI's choice tables the kit translates recipes into: ``stages`` (stage -> the Train
+    tab's label, e.g. sft -> Supervised Fine-Tuning) and ``models`` (hub id -> the model
+    dropdown's name, e.g. Qwen/Qwen3-4B -> Qwen3-4B-Thinking; the first name wins)."""
+    quiet_llamafactory()
+    from llamafactory.extras.constants import SUPPORTED_MODELS, TRAINING_STAGES
+
+    models: dict[str, str] = {}
+    for name, paths in SUPPORTED_MODELS.items():
+        for path in paths.values():
+            models.setdefault(path, name)
+    return {"stages": {stage: label for label, stage in TRAINING_STAGES.items()}, "models": models}
+
+
+def webui_train_with(rewrite) -> None:
+    """Make the WebUI start its training runs through ``rewrite(argv, env) -> (argv, env) | None``.
+
+    The WebUI's Runner starts ``llamafactory-cli train ARGS.yaml`` with ``subprocess.Popen`` (a
+    name in ``llamafactory.webui.runner``); that name is replaced by a function that asks
+    ``rewrite`` first and starts whatever it returns (the original command when it returns None)."""
+    import subprocess
+
+    from llamafactory.webui import runner
+
+    def popen(argv, *args, **kwargs):
+        new = rewrite(list(argv), dict(kwargs.get("env") or os.environ))
+        if new is not None:
+            argv, kwargs["env"] = new
+        return subprocess.Popen(argv, *args, **kwargs)
+
+    runner.Popen = popen
+
+
+def webui_build(data_dir: str):
+    """LLaMA-Factory's WebUI (``create_ui()``, not launched) with ``data_dir`` as the Train and
+    Evaluate tabs' default "Data dir" (LLaMA-Factory reads ``data`` from the working folder).
+
+    The default is the constant ``DEFAULT_DATA_DIR``, read when a tab is built, in every module of
+    ``llamafactory.webui`` that imports it: each is set before ``create_ui()``; a WebUI whose Data
+    dir box then does not hold ``data_dir`` (a renamed constant) is refused rather than shown empty."""
+    import importlib
+    import pkgutil
+
+    import llamafactory.webui as webui
+    from llamafactory.webui import common
+
+    if common.DEFAULT_CONFIG_DIR != WEBUI_CONFIG_DIR:
+        raise QfkError(f"this LLaMA-Factory keeps WebUI arguments in {common.DEFAULT_CONFIG_DIR}, not {WEBUI_CONFIG_DIR}",
+                       f"qfk webui knows LLaMA-Factory {llamafactory_version()} only as 0.9.5")
+    for info in pkgutil.walk_packages(webui.__path__, webui.__name__ + "."):
+        module = importlib.import_module(info.name)
+        if hasattr(module, "DEFAULT_DATA_DIR"):
+            module.DEFAULT_DATA_DIR = data_dir
+    from llamafactory.webui.interface import create_ui
+
+    demo = create_ui()
+    boxes = [b for b in demo.blocks.values() if type(b).__name__ == "Textbox" and getattr(b, "value", None) == data_dir]
+    if not boxes:
+        raise QfkError("could not set the WebUI's Data dir: LLaMA-Factory's WebUI has changed",
+                       f"start llamafactory-cli webui from the folder that holds {data_dir} instead")
+    return demo
+
+
+def webui_remember_model(model_name: str, model_path: str) -> None:
+    """Make ``model_name`` (with ``model_path``) the model the WebUI opens on, as choosing it in the
+    page does (LLaMA-Factory's ``save_config``: ``llamaboard_cache/user_config.yaml`` in the working folder)."""
+    from llamafactory.webui.common import save_config
+
+    save_config(None, model_name=model_name, model_path=model_path or None)

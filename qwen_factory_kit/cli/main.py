@@ -37,6 +37,7 @@ def _register() -> None:
     from .recipe import recipe_group
     from .stats import render, stats
     from .train import train
+    from .webui import webui
 
     cli.add_command(convert_group)
     cli.add_command(datasets_group)
@@ -49,6 +50,7 @@ def _register() -> None:
     recipe_group.add_command(unpack)
     cli.add_command(recipe_group)
     cli.add_command(train)
+    cli.add_command(webui)
 
 
 _register()
