@@ -20,6 +20,12 @@ from qwen_factory_kit.tokens import CUTOFF_CAP, cutoff_for
 GPU_WITH_LIGER = sizing.Gpu(cuda=True, memory_gb=79.2, count=1, liger=True, name="Test GPU")
 
 
+@pytest.fixture(autouse=True)
+def no_gpu_here(monkeypatch):
+    """recipe new sees no GPU, whatever this machine has (tests that want one pass RecipeRequest.gpu)."""
+    monkeypatch.setattr(sizing.Gpu, "here", classmethod(lambda cls: sizing.NO_GPU))
+
+
 @pytest.fixture
 def work(tmp_path, monkeypatch):
     """A workspace holding the bundled examples, converted and registered (as qfk demo --no-train)."""
@@ -237,9 +243,8 @@ def test_liger_key_follows_the_flag(work, qfk):
     base = ("--model", "Qwen3-4B", "--method", "lora", "--dataset", "demo_medical", "--no-stats")
     assert _new_json(qfk, *base, "--liger")["args"]["enable_liger_kernel"] is True
     assert "enable_liger_kernel" not in _new_json(qfk, *base, "--no-liger")["args"]
-    if importlib.util.find_spec("liger_kernel") is None:
-        res = _new_json(qfk, *base)
-        assert "enable_liger_kernel" not in res["args"] and "# Liger kernel: off" in res["recipe"]
+    res = _new_json(qfk, *base)  # no CUDA GPU with liger-kernel: off
+    assert "enable_liger_kernel" not in res["args"] and "# Liger kernel: off (no CUDA GPU here)" in res["recipe"]
 
 
 def test_packing_only_for_single_turn_data_and_only_when_asked_or_on_a_liger_gpu(work, qfk):
@@ -252,8 +257,7 @@ def test_packing_only_for_single_turn_data_and_only_when_asked_or_on_a_liger_gpu
     assert "packing" not in multi["args"] and "demo_finetome has multi-turn rows" in multi["recipe"]
     assert "packing" not in _new_json(qfk, *base, "--dataset", "demo_medical", "--packing", "--no-stats")["args"]
     assert "packing" not in _new_json(qfk, *base, "--dataset", "demo_medical", "--no-packing")["args"]
-    if importlib.util.find_spec("liger_kernel") is None:
-        assert "packing" not in _new_json(qfk, *base, "--dataset", "demo_medical")["args"]
+    assert "packing" not in _new_json(qfk, *base, "--dataset", "demo_medical")["args"]  # no GPU, no --packing
     orpo = _new_json(qfk, "--model", "Qwen3-4B", "--method", "orpo", "--dataset", "demo_preference", "--packing")
     assert "packing" not in orpo["args"]
 

@@ -2,7 +2,9 @@
 
 The template and ``enable_thinking`` come from what the datasets contain (their qfk manifests,
 or a scan of their rows when a dataset was registered by hand), never from a guess. ``--mix``
-ratios are made exact with per-dataset ``num_samples`` entries in ``dataset_info.json``.
+ratios are made exact with per-dataset ``num_samples`` entries in ``dataset_info.json``. A training
+recipe's cutoff_len, liger kernel, packing and per-device batch come from the rows' token lengths
+and the GPU (:mod:`qwen_factory_kit.recipe.sizing`); its header gives the memory model's estimate.
 """
 
 from __future__ import annotations

@@ -156,11 +156,9 @@ def measure_lengths(facts: list, *, template: str, enable_thinking: bool | None,
 def multi_turn_datasets(facts: list) -> list[str]:
     """The datasets with a row that is not one prompt and one answer (Alpaca ``history``, or more than
     one ShareGPT exchange): from the qfk manifest where it tells, else from a scan of every row."""
-    from ..registry import manifest_path
-
     out = []
     for f in facts:
-        manifest = _manifest(f.file, manifest_path)
+        manifest = _manifest(f.file)
         single = _single_turn_by_manifest(manifest) if manifest else None
         if single is None:
             single = _single_turn_by_scan(f.file, f.entry)
@@ -169,8 +167,11 @@ def multi_turn_datasets(facts: list) -> list[str]:
     return out
 
 
-def _manifest(path: Path | None, finder: Callable[[Path], Path | None]) -> dict | None:
-    found = finder(path) if path is not None and path.is_file() else None
+def _manifest(path: Path | None) -> dict | None:
+    """The qfk manifest of a converted file (a dataset's facts carry its file, not its data_dir)."""
+    from ..registry import manifest_path
+
+    found = manifest_path(path) if path is not None and path.is_file() else None
     try:
         return json.loads(found.read_text(encoding="utf-8")) if found else None
     except (OSError, json.JSONDecodeError):
