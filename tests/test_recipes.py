@@ -54,10 +54,10 @@ def test_presets_follow_the_qwen3_guidance():
     assert p.method["lora_rank"] == 32 and p.method["lora_alpha"] == 64 and p.method["lora_dropout"] == 0.05
     assert p.method["lora_target"] == "all" and p.method["finetuning_type"] == "lora" and p.method["stage"] == "sft"
     assert p.training["learning_rate"] == 1e-5 and p.training["per_device_train_batch_size"] == 4
-    assert 5 <= p.training["num_train_epochs"] <= 8 and p.vram_gb == 8
+    assert 5 <= p.training["num_train_epochs"] <= 8
     p8 = presets.method_preset("lora", presets.resolve_model("Qwen/Qwen3-8B"))
     assert p8.training["learning_rate"] == 5e-6 and p8.training["per_device_train_batch_size"] == 2
-    assert 3 <= p8.training["num_train_epochs"] <= 5 and p8.vram_gb == 16
+    assert 3 <= p8.training["num_train_epochs"] <= 5
     q = presets.method_preset("qlora", presets.resolve_model("qwen3-1.7b"))
     assert q.method["quantization_bit"] == 4 and q.method["quantization_method"] == "bnb"
     assert q.training["learning_rate"] == 2e-4 and q.training["optim"] == "paged_adamw_8bit"
