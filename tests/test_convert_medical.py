@@ -128,3 +128,14 @@ def test_real_rows(real_samples, tmp_path):
         src_row = by_q[row["instruction"]]
         assert row["output"] == "<think>\n" + src_row["think"].strip() + "\n</think>\n\n" + src_row["answer"].strip()
     assert res.notes.get("escaped_newlines_in_answer", 0) > 0  # SOURCES.md: some answers hold a literal \n
+
+
+def test_split_sizes_are_exact_after_rejected_rows(tmp_path):
+    rows = [without_think(q=f"Q{i}?") if i % 4 == 0 else med(q=f"Q{i}?") for i in range(80)]  # 20 rejected
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    for seed in (0, 1, 2):
+        res = convert("medical-r1", str(src), output=str(tmp_path / f"o{seed}.jsonl"), test_size=10, val_size=0.25, seed=seed)
+        assert res.rejected_by_reason == {"missing_field": 20}
+        assert {k: v["rows"] for k, v in res.splits.items()} == {"train": 35, "val": 15, "test": 10}
+        questions = [r["instruction"] for v in res.splits.values() for r in read_jsonl(v["path"])]
+        assert sorted(questions) == sorted(f"Q{i}?" for i in range(80) if i % 4)

@@ -62,10 +62,11 @@ def _run(converter_name: str, source: str, *, as_json: bool, encoding: tuple, en
     print_summary(result)
 
 
-def print_summary(result, verb: str = "converted") -> None:
+def print_summary(result, title: str | None = None) -> None:
+    """A conversion's summary for a person (``title``: the first line, default 'converted CONVERTER -> OUTPUT')."""
     out = console()
     s = result.summary()
-    out.print(f"[bold green]{verb}[/] {s['converter']} -> [bold]{s['output']}[/]")
+    out.print(title or f"[bold green]converted[/] {s['converter']} -> [bold]{s['output']}[/]")
     out.print(f"  read {s['read']}  written {s['written']}  rejected {s['rejected']}  rows out {s['rows_out']}")
     for split, info in s["splits"].items():
         if split != "train":

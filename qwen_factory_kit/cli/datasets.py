@@ -174,7 +174,8 @@ def filter_(name, max_tokens, template, enable_thinking, new_name, force, data_d
     if as_json:
         emit_json(result.summary())
         return
-    print_summary(result, verb="filtered")
+    print_summary(result, f"[bold green]filtered[/] {name} -> [bold]{result.output}[/]: {result.written} of {result.read} rows "
+                          f"fit {max_tokens} tokens")
 
 
 @datasets_group.command("remove")

@@ -536,8 +536,8 @@ def _finish(converter: Converter, src: ResolvedSource, res: ConvertResult, sink:
     if res.written == 0:
         sink.rejects.commit()
         top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(3))
-        why = (f"raise --max-tokens {res.token_limit['max_tokens']}" if res.token_limit and reasons.most_common(1)[0][0] == "too_long"
-               else "check the converter and its column options")
+        why = (f"most rows are longer than --max-tokens {res.token_limit['max_tokens']}: raise it"
+               if res.token_limit and reasons.most_common(1)[0][0] == "too_long" else "check the converter and its column options")
         raise QfkError(f"every one of the {res.read} rows was rejected ({top}); nothing was written",
                        f"see {paths['rejects']} for each row's reason; {why}")
     res.splits_short = sink.split(res.read)
