@@ -96,9 +96,10 @@ def convert_group() -> None:
     Every run writes three files: NAME.jsonl, NAME.rejects.jsonl (each rejected row with its file,
     line and reason) and NAME.manifest.json (options, hashes, counts, think mode). read == written +
     rejected, always. --val-size/--test-size are exact in accepted source rows (a Moses line stays in
-    one split with all its directions). --max-tokens N rejects (too_long) the rows longer than N
-    tokens as LLaMA-Factory will encode them: removed, never cut. A --name already registered for
-    another file stops the run before any row is read.
+    one split with all its directions). --max-tokens N rejects (too_long) a source row with an output
+    row longer than N tokens as LLaMA-Factory will encode it (a Moses line with all its directions):
+    removed, never cut. A --name already registered for another file stops the run before any row
+    is read.
 
     \b
     Examples:

@@ -1,14 +1,15 @@
 """The shared streaming core under every converter.
 
 A converter plug-in (:class:`Converter`) only says how ONE source row becomes output rows, or
-why it is rejected. The core does the rest, in one pass with constant memory:
+why it is rejected. The core does the rest, in one pass over the source with constant memory
+(with splits, a second pass over the accepted rows, staged in a temporary file):
 
 * reads record batches from the source (with file and line/row numbers);
 * samples ``--limit`` rows with seeded selection sampling (exactly N rows, spread over the
   whole source, in source order: never "the first N");
-* splits train/val/test with the same exact, seeded method, exact in accepted rows (:mod:`.splits`);
+* splits train/val/test with the same seeded method, the sizes exact in accepted rows (:mod:`.splits`);
 * optionally drops duplicates (a 16-byte digest per kept row);
-* with ``--max-tokens``, rejects rows longer than that once encoded as LLaMA-Factory will (:mod:`.length`);
+* with ``--max-tokens``, rejects the rows longer than that as LLaMA-Factory encodes them (:mod:`.length`);
 * writes JSON Lines (orjson bytes) to temporary files, and renames them into place only when
   the whole run succeeded (an interrupted run leaves the previous output intact);
 * writes ``<stem>.rejects.jsonl`` (every rejected row with its place and reason) and
@@ -353,8 +354,9 @@ def run_conversion(
     if limit is not None and limit < 1:
         raise QfkError(f"--limit must be at least 1, not {limit}")
     if before_rows is not None:
-        before_rows(name, {s: paths[s] for s in SPLITS if s == "train" or {"val": val_size, "test": test_size}[s]})
-    tokens = token_limit(converter, max_tokens, template, enable_thinking)
+        asked = {"train": True, "val": bool(val_size), "test": bool(test_size)}
+        before_rows(name, {s: paths[s] for s in SPLITS if asked[s]})
+    tokens = _token_limit(converter, max_tokens, template, enable_thinking)
     progress = progress and sys.stderr.isatty()
     total = records.count() if limit or val_size or test_size or progress else None
     if total == 0:
@@ -380,7 +382,7 @@ def run_conversion(
     return res
 
 
-def token_limit(converter: Converter, max_tokens: int | None, template: str, enable_thinking: bool | None):
+def _token_limit(converter: Converter, max_tokens: int | None, template: str, enable_thinking: bool | None):
     """The ``--max-tokens`` check for ``converter``'s output (None when not asked: nothing loaded)."""
     if max_tokens is None:
         return None
