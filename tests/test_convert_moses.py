@@ -180,7 +180,7 @@ def test_test_size_is_exact_in_lines_after_duplicates_and_rejects(tmp_path):
         assert res.splits["val"]["source_rows"] == want_val and res.splits["val"]["rows"] == 2 * want_val
         assert res.splits["train"]["source_rows"] == accepted - 30 - want_val and res.splits_short == {}
         lines = {s: [(r["input"], r["output"].split("\n\n")[-1]) for r in read_jsonl(v["path"])] for s, v in res.splits.items()}
-        for split, pairs in lines.items():  # each line's two directions sit in the same split
+        for pairs in lines.values():  # each line's two directions sit in the same split
             en_side = {a if a.startswith("sentence") else b for a, b in pairs}
             assert len(pairs) == 2 * len(en_side)
         assert not {a for a, _ in lines["test"]} & {a for a, _ in lines["train"]}

@@ -77,7 +77,7 @@ def test_split_sizes_are_exact_in_accepted_rows(tmp_path, seed):
     res = cols(src, tmp_path / "o.jsonl", val_size=20, test_size=30, seed=seed)
     got = split_rows(res)
     assert (res.written, len(got["test"]), len(got["val"]), len(got["train"])) == (171, 30, 20, 121)
-    assert sorted(sum(got.values(), [])) == [i for i in range(200) if i % 7]  # disjoint, every accepted row once
+    assert sorted(i for v in got.values() for i in v) == [i for i in range(200) if i % 7]  # disjoint, every accepted row once
     assert all(v == sorted(v) for v in got.values())  # each split in source order
     assert res.splits["test"]["source_rows"] == 30 and res.splits_short == {}
 
@@ -143,6 +143,36 @@ def test_too_few_accepted_rows_say_why(tmp_path, qfk):
                          "--test-size", "15", "--no-register")
     assert code == 0, err
     assert "test short: asked 15 rows for test, wrote 10" in " ".join(out.split())
+
+
+def test_second_pass_gives_exact_sizes_for_any_first_pass():
+    """SplitPlan.moves on random first passes (rows assigned, then some rejected): the final
+    splits have exactly the sizes asked of the accepted rows, or all there is."""
+    from collections import Counter
+
+    from qwen_factory_kit.convert.splits import SplitPlan
+
+    rng = random.Random(0)
+    for _ in range(300):
+        n = rng.randint(1, 60)
+        val, test = rng.choice([0, 0.1, 0.5, rng.randint(1, 20)]), rng.choice([0, 0.2, rng.randint(1, 20)])
+        if not (val or test):
+            continue
+        try:
+            plan = SplitPlan(n, val, test, random.Random(1))
+        except QfkError:  # asks for more than is read: refused before converting
+            continue
+        first = [plan.assign() for _ in range(n)]
+        accepted = [s for s in first if rng.random() < 0.7]
+        if not accepted:
+            continue
+        moves = plan.moves(Counter(accepted), n)
+        final = Counter(moves.final(s) for s in accepted)
+        a = len(accepted)
+        want_test = min(a, round(a * test) if isinstance(test, float) else test)
+        want_val = min(a - want_test, round(a * val) if isinstance(val, float) else val)
+        assert (final[2], final[1], final[0]) == (want_test, want_val, a - want_test - want_val), (n, val, test, first)
+        assert ("test" in moves.short) == (want_test < (round(a * test) if isinstance(test, float) else test))
 
 
 def test_deterministic_bytes_and_manifest(tmp_path):

@@ -14,7 +14,6 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES, ROOT, read_jsonl, write_jsonl
@@ -267,7 +266,7 @@ def test_filter_refuses_a_name_taken_by_another_file_before_writing(tmp_path, fa
     assert code == 2 and "'med__max50' is already registered for elsewhere.jsonl" in err and "--force" in err
     assert not list(data.glob("med__max50*")) and (data / "dataset_info.json").read_text() == before
     assert fake_encoder.measured == []
-    code, out, err = qfk("datasets", "filter", "med", "--max-tokens", "50", "--data-dir", data, "--force", "--json")
+    code, _, err = qfk("datasets", "filter", "med", "--max-tokens", "50", "--data-dir", data, "--force", "--json")
     assert code == 0, err
     assert Registry.at(data).get("med__max50")["file_name"] == "med__max50.jsonl"
 

@@ -54,8 +54,8 @@ class TokenLimit:
                         "LLaMA-Factory drops this row (invalid turn structure), so its length cannot be measured")
             longest = max(longest, n)
         if longest > self.max_tokens:
-            return ("too_long", f"{longest} tokens > --max-tokens {self.max_tokens} "
-                                f"(template {self.template}, enable_thinking {_scalar(self.enable_thinking)})")
+            return ("too_long", (f"{longest} tokens > --max-tokens {self.max_tokens} "
+                                 f"(template {self.template}, enable_thinking {_scalar(self.enable_thinking)})"))
         return None
 
 
