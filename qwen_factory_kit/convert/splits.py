@@ -126,15 +126,11 @@ class Moves:
     a seeded selection from train (and from the rows given back)."""
 
     def __init__(self, have: Counter, want: dict[int, int], rng: random.Random, short: dict[str, str]):
-        self.want, self.short = want, short
+        self.short = short
         self.demote = {s: Selector(have[s], have[s] - want[s], rng) for s in (VAL, TEST) if have[s] > want[s]}
         missing = {s: want[s] - have[s] for s in (VAL, TEST) if want[s] > have[s]}
         pool = have[TRAIN] + sum(have[s] - want[s] for s in self.demote)
         self.promote = Splitter(pool, missing.get(VAL, 0), missing.get(TEST, 0), rng) if missing else None
-
-    @property
-    def moving(self) -> bool:
-        return bool(self.demote) or self.promote is not None
 
     def final(self, split: int) -> int:
         demote = self.demote.get(split)
