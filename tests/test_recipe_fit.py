@@ -56,7 +56,7 @@ def _header(text: str) -> str:
 def _check_ok(qfk, path: str) -> list[dict]:
     code, out, err = qfk("recipe", "check", path, "--json")
     res = json.loads(out)
-    assert code == 0 and res["ok"], [f for f in res["findings"] if f["status"] == "fail"]
+    assert code == 0 and res["ok"], [f for f in res["findings"] if f["severity"] == "error"]
     return res["findings"]
 
 
@@ -144,7 +144,7 @@ def test_gpu_memory_24_for_4b_lora_picks_liger_and_keeps_the_effective_batch(wor
     assert "# Fitted to 24 GB (--gpu-memory), effective batch 16:" in text and "# Liger kernel: on (--liger)" in text
     assert "38.2 GB -> 14.1 GB" in text  # what liger buys, as measured
     findings = _check_ok(qfk, "r.yaml")  # liger-kernel is not installed here: check must not fail on it
-    assert any(f["check"] == "keys" and f["status"] == "ok" for f in findings)
+    assert any(f["id"] == "keys" and f["severity"] == "ok" for f in findings)
 
 
 def test_gpu_memory_24_without_liger_halves_the_batch(work, qfk):
@@ -233,7 +233,7 @@ def test_real_medical_rows_pass_check_with_no_hand_edit(real_samples, tmp_path, 
         args = load_recipe(f"{method}-{model}.yaml")
         assert args["cutoff_len"] % 256 == 0 and args["cutoff_len"] != 2048  # a real row is longer than the preset
         findings = _check_ok(qfk, f"{method}-{model}.yaml")
-        assert any(f["check"] == "cutoff" and f["status"] == "ok" for f in findings), model
+        assert any(f["id"] == "cutoff" and f["severity"] == "ok" for f in findings), model
 
 
 # --------------------------------------------------------------------------------------------
