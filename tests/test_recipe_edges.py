@@ -20,18 +20,6 @@ SAMPLING_KEYS = ("temperature", "top_p", "top_k")
 
 
 @pytest.fixture
-def work(tmp_path, monkeypatch):
-    """A workspace holding the bundled examples, converted and registered (as qfk demo --no-train)."""
-    from qwen_factory_kit.demo import run_demo
-
-    w = tmp_path / "work"
-    run_demo(w)
-    monkeypatch.chdir(w)
-    monkeypatch.setenv("QFK_DATA_DIR", str(w / "data"))
-    return w
-
-
-@pytest.fixture
 def trained(work, qfk):
     """Training recipes to build predict/merge recipes from: med.yaml (reasoning), mt.yaml (translation)."""
     for name, model, dataset in (("med.yaml", "Qwen3-4B", "demo_medical"), ("mt.yaml", "Qwen3-1.7B", "demo_translation")):

@@ -26,18 +26,6 @@ def no_gpu_here(monkeypatch):
     monkeypatch.setattr(sizing.Gpu, "here", classmethod(lambda cls: sizing.NO_GPU))
 
 
-@pytest.fixture
-def work(tmp_path, monkeypatch):
-    """A workspace holding the bundled examples, converted and registered (as qfk demo --no-train)."""
-    from qwen_factory_kit.demo import run_demo
-
-    w = tmp_path / "work"
-    run_demo(w)
-    monkeypatch.chdir(w)
-    monkeypatch.setenv("QFK_DATA_DIR", str(w / "data"))
-    return w
-
-
 def _new(qfk, *args):
     code, out, err = qfk("recipe", "new", *args)
     assert code == 0, err

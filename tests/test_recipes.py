@@ -19,18 +19,6 @@ from qwen_factory_kit.recipe.document import Recipe, load_recipe, parse_override
 
 
 @pytest.fixture
-def work(tmp_path, monkeypatch):
-    """A workspace holding the bundled examples, converted and registered (as qfk demo --no-train)."""
-    from qwen_factory_kit.demo import run_demo
-
-    w = tmp_path / "work"
-    run_demo(w)
-    monkeypatch.chdir(w)
-    monkeypatch.setenv("QFK_DATA_DIR", str(w / "data"))
-    return w
-
-
-@pytest.fixture
 def tiny_config(tmp_path) -> Path:
     """A local Qwen3 model folder (config only: enough for recipes and checks)."""
     from qwen_factory_kit.tiny import TINY_CONFIG
