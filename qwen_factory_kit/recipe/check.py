@@ -12,6 +12,8 @@ None when the message names what it is about. Checks (finding ``id``s):
   value types (``parse_dict`` does no conversion, so ``lora_rank: "x"`` would slip through);
 * ``datasets``: every ``dataset``/``eval_dataset`` registered in the recipe's ``dataset_dir`` and loadable;
 * ``ranking``: preference data for dpo/rm stages, SFT data otherwise;
+* ``leak``: eval rows that are training rows, the same dataset (or a mix/filtered entry of it) on both sides,
+  two conversions of one source (:func:`qwen_factory_kit.leaks.check_leaks`; train recipes with ``eval_dataset``);
 * ``mix``: ``num_samples`` (``NAME__nN`` mix entries or set by hand) that repeats a dataset's rows more than twice;
 * ``template``: the template fits the model family (Instruct-2507 -> qwen3_nothink, other Qwen3 -> qwen3);
 * ``think``: ``template``/``enable_thinking`` train what the data holds (QWEN3-THINK.md);
@@ -373,6 +375,17 @@ def _mix_fix(args: dict, facts: list, over: list[str]) -> str:
             f"qfk train registers the __n entries), or {remake}")
 
 
+def check_eval_leaks(args: dict) -> list[Finding]:
+    """A train recipe's ``eval_dataset`` against its ``dataset`` (:func:`qwen_factory_kit.leaks.check_leaks`):
+    an eval row that was trained on makes the scores after training measure memory."""
+    from ..leaks import check_leaks
+
+    train, evals = split_names(args.get("dataset")), split_names(args.get("eval_dataset"))
+    if not train or not evals:
+        return []
+    return check_leaks(train, evals, Path(str(args.get("dataset_dir") or "data")))
+
+
 def check_template(args: dict, model: presets.ModelInfo | None) -> list[Finding]:
     template = args.get("template")
     if model is None:
@@ -708,6 +721,7 @@ def check_recipe(recipe: str | os.PathLike | dict, overrides: list[str] | tuple[
     findings += ds
     if recipe_kind(args) == "train":
         findings += check_mix(args, facts)
+        findings += check_eval_leaks(args) if not failures(ds) else []
     if recipe_kind(args) != "merge" or args.get("template"):
         findings += check_template(args, model)
     findings += check_think(args, facts, model)
