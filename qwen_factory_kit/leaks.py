@@ -31,12 +31,12 @@ from typing import Any
 from .errors import QfkError
 from .findings import Finding
 from .lint import Layout, iter_rows, layout_from, resolve_target
+from .registry import base_name
 from .think import strip_think
 
 #: how many row numbers a finding shows on each side
 EXAMPLES = 5
 #: ``NAME__max<N>``: NAME without its rows over N tokens (``qfk datasets filter NAME --max-tokens N``)
-FILTERED_RE = re.compile(r"^(?P<base>.+)__max(?P<tokens>[1-9][0-9]*)$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,18 +300,6 @@ def _registered(name: str, registry: dict, data_dir: Path) -> _Side:
 # --------------------------------------------------------------------------------------------
 # the same dataset under other names, the same source converted twice
 # --------------------------------------------------------------------------------------------
-def base_name(name: str) -> str:
-    """The dataset a derived entry was made from: ``med__n100`` (mix entry) and ``med__max2048``
-    (filtered entry), ``med__max2048__n100`` too, -> ``med``."""
-    from .recipe.build import MIXED_RE
-
-    while True:
-        m = MIXED_RE.match(name) or FILTERED_RE.match(name)
-        if not m:
-            return name
-        name = m["base"]
-
-
 def _origin(name: str) -> str:
     base = base_name(name)
     return f" (made from {base})" if base != name else ""

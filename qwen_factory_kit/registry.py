@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -81,6 +82,31 @@ def file_name_for(path: Path, data_dir: Path) -> str:
         return p.relative_to(d).as_posix()
     except ValueError:
         return str(p)
+
+
+#: derived entries: ``NAME__nN`` (an exact-mix entry with ``num_samples: N``, made by ``qfk recipe new
+#: --mix``) and ``NAME__max<N>`` (NAME without its rows over N tokens, made by ``qfk datasets filter``)
+MIXED_RE = re.compile(r"^(?P<base>.+)__n(?P<count>[1-9][0-9]*)$")
+FILTERED_RE = re.compile(r"^(?P<base>.+)__max(?P<tokens>[1-9][0-9]*)$")
+
+
+def mixed_name(name: str, count: int) -> str:
+    return f"{name}__n{count}"
+
+
+def filtered_name(name: str, max_tokens: int) -> str:
+    """The default name of NAME without its rows over ``max_tokens``: ``NAME__max<N>``."""
+    return f"{name}__max{max_tokens}"
+
+
+def base_name(name: str) -> str:
+    """The dataset a derived entry was made from: ``med__n100``, ``med__max2048`` and
+    ``med__max2048__n100`` -> ``med``."""
+    while True:
+        m = MIXED_RE.match(name) or FILTERED_RE.match(name)
+        if not m:
+            return name
+        name = m["base"]
 
 
 def resolve_file(entry: dict, data_dir: Path) -> Path | None:

@@ -280,5 +280,5 @@ def test_recipe_check_does_not_fail_a_deterministic_translation_predict(trained,
     code, out, err = qfk("recipe", "check", "p.yaml", "--no-stats", "--json")
     assert code == 0, err
     findings = json.loads(out)["findings"]
-    assert not [f for f in findings if f["status"] == "fail"]
-    assert any(f["check"] == "keys" and f["status"] == "ok" for f in findings)  # LLaMA-Factory's parser takes it
+    assert not [f for f in findings if f["severity"] == "error"]
+    assert any(f["id"] == "keys" and f["severity"] == "ok" for f in findings)  # LLaMA-Factory's parser takes it

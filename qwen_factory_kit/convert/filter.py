@@ -21,18 +21,13 @@ from typing import Any
 from ..errors import QfkError
 from ..io.sources import resolve_source
 from ..lfformat import PLUGIN_FORMATTINGS
-from ..registry import Registry, file_name_for, manifest_for, resolve_file
+from ..registry import Registry, file_name_for, filtered_name, manifest_for, resolve_file
 from ..think import ThinkTally, parse_response, training_settings
 from .core import ConvertResult, run_conversion
 from .registered import Registered
 
 #: ``enable_thinking=AUTO``: from the dataset's think mode
 AUTO: Any = ...
-
-
-def filtered_name(name: str, max_tokens: int) -> str:
-    """The default name of NAME without its rows over ``max_tokens``: ``NAME__max<N>``."""
-    return f"{name}__max{max_tokens}"
 
 
 def filter_dataset(name: str, max_tokens: int, *, data_dir: str | os.PathLike | None = None, template: str | None = None,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import QfkError
+from ..registry import MIXED_RE, mixed_name
 from . import memory, presets, sizing
 from .document import Recipe, scalar, split_names
 
@@ -206,11 +207,6 @@ def parse_mix(text: str | None) -> dict[str, float] | None:
     return out
 
 
-def mixed_name(name: str, count: int) -> str:
-    return f"{name}__n{count}"
-
-
-MIXED_RE = re.compile(r"^(?P<base>.+)__n(?P<count>[1-9][0-9]*)$")
 
 
 def ensure_mix_entries(names: list[str], data_dir: str | os.PathLike) -> list[str]:

@@ -277,7 +277,7 @@ def _check_dataset(name: str, registry: dict, reg, args: dict, *, wants_facts: b
 
 def _undefined(name: str, registry: dict, where: Path, args: dict) -> Finding:
     """A dataset the registry lacks: a mix entry not registered yet, or a name to correct (the close ones)."""
-    from .build import MIXED_RE
+    from ..registry import MIXED_RE
 
     m = MIXED_RE.match(name)
     if m and m["base"] in registry:
@@ -348,7 +348,8 @@ MAX_REPEAT = 2
 def _mix_fix(args: dict, facts: list, over: list[str]) -> str:
     """The same proportions at the largest total that repeats no dataset more than MAX_REPEAT times,
     as ``dataset=`` with ``__nN`` entries (what ``qfk recipe new --mix-total`` would write)."""
-    from .build import MIXED_RE, mix_counts, mixed_name
+    from ..registry import MIXED_RE, mixed_name
+    from .build import mix_counts
 
     per = {f.name: int(f.entry.get("num_samples") or f.rows) for f in facts if f.rows}
     rows = {f.name: f.rows for f in facts if f.rows}
