@@ -97,6 +97,20 @@ def test_chat_session_streams_reasoning_apart_and_keeps_answers_only():
     assert session.history == []
 
 
+def test_chat_prints_reasoning_on_stderr_and_the_answer_on_stdout(capsys):
+    from qwen_factory_kit.cli.serve import _answer
+
+    served = ServedModel("merged", "m", "m", None, "qwen3", True)
+    session = ChatSession(served, model=FakeChatModel(["<think>\nstep one\n</think>\n\n", "The ", "answer."]))
+    _answer(session, "hi", hide_think=False)
+    out, err = capsys.readouterr()
+    assert out == "The answer.\n" and "step one" in err
+    session.reset()
+    _answer(session, "hi", hide_think=True)
+    out, err = capsys.readouterr()
+    assert out == "The answer.\n" and "step one" not in err and "(thinking ...)" in err
+
+
 def test_no_think_sampling_and_nothink_templates():
     served = ServedModel("run", "r", "base", "r", "qwen3", True)
     assert ChatSession(served, think=False, model=object()).generation["temperature"] == 0.7

@@ -118,15 +118,18 @@ def _answer(session, message: str, *, hide_think: bool, quiet: bool = False):
     err = console(stderr=True)
     thought = False
     for piece in session.stream(message):
-        if quiet or (piece.kind == "think" and hide_think):
+        if quiet:
             continue
         if piece.kind == "think":
-            err.print(piece.text, style="dim", end="", markup=False, highlight=False, soft_wrap=True)
+            if hide_think and not thought:
+                err.print("(thinking ...)", style="dim", markup=False, highlight=False)
+            elif not hide_think:
+                err.print(piece.text, style="dim", end="", markup=False, highlight=False, soft_wrap=True)
             thought = True
             continue
-        if thought:
+        if thought and not hide_think:
             click.echo("", err=True)
-            thought = False
+        thought = False
         click.echo(piece.text, nl=False)
     if not quiet:
         click.echo("")
