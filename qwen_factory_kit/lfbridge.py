@@ -1,9 +1,11 @@
-"""The kit's calls into LLaMA-Factory 0.9.5's internals, in one place (no model weights, no network).
+"""The kit's calls into LLaMA-Factory 0.9.5's internals, in one place (model weights only for merge and chat).
 
 * argument parsing for ``qfk recipe check``: the arguments and their types, what this machine's
   parser can take, and LLaMA-Factory's own verdict on a recipe (:func:`parse_recipe_args`);
 * the data pipeline driven in-process, to check that what the kit writes is what LLaMA-Factory
-  reads: every row survives its converter and the trained labels hold what we meant.
+  reads: every row survives its converter and the trained labels hold what we meant;
+* after training: the export command ``qfk merge`` runs, and the ``ChatModel`` that ``qfk chat``
+  and ``qfk translate`` load and stream replies from.
 
 Importing this module is cheap; each function imports torch and LLaMA-Factory (seconds) when
 first called, so keep the calls out of the fast CLI paths.
@@ -255,3 +257,33 @@ def webui_remember_model(model_name: str, model_path: str) -> None:
     from llamafactory.webui.common import save_config
 
     save_config(None, model_name=model_name, model_path=model_path or None)
+
+
+# ---- after training: merge (export) and chat ---------------------------------------------------
+def export_argv(recipe: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """``llamafactory-cli export RECIPE key=value ...``, run by this Python (what the console script runs)."""
+    import sys
+
+    return [sys.executable, "-m", "llamafactory.cli", "export", str(recipe), *overrides]
+
+
+def load_chat_model(args: dict):
+    """LLaMA-Factory's ``ChatModel`` (Hugging Face backend) in this process, from inference
+    arguments (``model_name_or_path``, ``adapter_name_or_path``, ``template``, ``enable_thinking``,
+    generation keys). A model or adapter it cannot load is a :class:`QfkError`."""
+    quiet_llamafactory()
+    from llamafactory.chat import ChatModel
+
+    try:
+        return ChatModel(dict(args))
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        where = args.get("model_name_or_path") + (f" + {args['adapter_name_or_path']}" if args.get("adapter_name_or_path") else "")
+        raise QfkError(f"LLaMA-Factory could not load {where}: {first}",
+                       "check the folder (config.json, weights, tokenizer) or the hub id; offline, a hub id must be in the cache") from None
+
+
+def stream_reply(model, messages: list[dict], system: str | None = None, **generation: Any):
+    """The reply to ``messages`` (``{"role", "content"}`` dicts, ending with the user's) as text
+    pieces while it is generated; ``generation`` overrides the model's sampling for this reply."""
+    yield from model.stream_chat(messages, system=system, **generation)

@@ -8,6 +8,7 @@ all take these facts from here.
   are LLaMA-Factory's defaults);
 * :data:`ALPACA_DEFAULTS`: the ``columns`` an Alpaca entry needs (LLaMA-Factory's defaults);
 * :data:`PLUGIN_FORMATTINGS`: the formattings served by the kit's LLaMA-Factory plugin;
+* :func:`alpaca_user_turn`: the user message LLaMA-Factory builds from an Alpaca row;
 * :func:`turn_problem`: the ShareGPT turn rule (system only first, user and assistant alternate,
   the last turn is the assistant's). Its codes (:data:`TURN_PROBLEMS`) are at once the
   converter's reject reasons, lint's rule ids and what ``qfk datasets check`` counts.
@@ -24,6 +25,17 @@ ALPACA_DEFAULTS = {"prompt": "instruction", "query": "input", "response": "outpu
 #: formattings served by the kit's LLaMA-Factory plugin (qwen_factory_kit.launch.plugin): ``qfk train`` only;
 #: each maps to the ``qfk convert`` converter that reads the raw rows
 PLUGIN_FORMATTINGS = {"qfk_medical_r1": "medical-r1", "qfk_sharegpt": "sharegpt"}
+
+
+def alpaca_user_turn(instruction: str | None, query: str | None) -> str:
+    """The user message LLaMA-Factory's Alpaca converter makes of a row: ``instruction + "\\n" + input``,
+    an empty part left out.
+
+    >>> alpaca_user_turn("Translate <en> to <ja>.", "Hello")
+    'Translate <en> to <ja>.\\nHello'
+    """
+    return "\n".join(part for part in (instruction, query) if part)
+
 
 #: Codes returned by :func:`turn_problem` (reject reasons, lint rule ids, datasets check counts).
 TURN_PROBLEMS = {

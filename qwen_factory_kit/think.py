@@ -9,6 +9,8 @@ Rules (see QWEN3-THINK.md in the project docs):
   (``empty="omit"``);
 * :func:`parse_response` is the one parser: it returns the reasoning, the answer and, for
   malformed input, a problem code from :data:`PROBLEMS`;
+* :func:`split_partial` splits a response still being generated (``qfk chat`` streams the
+  reasoning apart from the answer);
 * :class:`ThinkTally` records how a dataset's responses were written (think mode), which the
   recipe emitter and the linter use to choose ``template`` / ``enable_thinking``.
 
@@ -170,6 +172,34 @@ def strip_think(text: str) -> tuple[str | None, str]:
     if cut >= 0:
         return text[:cut].replace(THINK_OPEN, "").strip(), text[cut + len(THINK_CLOSE):].strip()
     return None, text.strip()
+
+
+def split_partial(text: str) -> tuple[str | None, str]:
+    """``(reasoning, answer)`` of a response still being generated, to show the two apart as it
+    streams: reasoning is None when the text does not open with a think block; inside an open
+    block it is the reasoning so far (a partly generated ``</think>`` held back) and the answer is
+    empty. Leading newlines of both are dropped. Each part only grows as ``text`` grows (what was
+    shown stays a prefix); a finished response is split by :func:`strip_think`.
+
+    >>> split_partial("<think>\\nstep one\\n</th")
+    ('step one\\n', '')
+    >>> split_partial("<think>\\nstep one\\n</think>\\n\\nAnswer")
+    ('step one\\n', 'Answer')
+    >>> split_partial("<thi"), split_partial("Answer")
+    ((None, ''), (None, 'Answer'))
+    """
+    head = text.lstrip()
+    if not head.startswith(THINK_OPEN):
+        return (None, "") if THINK_OPEN.startswith(head) else (None, head)
+    body = head[len(THINK_OPEN):]
+    end = body.find(THINK_CLOSE)
+    if end >= 0:
+        return body[:end].lstrip("\n"), body[end + len(THINK_CLOSE):].lstrip("\n")
+    for k in range(len(THINK_CLOSE) - 1, 0, -1):  # "...</thi": wait for the rest of the tag
+        if body.endswith(THINK_CLOSE[:k]):
+            body = body[:-k]
+            break
+    return body.lstrip("\n"), ""
 
 
 def find_special_tokens(text: str) -> list[str]:

@@ -35,6 +35,7 @@ def _register() -> None:
     from .doctor import doctor
     from .lint import lint
     from .recipe import recipe_group
+    from .serve import chat, merge, translate
     from .stats import render, stats
     from .train import train
     from .webui import webui
@@ -50,6 +51,9 @@ def _register() -> None:
     recipe_group.add_command(unpack)
     cli.add_command(recipe_group)
     cli.add_command(train)
+    cli.add_command(merge)
+    cli.add_command(chat)
+    cli.add_command(translate)
     cli.add_command(webui)
 
 

@@ -36,6 +36,19 @@ DEFAULT_INSTRUCTION = "Translate {src_tag} to {tgt_tag}."
 DEFAULT_SYSTEM = "You are a professional translator. Translate the user's text faithfully and fluently, and reply with the translation only."
 
 
+def translation_prompt(src: str, tgt: str, text: str, *, instruction_template: str = DEFAULT_INSTRUCTION,
+                       system: str = DEFAULT_SYSTEM) -> dict:
+    """The prompt side of a translation row from ``src`` to ``tgt`` as :meth:`Moses.convert` writes it:
+    ``instruction`` (the template with the language tags), ``input`` (the source text) and
+    ``system`` when there is one. ``qfk translate`` asks a model with exactly this prompt."""
+    row = {"instruction": instruction_template.format(src_tag=tag(src), tgt_tag=tag(tgt), src=src, tgt=tgt,
+                                                      src_name=lang_name(src), tgt_name=lang_name(tgt)),
+           "input": text}
+    if system:
+        row["system"] = system
+    return row
+
+
 def instruction_direction(text: str, template: str = DEFAULT_INSTRUCTION) -> tuple[str, str] | None:
     """``(src, tgt)`` of the first instruction in ``text`` written from ``template`` (the inverse of
     the instruction :meth:`Moses.convert` writes; languages of :data:`LANG_NAMES`), or None."""
@@ -342,14 +355,11 @@ class Moses(Converter):
                              f"({', '.join(f'{l}={v:.0f}' for l, v in lengths.items())})")
         outs = []
         for src, tgt in self._group_dirs[tuple(row)]:
-            out = {
-                "instruction": self.instruction_template.format(src_tag=tag(src), tgt_tag=tag(tgt), src=src, tgt=tgt,
-                                                                src_name=lang_name(src), tgt_name=lang_name(tgt)),
-                "input": texts[src],
-                "output": format_response(texts[tgt], None, empty=self.empty),
-            }
-            if self.system:
-                out["system"] = self.system
+            out = translation_prompt(src, tgt, texts[src], instruction_template=self.instruction_template, system=self.system)
+            system = out.pop("system", None)
+            out["output"] = format_response(texts[tgt], None, empty=self.empty)
+            if system:
+                out["system"] = system  # after output: the key order of the files written so far
             outs.append(out)
         return outs
 

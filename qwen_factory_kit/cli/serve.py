@@ -1,0 +1,204 @@
+"""``qfk merge``, ``qfk chat`` and ``qfk translate``: after training."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import console, emit_json
+
+
+@click.command("merge")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=True), help="Folder for the merged model (default: RUN_DIR-merged).")
+@click.option("--force", is_flag=True, help="Write into a non-empty OUT (its model files are replaced).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result (paths, serving settings) as JSON.")
+def merge(run_dir, out, force, as_json):
+    """Merge a LoRA run's adapter into its base model, ready to serve.
+
+    Reads RUN_DIR/qfk_run.json (base model, template, enable_thinking), writes the export recipe
+    (OUT/qfk_merge.yaml: a QLoRA adapter merges onto the unquantized base) and runs
+    `llamafactory-cli export` (log: OUT/qfk_merge.log). Then OUT/generation_config.json gets Qwen3's
+    recommended sampling for the run's think mode and OUT/qfk_serving.json records how to serve
+    it (template, enable_thinking, sampling, base model, adapter, source run). LLaMA-Factory's
+    export also writes an Ollama Modelfile into OUT.
+
+    A model trained without thinking must be served with enable_thinking=False: Qwen's chat
+    template, which the merged model keeps, thinks by default. A full fine-tune has nothing to
+    merge: its output_dir is the model.
+
+    \b
+    Examples:
+      qfk merge saves/qwen3-4b/lora/medical_r1
+      qfk merge saves/qwen3-4b/lora/medical_r1 -o models/medical-4b
+      qfk merge saves/qwen3-4b/lora/medical_r1/checkpoint-500 -o models/medical-4b-500 --force
+    """
+    from ..post.merge import plan_merge, run_merge
+    from ..recipe.build import invoked_command
+
+    plan = plan_merge(run_dir, out, force=force, command=invoked_command(sys.argv, ("merge",)))
+    mode = "thinking" if plan.thinking else "non-thinking"
+    for warning in plan.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    click.echo(f"merging {plan.recipe.args['adapter_name_or_path']} into {plan.recipe.args['model_name_or_path']} "
+               f"(template {plan.recipe.info['template']}, {mode}) -> {plan.out}", err=True)
+    result = run_merge(plan)
+    if as_json:
+        emit_json(result.as_dict())
+        return 0
+    for line in merged_lines(result):
+        click.echo(line, err=True)
+    return 0
+
+
+def merged_lines(result) -> list[str]:
+    s = result.serving
+    sampling = ", ".join(f"{k} {v}" for k, v in s["sampling"].items() if k != "do_sample")
+    lines = [f"merged model: {result.out}",
+             f"  generation_config.json: {s['sampling_source']}: {sampling}",
+             f"  qfk_serving.json: template {s['template']}, enable_thinking {str(s['enable_thinking']).lower()}",
+             f"  recipe: {result.files['recipe']}   log: {result.files['log']}"]
+    if result.modelfile:
+        lines.append(f"  Ollama Modelfile, written by LLaMA-Factory's export: {result.modelfile} (it sets no sampling"
+                     + ("; its TEMPLATE has no empty think block, so Ollama would prompt this non-thinking model "
+                        "unlike its training)" if not s["enable_thinking"] else ")"))
+    else:
+        lines.append("  no Ollama Modelfile: this LLaMA-Factory's export wrote none")
+    lines += [f"note: {s['serve_note']}", f"next: qfk chat {result.out}"]
+    return lines
+
+
+@click.command("chat")
+@click.argument("model")
+@click.option("--think/--no-think", default=None, help="Thinking mode (default: the mode the model was trained in).")
+@click.option("-m", "--message", help="Answer this one message and exit.")
+@click.option("--hide-think", is_flag=True, help="Do not show the reasoning.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Longest reply (default: 4096 thinking, 1024 not).")
+@click.option("--system", help="A system prompt.")
+@click.option("--json", "as_json", is_flag=True, help="With -m: print {think, answer} as JSON.")
+def chat(model, think, message, hide_think, max_new_tokens, system, as_json):
+    """Chat with a model as it was trained: merged folder, run folder or Qwen3 model.
+
+    MODEL is a folder from qfk merge (its qfk_serving.json), a qfk train output_dir (its
+    qfk_run.json: base model + adapter, or the model of a full fine-tune) or a plain Qwen3 model
+    folder or name. It is loaded in this process through LLaMA-Factory's ChatModel with the
+    training template and thinking mode, and Qwen3's recommended sampling for that mode.
+
+    The reasoning streams dimmed on stderr, the answer on stdout. A line ending with a backslash
+    continues on the next line; /reset clears the history; /exit (or Ctrl-D) quits. The history
+    keeps the answers only, as Qwen's chat template does.
+
+    \b
+    Examples:
+      qfk chat models/medical-4b
+      qfk chat saves/qwen3-4b/lora/medical_r1 --no-think
+      qfk chat models/medical-4b -m "What causes anaemia?" --hide-think
+      qfk chat models/medical-4b -m "hi" --json
+    """
+    from ..errors import QfkError
+    from ..post.chat import ChatSession
+    from ..post.served import resolve_served
+
+    if as_json and message is None:
+        raise QfkError("--json needs -m MESSAGE", 'qfk chat MODEL -m "hello" --json')
+    served = resolve_served(model)
+    click.echo(f"loading {served.describe()} ...", err=True)
+    session = ChatSession(served, think=think, max_new_tokens=max_new_tokens, system=system)
+    if message is not None:
+        reply = _answer(session, message, hide_think=hide_think or as_json, quiet=as_json)
+        if as_json:
+            emit_json(reply.as_dict())
+        return 0
+    return _interactive(session, hide_think)
+
+
+def _answer(session, message: str, *, hide_think: bool, quiet: bool = False):
+    """Stream one reply: the reasoning dimmed on stderr (unless hidden), the answer on stdout."""
+    err = console(stderr=True)
+    thought = False
+    for piece in session.stream(message):
+        if quiet:
+            continue
+        if piece.kind == "think":
+            if hide_think and not thought:
+                err.print("(thinking ...)", style="dim", markup=False, highlight=False)
+            elif not hide_think:
+                err.print(piece.text, style="dim", end="", markup=False, highlight=False, soft_wrap=True)
+            thought = True
+            continue
+        if thought and not hide_think:
+            click.echo("", err=True)
+        thought = False
+        click.echo(piece.text, nl=False)
+    if not quiet:
+        click.echo("")
+    return session.last
+
+
+def _interactive(session, hide_think: bool) -> int:
+    from ..post.chat import COMMANDS, command_of, read_message
+
+    mode = "thinking" if session.thinking else "non-thinking"
+    sampling = ", ".join(f"{k} {v}" for k, v in session.generation.items() if k != "do_sample")
+    click.echo(f"{mode} mode ({sampling}). A line ending with \\ continues on the next; "
+               + "; ".join(f"{k}: {v}" for k, v in COMMANDS.items()), err=True)
+    while True:
+        message = read_message(input)
+        if message is None:
+            return 0
+        command = command_of(message)
+        if command == "/exit":
+            return 0
+        if command == "/reset":
+            session.reset()
+            click.echo("history cleared", err=True)
+            continue
+        if message.strip():
+            _answer(session, message, hide_think=hide_think)
+
+
+@click.command("translate")
+@click.argument("model")
+@click.argument("text", required=False)
+@click.option("--src", required=True, help="Source language code (en, zh_TW, ja ...).")
+@click.option("--tgt", required=True, help="Target language code.")
+@click.option("--instruction-template", help="The converter's --instruction-template (default: the training data's, "
+                                             "else 'Translate {src_tag} to {tgt_tag}.').")
+@click.option("--system", help="The converter's --system prompt (default: the training data's, else the converter's).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Longest translation (default 1024).")
+def translate(model, text, src, tgt, instruction_template, system, max_new_tokens):
+    """Translate TEXT (or each line of stdin) with the prompt the model was trained on.
+
+    The prompt is exactly the one `qfk convert moses` writes into training rows: its instruction
+    with the language tags (Translate <en> to <ja>.), its system prompt, the text; when MODEL's
+    run record names Moses training data, that data's prompt options. Decoding is deterministic
+    (do_sample false) in non-thinking mode; only the answer is printed. From stdin: one
+    translation per line (line breaks inside a translation become spaces; an empty line stays empty).
+
+    \b
+    Examples:
+      qfk translate models/opus-1.7b --src zh_TW --tgt en "早安。"
+      qfk translate saves/qwen3-1.7b/qlora/opus --src en --tgt ja "Good morning."
+      qfk translate models/opus-1.7b --src en --tgt zh_TW < sentences.en > sentences.zh_TW
+    """
+    from ..post.served import resolve_served
+    from ..post.translate import Translator, prompt_options
+
+    served = resolve_served(model)
+    click.echo(f"loading {served.describe()} ...", err=True)
+    translator = Translator(served, src, tgt, options=prompt_options(served, instruction_template, system),
+                            max_new_tokens=max_new_tokens)
+    if text is not None:
+        click.echo(translator.translate(text))
+        return 0
+    if sys.stdin.isatty():
+        click.echo("translating the lines you type (Ctrl-D ends)", err=True)
+    for line in sys.stdin:
+        line = line.rstrip("\r\n")
+        click.echo(_one_line(translator.translate(line)) if line.strip() else "")
+    return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
