@@ -77,6 +77,14 @@ def work(tmp_path, monkeypatch):
     return w
 
 
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The tiny Qwen3 (2 layers, real tokenizer), built once into the cache."""
+    from qwen_factory_kit.tiny import build_tiny_model
+
+    return build_tiny_model()
+
+
 @pytest.fixture(autouse=True)
 def isolated_data_dir(tmp_path, monkeypatch):
     """Every test registers into its own data dir, never the checkout's ./data."""

@@ -69,13 +69,6 @@ def test_train_refuses_a_merge_recipe(tmp_path, monkeypatch, qfk):
 # --------------------------------------------------------------------------------------------
 # real training
 # --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def tiny_model() -> Path:
-    from qwen_factory_kit.tiny import build_tiny_model
-
-    return build_tiny_model()
-
-
 @pytest.fixture
 def work(work, tiny_model):
     """The examples' workspace (conftest) with the tiny model built."""

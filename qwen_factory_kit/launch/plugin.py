@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..lfformat import PLUGIN_FORMATTINGS
+from ..lfformat import PLUGIN_FORMATTINGS, alpaca_user_turn
 
 
 def _to_llamafactory(row: dict | None) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def _to_llamafactory(row: dict | None) -> dict[str, Any]:
     prompt = []
     for old_prompt, old_response in row.get("history") or []:
         prompt += [{"role": Role.USER.value, "content": old_prompt}, {"role": Role.ASSISTANT.value, "content": old_response}]
-    prompt.append({"role": Role.USER.value, "content": "\n".join(p for p in (row.get("instruction"), row.get("input")) if p)})
+    prompt.append({"role": Role.USER.value, "content": alpaca_user_turn(row.get("instruction"), row.get("input"))})
     return {**empty, "_prompt": prompt, "_response": [{"role": Role.ASSISTANT.value, "content": row["output"]}],
             "_system": row.get("system") or ""}
 

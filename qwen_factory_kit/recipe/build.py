@@ -701,7 +701,9 @@ def is_no_adapter(spec: object) -> bool:
 def _inference_think(req: RecipeRequest, train: dict, model: presets.ModelInfo, data_dir: Path) -> tuple[ThinkChoice, list[str]]:
     """The training recipe's template and enable_thinking, else those the datasets call for; with header lines."""
     if "template" in train:
-        think = ThinkChoice(train["template"], train.get("enable_thinking", True), f"as trained ({req.from_recipe})")
+        # LLaMA-Factory's default is true; a *_nothink template never thinks (its sampling is the non-thinking one)
+        enable = train.get("enable_thinking", not str(train["template"]).endswith("_nothink"))
+        think = ThinkChoice(train["template"], enable, f"as trained ({req.from_recipe})")
         return think, [f"Think mode: as trained in {req.from_recipe}: template {think.template}, "
                        f"enable_thinking {scalar(think.enable)}"]
     names = req.eval_datasets or req.datasets
