@@ -75,7 +75,10 @@ PRECISION_KEYS = ("bf16", "fp16", "pure_bf16")
 def parseable_here(args: dict, *, cuda: bool) -> tuple[dict, list[str]]:
     """The arguments as this machine's LLaMA-Factory can parse them, and the keys set aside: without
     a GPU (and no ``use_cpu``) the precision keys are parsed as false; ``deepspeed`` is left out
-    (the parser would import the package and read the config)."""
+    (the parser would import the package and read the config); ``enable_liger_kernel`` is parsed as
+    false where liger-kernel is not installed (the parser requires the package, a GPU machine's)."""
+    import importlib.util
+
     a = dict(args)
     set_aside: list[str] = []
     if not cuda and not a.get("use_cpu"):
@@ -83,6 +86,9 @@ def parseable_here(args: dict, *, cuda: bool) -> tuple[dict, list[str]]:
             if a.get(key):
                 a[key] = False
                 set_aside.append(key)
+    if a.get("enable_liger_kernel") and importlib.util.find_spec("liger_kernel") is None:
+        a["enable_liger_kernel"] = False
+        set_aside.append("enable_liger_kernel")
     if a.get("deepspeed"):
         a.pop("deepspeed")
         set_aside.append("deepspeed")

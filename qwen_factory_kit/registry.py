@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -83,6 +84,31 @@ def file_name_for(path: Path, data_dir: Path) -> str:
         return str(p)
 
 
+#: derived entries: ``NAME__nN`` (an exact-mix entry with ``num_samples: N``, made by ``qfk recipe new
+#: --mix``) and ``NAME__max<N>`` (NAME without its rows over N tokens, made by ``qfk datasets filter``)
+MIXED_RE = re.compile(r"^(?P<base>.+)__n(?P<count>[1-9][0-9]*)$")
+FILTERED_RE = re.compile(r"^(?P<base>.+)__max(?P<tokens>[1-9][0-9]*)$")
+
+
+def mixed_name(name: str, count: int) -> str:
+    return f"{name}__n{count}"
+
+
+def filtered_name(name: str, max_tokens: int) -> str:
+    """The default name of NAME without its rows over ``max_tokens``: ``NAME__max<N>``."""
+    return f"{name}__max{max_tokens}"
+
+
+def base_name(name: str) -> str:
+    """The dataset a derived entry was made from: ``med__n100``, ``med__max2048`` and
+    ``med__max2048__n100`` -> ``med``."""
+    while True:
+        m = MIXED_RE.match(name) or FILTERED_RE.match(name)
+        if not m:
+            return name
+        name = m["base"]
+
+
 def resolve_file(entry: dict, data_dir: Path) -> Path | None:
     fn = entry.get("file_name")
     if not fn:
@@ -146,16 +172,30 @@ class Registry:
         validate_entry(name, entry)
 
         def change(data: dict) -> dict:
-            old = data.get(name)
-            if old is not None and old != entry and not force:
-                same_file = old.get("file_name") and self._same_file(old, entry)
-                if not same_file:
-                    raise QfkError(f"dataset '{name}' is already registered for {old.get('file_name') or old} in {self.path}",
-                                   "choose another --name, or pass --force to replace it")
+            if not force:
+                self._refuse_conflict(name, data.get(name), entry)
             data[name] = entry
             return entry
 
         return self.update(change)
+
+    def check_free(self, files: dict[str, Path], *, force: bool = False) -> None:
+        """Raise :meth:`add`'s error for a name of ``files`` (name -> the file it would point to)
+        that is registered for another file: the check made before writing anything."""
+        if force:
+            return
+        data = self.read()
+        for name, path in files.items():
+            self._refuse_conflict(name, data.get(name), {"file_name": file_name_for(path, self.data_dir)})
+
+    def _refuse_conflict(self, name: str, old: Any, entry: dict) -> None:
+        if old is None or old == entry:
+            return
+        if isinstance(old, dict) and old.get("file_name") and self._same_file(old, entry):
+            return
+        where = old.get("file_name") or old if isinstance(old, dict) else old
+        raise QfkError(f"dataset '{name}' is already registered for {where} in {self.path}",
+                       "choose another --name, or pass --force to replace it")
 
     def _same_file(self, a: dict, b: dict) -> bool:
         pa, pb = resolve_file(a, self.data_dir), resolve_file(b, self.data_dir)
@@ -186,13 +226,24 @@ class Registry:
         return data[name]
 
 
+def split_name(name: str, split: str) -> str:
+    """The registered name of a conversion's split: NAME, NAME_val, NAME_test."""
+    return name if split == "train" else f"{name}_{split}"
+
+
+def check_names_free(name: str, outputs: dict[str, Path], *, data_dir: str | os.PathLike | None = None,
+                     force: bool = False) -> None:
+    """Fail as :func:`register_result` would, before converting: ``outputs`` maps each split to its file."""
+    Registry.at(data_dir).check_free({split_name(name, s): p for s, p in outputs.items()}, force=force)
+
+
 def register_result(result, *, data_dir: str | os.PathLike | None = None, force: bool = False) -> list[str]:
     """Register a conversion's outputs (train as NAME, splits as NAME_val / NAME_test)."""
     reg = Registry.at(data_dir)
     names = []
     tags = result.tags
     for split, info in result.splits.items():
-        name = result.name if split == "train" else f"{result.name}_{split}"
+        name = split_name(result.name, split)
         entry = build_entry(file_name_for(Path(info["path"]), reg.data_dir), formatting=result.formatting,
                             ranking=result.ranking, columns=result.columns, tags=tags)
         reg.add(name, entry, force=force)

@@ -21,6 +21,20 @@ from .errors import QfkError
 IGNORE_INDEX = -100
 THINK_END_ID = 151668
 NO_LIMIT = 10**9
+CUTOFF_STEP = 256    # cutoff_len values the kit recommends are multiples of this
+CUTOFF_CAP = 8192    # the largest cutoff_len recommended when no GPU budget says otherwise
+
+
+def cutoff_for(longest: int, cap: int | None = CUTOFF_CAP) -> int:
+    """The cutoff_len for rows of up to ``longest`` tokens: the smallest multiple of 256 that holds
+    every one of them, but at most ``cap`` (rounded down to a multiple of 256; None: no cap).
+
+    The one rule behind ``qfk stats``' and ``qfk recipe check``'s recommendation and the cutoff
+    ``qfk recipe new`` chooses (which passes a cap from the GPU's memory when it knows one)."""
+    need = max(CUTOFF_STEP, math.ceil(longest / CUTOFF_STEP) * CUTOFF_STEP)
+    if cap is None:
+        return need
+    return min(need, max(CUTOFF_STEP, cap // CUTOFF_STEP * CUTOFF_STEP))
 
 
 class Encoder:
@@ -98,17 +112,18 @@ class Stats:
                 "mean": round(sum(vals) / len(vals), 1)}
 
     def recommended_cutoff(self) -> int:
-        """The smallest multiple of 256 that holds the p99 row (and at least 512)."""
-        p99 = self.percentiles().get("p99", 0)
-        return max(512, int(math.ceil(p99 / 256.0)) * 256)
+        """:func:`cutoff_for` the longest row: the smallest multiple of 256 that holds every row, at most 8192."""
+        return cutoff_for(self.percentiles().get("max", 0))
 
     def summary(self) -> dict:
         over = [r for r in self.rows if r.lost]
+        recommended = self.recommended_cutoff()
         return {
             "path": self.path, "rows": len(self.rows), "dropped_by_llamafactory": self.dropped,
             "template": self.template, "enable_thinking": self.enable_thinking, "cutoff_len": self.cutoff_len,
             "total": self.percentiles("total"), "prompt": self.percentiles("prompt"), "response": self.percentiles("response"),
-            "recommended_cutoff_len": self.recommended_cutoff(),
+            "recommended_cutoff_len": recommended,
+            "rows_over_recommended": sum(1 for r in self.rows if r.total > recommended),
             "rows_over_cutoff": len(over),
             "rows_losing_think_close": [r.row for r in over if r.lost in ("think_close", "all_response")],
             "rows_losing_answer": [r.row for r in over if r.lost == "answer"],
@@ -172,7 +187,7 @@ def plot_lengths(stats: Stats, out: str | os.PathLike) -> Path:
     ax.hist(lengths, bins=min(60, max(10, len(lengths) // 5)), color="#4C72B0", alpha=0.85)
     ax.axvline(stats.cutoff_len, color="#C44E52", linestyle="--", label=f"cutoff_len {stats.cutoff_len}")
     rec = stats.recommended_cutoff()
-    ax.axvline(rec, color="#55A868", linestyle=":", label=f"recommended {rec} (p99)")
+    ax.axvline(rec, color="#55A868", linestyle=":", label=f"recommended {rec} (holds the longest row, at most {CUTOFF_CAP})")
     over = sum(1 for r in stats.rows if r.lost)
     ax.set_title(f"{Path(stats.path).name}: {len(lengths)} rows, {over} over cutoff ({stats.template}, enable_thinking={stats.enable_thinking})")
     ax.set_xlabel("tokens per row (LLaMA-Factory encoding)")

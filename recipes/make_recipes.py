@@ -6,6 +6,11 @@
 The recipes are built with ``qfk recipe new``'s own code against a scratch workspace holding the
 bundled examples under the names the real datasets get (medical_r1, finetome, translation,
 prefs), so the template / enable_thinking lines come from real think-mode manifests.
+
+They must not depend on the machine that generates them, nor on the examples' (short) rows: the
+training recipes are made with ``--no-stats --no-liger --no-packing`` and no GPU (``NO_GPU``), so
+they keep the preset cutoff_len and batch, and the header's memory estimate is the model's figure
+for those settings.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ sys.path.insert(0, str(HERE.parent))
 from qwen_factory_kit.convert import convert  # noqa: E402
 from qwen_factory_kit.demo import examples_dir  # noqa: E402
 from qwen_factory_kit.recipe.build import RecipeRequest, new_recipe  # noqa: E402
+from qwen_factory_kit.recipe.sizing import NO_GPU  # noqa: E402
+
+#: the machine-independent training recipe: what --no-stats --no-liger --no-packing (and no GPU) ask for
+FIXED = dict(stats=False, liger=False, packing=False, gpu=NO_GPU)
+FIXED_FLAGS = "--no-stats --no-liger --no-packing"
 
 PREP_MEDICAL = [
     "Prepare the data once (names are the defaults qfk convert gives these sources):",
@@ -57,24 +67,25 @@ def specs() -> list[tuple[str, RecipeRequest]]:
     return [
         req("qwen3-4b-medical-lora.yaml",
             "qfk recipe new --model Qwen3-4B --method lora --dataset medical_r1,finetome --mix medical_r1=0.75,finetome=0.25 "
-            "--mix-total 2880 --eval-dataset medical_r1_val --output-dir saves/qwen3-4b/lora/medical",
+            f"--mix-total 2880 --eval-dataset medical_r1_val --output-dir saves/qwen3-4b/lora/medical {FIXED_FLAGS}",
             PREP_MEDICAL, method="lora", model="Qwen3-4B", datasets=["medical_r1", "finetome"],
             mix={"medical_r1": 0.75, "finetome": 0.25}, mix_total=2880, eval_datasets=["medical_r1_val"],
-            output_dir="saves/qwen3-4b/lora/medical"),
+            output_dir="saves/qwen3-4b/lora/medical", **FIXED),
         *companions("qwen3-4b-medical-lora.yaml", "medical_r1_val",
                     "Run after qwen3-4b-medical-lora.yaml; predictions go to OUTPUT_DIR/generated_predictions.jsonl.",
                     "Run after qwen3-4b-medical-lora.yaml. Serve the merged model with the same enable_thinking."),
         req("qwen3-1.7b-translation-qlora.yaml",
             "qfk recipe new --model Qwen3-1.7B --method qlora --dataset translation --eval-dataset translation_val "
-            "--output-dir saves/qwen3-1.7b/qlora/translation",
+            f"--output-dir saves/qwen3-1.7b/qlora/translation {FIXED_FLAGS}",
             PREP_TRANSLATION, method="qlora", model="Qwen3-1.7B", datasets=["translation"], eval_datasets=["translation_val"],
-            output_dir="saves/qwen3-1.7b/qlora/translation"),
+            output_dir="saves/qwen3-1.7b/qlora/translation", **FIXED),
         *companions("qwen3-1.7b-translation-qlora.yaml", "translation_test",
                     "Run after qwen3-1.7b-translation-qlora.yaml, on the held-out test split (for BLEU/chrF).",
                     "Run after qwen3-1.7b-translation-qlora.yaml: the 4-bit adapter merges into the bf16 base model."),
         req("qwen3-4b-orpo.yaml",
-            "qfk recipe new --model Qwen3-4B --method orpo --dataset prefs --output-dir saves/qwen3-4b/orpo/prefs",
-            PREP_ORPO, method="orpo", model="Qwen3-4B", datasets=["prefs"], output_dir="saves/qwen3-4b/orpo/prefs"),
+            f"qfk recipe new --model Qwen3-4B --method orpo --dataset prefs --output-dir saves/qwen3-4b/orpo/prefs {FIXED_FLAGS}",
+            PREP_ORPO, method="orpo", model="Qwen3-4B", datasets=["prefs"], output_dir="saves/qwen3-4b/orpo/prefs",
+            **FIXED),
         *companions("qwen3-4b-orpo.yaml", "medical_r1_val",
                     "Run after qwen3-4b-orpo.yaml; predict on any held-out SFT split (here the medical one).",
                     "Run after qwen3-4b-orpo.yaml."),

@@ -65,6 +65,18 @@ def write_jsonl(path, rows, *, raw_lines: list[str] | None = None) -> Path:
     return path
 
 
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """A workspace holding the bundled examples, converted and registered (as qfk demo --no-train)."""
+    from qwen_factory_kit.demo import run_demo
+
+    w = tmp_path / "work"
+    run_demo(w)
+    monkeypatch.chdir(w)
+    monkeypatch.setenv("QFK_DATA_DIR", str(w / "data"))
+    return w
+
+
 @pytest.fixture(autouse=True)
 def isolated_data_dir(tmp_path, monkeypatch):
     """Every test registers into its own data dir, never the checkout's ./data."""

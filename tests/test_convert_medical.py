@@ -60,11 +60,53 @@ def test_instruction_as_system_or_user(tmp_path):
     assert (user["instruction"], user["input"]) == ("I", "Q?")
 
 
-def test_row_without_think_gets_empty_block(tmp_path):
-    src = write_jsonl(tmp_path / "in.jsonl", [med(think=""), med()])
+def without_think(**extra):
+    row = med(**extra)
+    del row["think"]
+    return row
+
+
+def test_row_without_think_is_rejected_with_the_field_named(tmp_path):
+    """Every row of this dataset carries its reasoning: a row without it is a schema defect."""
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        med(),
+        without_think(),                       # line 2: no field
+        med(think=None),                       # line 3: null
+        med(think=""),                         # line 4: empty
+        med(think=" \n\t "),                   # line 5: blank
+        med(think="<think>\n\n</think>"),      # line 6: an empty block
+        med(think=7),                          # line 7: wrong type, not a missing think
+    ])
     res = convert("medical-r1", str(src), output=str(tmp_path / "o.jsonl"))
-    assert read_jsonl(res.output)[0]["output"] == "<think>\n\n</think>\n\nA."
-    assert res.think["mode"] == "mixed" and res.notes["rows_without_reasoning"] == 1
+    assert (res.read, res.written, res.rejected) == (7, 1, 6)
+    rejects = read_jsonl(res.rejects)
+    assert [(r["line"], r["reason"]) for r in rejects] == [
+        (2, "missing_field"), (3, "null_field"), (4, "empty_field"), (5, "empty_field"), (6, "empty_field"), (7, "wrong_type")]
+    assert all("'think'" in r["detail"] for r in rejects)
+    assert all("--allow-missing-think" in r["detail"] for r in rejects[:5]) and "--allow-missing-think" not in rejects[5]["detail"]
+    assert res.think["mode"] == "reasoning" and "rows_without_reasoning" not in res.notes
+
+
+def test_allow_missing_think_keeps_them_with_an_empty_block(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [med(think=""), med(), without_think(), med(think=None), med(think="<think></think>")])
+    res = convert("medical-r1", str(src), output=str(tmp_path / "o.jsonl"), allow_missing_think=True)
+    outs = [r["output"] for r in read_jsonl(res.output)]
+    assert outs == ["<think>\n\n</think>\n\nA.", "<think>\nstep one\n\nstep two\n</think>\n\nA."] + ["<think>\n\n</think>\n\nA."] * 3
+    assert res.rejected == 0 and res.think["mode"] == "mixed" and res.notes["rows_without_reasoning"] == 4
+    assert json.loads(res.manifest.read_text())["options"]["allow_missing_think"] is True
+    omit = convert("medical-r1", str(src), output=str(tmp_path / "p.jsonl"), allow_missing_think=True, empty_think="omit")
+    assert read_jsonl(omit.output)[0]["output"] == "A."
+
+
+def test_allow_missing_think_on_the_command_line(tmp_path, qfk):
+    src = write_jsonl(tmp_path / "in.jsonl", [without_think(), med()])
+    code, out, err = qfk("convert", "medical-r1", src, "-o", tmp_path / "a.jsonl", "--json")
+    assert code == 0, err
+    assert json.loads(out)["rejected_by_reason"] == {"missing_field": 1}
+    code, out, err = qfk("convert", "medical-r1", src, "-o", tmp_path / "b.jsonl", "--name", "b", "--allow-missing-think", "--json")
+    assert code == 0 and json.loads(out)["rejected"] == 0
+    code, out, _ = qfk("convert", "medical-r1", "--help")
+    assert "--allow-missing-think" in out and "missing_field" in out
 
 
 def test_bundled_example(tmp_path, qfk_json):
@@ -86,3 +128,14 @@ def test_real_rows(real_samples, tmp_path):
         src_row = by_q[row["instruction"]]
         assert row["output"] == "<think>\n" + src_row["think"].strip() + "\n</think>\n\n" + src_row["answer"].strip()
     assert res.notes.get("escaped_newlines_in_answer", 0) > 0  # SOURCES.md: some answers hold a literal \n
+
+
+def test_split_sizes_are_exact_after_rejected_rows(tmp_path):
+    rows = [without_think(q=f"Q{i}?") if i % 4 == 0 else med(q=f"Q{i}?") for i in range(80)]  # 20 rejected
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    for seed in (0, 1, 2):
+        res = convert("medical-r1", str(src), output=str(tmp_path / f"o{seed}.jsonl"), test_size=10, val_size=0.25, seed=seed)
+        assert res.rejected_by_reason == {"missing_field": 20}
+        assert {k: v["rows"] for k, v in res.splits.items()} == {"train": 35, "val": 15, "test": 10}
+        questions = [r["instruction"] for v in res.splits.values() for r in read_jsonl(v["path"])]
+        assert sorted(questions) == sorted(f"Q{i}?" for i in range(80) if i % 4)

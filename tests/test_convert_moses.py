@@ -161,3 +161,33 @@ def test_real_kftt(real_samples, tmp_path):
     assert res.read == 300 and res.read == res.written + res.rejected
     rows = read_jsonl(res.output)
     assert rows[0]["input"] == "Infobox Buddhist" and rows[1]["input"] == "InfoboxBuddhist"
+
+
+def test_test_size_is_exact_in_lines_after_duplicates_and_rejects(tmp_path):
+    """--test-size 30 gives 30 source lines (60 rows, both directions together) even when lines the
+    first pass put in test are duplicates or rejected."""
+    en = [f"sentence {i % 150}" for i in range(200)]  # lines 150..199 repeat lines 0..49
+    ja = [f"文 {i % 150}" for i in range(200)]
+    for i in range(0, 200, 9):
+        en[i] = ""  # 23 empty segments
+    src = corpus(tmp_path / "c", {"c.en": en, "c.ja": ja})
+    for seed in (1, 42):
+        res = convert("moses", str(src), output=str(tmp_path / f"o{seed}.jsonl"), test_size=30, val_size=0.1, seed=seed)
+        assert res.rejected_by_reason["duplicate"] > 0 and res.rejected_by_reason["empty_segment"] > 0
+        accepted = res.written
+        want_val = round(accepted * 0.1)
+        assert res.splits["test"]["source_rows"] == 30 and res.splits["test"]["rows"] == 60
+        assert res.splits["val"]["source_rows"] == want_val and res.splits["val"]["rows"] == 2 * want_val
+        assert res.splits["train"]["source_rows"] == accepted - 30 - want_val and res.splits_short == {}
+        lines = {s: [(r["input"], r["output"].split("\n\n")[-1]) for r in read_jsonl(v["path"])] for s, v in res.splits.items()}
+        for pairs in lines.values():  # each line's two directions sit in the same split
+            en_side = {a if a.startswith("sentence") else b for a, b in pairs}
+            assert len(pairs) == 2 * len(en_side)
+        assert not {a for a, _ in lines["test"]} & {a for a, _ in lines["train"]}
+
+
+def test_fewer_lines_than_asked(tmp_path):
+    src = corpus(tmp_path / "c", {"c.en": ["a", "b", "", "", "c"], "c.ja": ["あ", "い", "う", "え", "お"]})
+    res = convert("moses", str(src), output=str(tmp_path / "o.jsonl"), test_size=4)
+    assert res.splits["test"]["source_rows"] == 3 and res.splits["train"]["rows"] == 0
+    assert res.splits_short["test"].startswith("asked 4 rows for test, wrote 3: only 3 of the 5 rows read were accepted")

@@ -62,6 +62,119 @@ def test_splits_exact_and_disjoint(tmp_path):
         cols(src, tmp_path / "x.jsonl", val_size=150, test_size=100)
 
 
+def with_bad(n, every):
+    """``rows(n)`` where every ``every``-th row has an empty answer (rejected)."""
+    return [{"prompt": f"q{i}", "answer": ""} if i % every == 0 else r for i, r in enumerate(rows(n))]
+
+
+def split_rows(res) -> dict[str, list[int]]:
+    return {s: [int(r["instruction"][1:]) for r in read_jsonl(v["path"])] for s, v in res.splits.items()}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 42])
+def test_split_sizes_are_exact_in_accepted_rows(tmp_path, seed):
+    src = write_jsonl(tmp_path / "in.jsonl", with_bad(200, 7))  # 29 rejected, 171 accepted
+    res = cols(src, tmp_path / "o.jsonl", val_size=20, test_size=30, seed=seed)
+    got = split_rows(res)
+    assert (res.written, len(got["test"]), len(got["val"]), len(got["train"])) == (171, 30, 20, 121)
+    assert sorted(i for v in got.values() for i in v) == [i for i in range(200) if i % 7]  # disjoint, every accepted row once
+    assert all(v == sorted(v) for v in got.values())  # each split in source order
+    assert res.splits["test"]["source_rows"] == 30 and res.splits_short == {}
+
+
+def test_fractions_are_of_the_accepted_rows(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", with_bad(200, 5))  # 40 rejected, 160 accepted
+    res = cols(src, tmp_path / "o.jsonl", val_size=0.1, test_size=0.25)
+    assert {k: v["rows"] for k, v in res.splits.items()} == {"train": 104, "val": 16, "test": 40}
+
+
+def test_split_sizes_are_exact_after_duplicates(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", rows(60) + rows(60))  # every row twice
+    res = cols(src, tmp_path / "o.jsonl", test_size=10, val_size=0.5, dedup=True)
+    assert res.rejected_by_reason == {"duplicate": 60}
+    assert {k: v["rows"] for k, v in res.splits.items()} == {"train": 20, "val": 30, "test": 10}
+
+
+def test_first_pass_rows_stay_and_nothing_moves_without_rejects(tmp_path):
+    """Nothing rejected: each row lands where the one-pass seeded splitter puts it (the output of
+    earlier versions, byte for byte). Rejects: the rows it put in val/test stay there."""
+    from qwen_factory_kit.convert.splits import SPLITS, Selector, Splitter
+
+    src = write_jsonl(tmp_path / "in.jsonl", rows(300))
+    for limit in (None, 120):
+        rng = random.Random(7)
+        sel = Selector(300, limit, rng) if limit else None
+        kept = [i for i in range(300) if sel is None or sel.pick()]
+        splitter = Splitter(len(kept), 12, 25, rng)
+        expected = {s: [] for s in SPLITS}
+        for i in kept:
+            expected[SPLITS[splitter.assign()]].append(i)
+        res = cols(src, tmp_path / f"o{limit}.jsonl", val_size=12, test_size=25, seed=7, limit=limit)
+        assert split_rows(res) == expected
+    bad = write_jsonl(tmp_path / "bad.jsonl", with_bad(300, 4))
+    one_pass = split_rows(cols(src, tmp_path / "a.jsonl", val_size=12, test_size=25, seed=7))
+    exact = split_rows(cols(bad, tmp_path / "b.jsonl", val_size=12, test_size=25, seed=7))
+    for s in ("val", "test"):
+        assert {i for i in one_pass[s] if i % 4} <= set(exact[s])
+
+
+def test_same_seed_same_bytes_with_rejects(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", with_bad(500, 3))
+    outs = []
+    for name, seed in (("a", 5), ("a", 5), ("b", 6)):
+        res = cols(src, tmp_path / f"{name}.jsonl", val_size=0.1, test_size=40, seed=seed)
+        outs.append([Path(v["path"]).read_bytes() for v in res.splits.values()])
+    assert outs[0] == outs[1] and outs[0] != outs[2]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging or temp file left
+
+
+def test_too_few_accepted_rows_say_why(tmp_path, qfk):
+    src = write_jsonl(tmp_path / "in.jsonl", with_bad(20, 2))  # 10 accepted
+    res = cols(src, tmp_path / "o.jsonl", test_size=7, val_size=5)
+    assert {k: v["rows"] for k, v in res.splits.items()} == {"train": 0, "val": 3, "test": 7}
+    assert res.splits_short["val"] == ("asked 5 rows for val, wrote 3: only 10 of the 20 rows read were accepted "
+                                       "(10 rejected or duplicates); test took 7 of them")
+    assert "no rows left for train" in res.splits_short["train"] and "test" not in res.splits_short
+    manifest = json.loads(res.manifest.read_text())
+    assert manifest["counts"]["splits_short"] == res.splits_short and manifest["outputs"]["val"]["source_rows"] == 3
+    assert res.summary()["splits_short"] == res.splits_short
+    src2 = write_jsonl(tmp_path / "in2.jsonl", with_bad(20, 2))
+    code, out, err = qfk("convert", "columns", src2, "--prompt", "prompt", "--response", "answer", "-o", tmp_path / "p.jsonl",
+                         "--test-size", "15", "--no-register")
+    assert code == 0, err
+    assert "test short: asked 15 rows for test, wrote 10" in " ".join(out.split())
+
+
+def test_second_pass_gives_exact_sizes_for_any_first_pass():
+    """SplitPlan.moves on random first passes (rows assigned, then some rejected): the final
+    splits have exactly the sizes asked of the accepted rows, or all there is."""
+    from collections import Counter
+
+    from qwen_factory_kit.convert.splits import SplitPlan
+
+    rng = random.Random(0)
+    for _ in range(300):
+        n = rng.randint(1, 60)
+        val, test = rng.choice([0, 0.1, 0.5, rng.randint(1, 20)]), rng.choice([0, 0.2, rng.randint(1, 20)])
+        if not (val or test):
+            continue
+        try:
+            plan = SplitPlan(n, val, test, random.Random(1))
+        except QfkError:  # asks for more than is read: refused before converting
+            continue
+        first = [plan.assign() for _ in range(n)]
+        accepted = [s for s in first if rng.random() < 0.7]
+        if not accepted:
+            continue
+        moves = plan.moves(Counter(accepted), n)
+        final = Counter(moves.final(s) for s in accepted)
+        a = len(accepted)
+        want_test = min(a, round(a * test) if isinstance(test, float) else test)
+        want_val = min(a - want_test, round(a * val) if isinstance(val, float) else val)
+        assert (final[2], final[1], final[0]) == (want_test, want_val, a - want_test - want_val), (n, val, test, first)
+        assert ("test" in moves.short) == (want_test < (round(a * test) if isinstance(test, float) else test))
+
+
 def test_deterministic_bytes_and_manifest(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", rows(300) + [{"prompt": "bad"}])
     cols(src, tmp_path / "a.jsonl", val_size=0.2)

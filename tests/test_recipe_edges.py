@@ -20,18 +20,6 @@ SAMPLING_KEYS = ("temperature", "top_p", "top_k")
 
 
 @pytest.fixture
-def work(tmp_path, monkeypatch):
-    """A workspace holding the bundled examples, converted and registered (as qfk demo --no-train)."""
-    from qwen_factory_kit.demo import run_demo
-
-    w = tmp_path / "work"
-    run_demo(w)
-    monkeypatch.chdir(w)
-    monkeypatch.setenv("QFK_DATA_DIR", str(w / "data"))
-    return w
-
-
-@pytest.fixture
 def trained(work, qfk):
     """Training recipes to build predict/merge recipes from: med.yaml (reasoning), mt.yaml (translation)."""
     for name, model, dataset in (("med.yaml", "Qwen3-4B", "demo_medical"), ("mt.yaml", "Qwen3-1.7B", "demo_translation")):
@@ -292,5 +280,5 @@ def test_recipe_check_does_not_fail_a_deterministic_translation_predict(trained,
     code, out, err = qfk("recipe", "check", "p.yaml", "--no-stats", "--json")
     assert code == 0, err
     findings = json.loads(out)["findings"]
-    assert not [f for f in findings if f["status"] == "fail"]
-    assert any(f["check"] == "keys" and f["status"] == "ok" for f in findings)  # LLaMA-Factory's parser takes it
+    assert not [f for f in findings if f["severity"] == "error"]
+    assert any(f["id"] == "keys" and f["severity"] == "ok" for f in findings)  # LLaMA-Factory's parser takes it

@@ -70,6 +70,58 @@ def test_name_collision_refused_unless_force(tmp_path, qfk):
     assert json.loads((data / "dataset_info.json").read_text())["prefs"]["file_name"] == str((tmp_path / "o.jsonl").resolve())
 
 
+def test_name_collision_is_found_before_any_row_is_read(tmp_path, qfk, monkeypatch):
+    """The registry is checked before the conversion starts: exit 2, the same message and hint, nothing written."""
+    from qwen_factory_kit.convert.core import TableSource
+
+    data = tmp_path / "data"
+    Registry.at(data).add("prefs", build_entry("elsewhere.jsonl", ranking=True, columns={"chosen": "chosen", "rejected": "rejected"}))
+    before = (data / "dataset_info.json").read_text()
+
+    def no_reading(self):
+        raise AssertionError("rows were read before the registry was checked")
+
+    monkeypatch.setattr(TableSource, "batches", no_reading)
+    monkeypatch.setattr(TableSource, "count", no_reading)
+    src = EXAMPLES / "preference" / "pairs.jsonl"
+    code, _, err = qfk("convert", "preference", src, "--data-dir", data, "--name", "prefs", "--val-size", "2")
+    assert code == 2 and "dataset 'prefs' is already registered for elsewhere.jsonl" in err
+    assert "choose another --name, or pass --force to replace it" in err
+    assert not [p.name for p in data.iterdir() if "prefs" in p.name]  # no output, rejects or manifest
+    assert (data / "dataset_info.json").read_text() == before
+
+
+@pytest.mark.parametrize("taken", ["x_val", "x_test"])
+def test_split_names_are_checked_too(tmp_path, qfk, taken):
+    data = tmp_path / "data"
+    Registry.at(data).add(taken, build_entry("other.jsonl"))
+    src = write_jsonl(tmp_path / "in.jsonl", [{"q": f"q{i}", "a": "a"} for i in range(10)])
+    args = ("convert", "columns", src, "--prompt", "q", "--response", "a", "--data-dir", data, "--name", "x")
+    code, _, err = qfk(*args, "--val-size", "2", "--test-size", "2")
+    assert code == 2 and f"dataset '{taken}' is already registered for other.jsonl" in err
+    assert not (data / "x.jsonl").exists() and not (data / "x.rejects.jsonl").exists()
+    other = "--test-size" if taken == "x_val" else "--val-size"
+    code, _, err = qfk(*args, other, "2")  # that split is not asked for: no conflict
+    assert code == 0, err
+    code, _, err = qfk(*args, other, "2")  # the same files again: no conflict either
+    assert code == 0, err
+    code, _, err = qfk(*args, "--val-size", "2", "--test-size", "2", "--force")
+    assert code == 0, err
+    assert Registry.at(data).get(taken)["file_name"] == f"{taken}.jsonl"
+
+
+def test_check_free_matches_add(tmp_path):
+    reg = Registry.at(tmp_path / "data")
+    reg.add("a", build_entry("a.jsonl"))
+    reg.check_free({"a": tmp_path / "data" / "a.jsonl", "new": tmp_path / "data" / "n.jsonl"})  # same file, free name
+    with pytest.raises(QfkError, match="already registered for a.jsonl"):
+        reg.check_free({"a": tmp_path / "elsewhere.jsonl"})
+    reg.check_free({"a": tmp_path / "elsewhere.jsonl"}, force=True)
+    reg.add("hub", {"hf_hub_url": "someone/data"})
+    with pytest.raises(QfkError, match="already registered for"):
+        reg.check_free({"hub": tmp_path / "data" / "hub.jsonl"})
+
+
 def test_malformed_registry_is_reported_and_never_overwritten(tmp_path, qfk):
     data = tmp_path / "data"
     data.mkdir()

@@ -77,14 +77,9 @@ def tiny_model() -> Path:
 
 
 @pytest.fixture
-def work(tmp_path, monkeypatch, tiny_model):
-    from qwen_factory_kit.demo import run_demo
-
-    w = tmp_path / "work"
-    run_demo(w)
-    monkeypatch.chdir(w)
-    monkeypatch.setenv("QFK_DATA_DIR", str(w / "data"))
-    return w
+def work(work, tiny_model):
+    """The examples' workspace (conftest) with the tiny model built."""
+    return work
 
 
 def sh(*args, timeout=600, check=True, **kw) -> subprocess.CompletedProcess:

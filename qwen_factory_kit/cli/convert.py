@@ -27,6 +27,12 @@ def common_options(fn):
         click.option("--cache-dir", type=click.Path(file_okay=False), help="Where modelscope:// and hf:// downloads go ($QFK_CACHE_DIR)."),
         click.option("--empty-think", type=click.Choice(["explicit", "omit"]), default="explicit", show_default=True,
                      help="Answers without reasoning: write the canonical empty block '<think>\\n\\n</think>\\n\\n', or nothing."),
+        click.option("--max-tokens", type=click.IntRange(min=1),
+                     help="Reject (too_long) rows longer than N tokens as LLaMA-Factory encodes them: removed, never cut "
+                          "(loads the Qwen3 tokenizer)."),
+        click.option("--template", default="qwen3", show_default=True, help="LLaMA-Factory template --max-tokens encodes with."),
+        click.option("--enable-thinking", type=click.Choice(["true", "false", "null"], case_sensitive=False), default="true",
+                     show_default=True, help="enable_thinking --max-tokens encodes with (false drops the reasoning from the count)."),
         click.option("--register/--no-register", default=True, show_default=True,
                      help="Add the output (and NAME_val / NAME_test) to DATA_DIR/dataset_info.json."),
         click.option("--force", is_flag=True, help="Replace a registered dataset of the same name that points to another file."),
@@ -38,28 +44,39 @@ def common_options(fn):
     return fn
 
 
-def _run(converter_name: str, source: str, *, as_json: bool, encoding: tuple, **kw) -> None:
+ENABLE_THINKING = {"true": True, "false": False, "null": None, "none": None}
+
+
+def _run(converter_name: str, source: str, *, as_json: bool, encoding: tuple, enable_thinking: str, **kw) -> None:
     from ..convert import convert
 
     per_file = {k: v for k, v in (e.split("=", 1) for e in encoding if "=" in e)}
     plain = [e for e in encoding if "=" not in e]
     if per_file:
         kw["file_encodings"] = per_file
-    result = convert(converter_name, source, encoding=plain[-1] if plain else None, progress=kw.pop("progress") and not as_json, **kw)
+    result = convert(converter_name, source, encoding=plain[-1] if plain else None, progress=kw.pop("progress") and not as_json,
+                     enable_thinking=ENABLE_THINKING[enable_thinking.lower()], **kw)
     if as_json:
         emit_json(result.summary())
         return
-    _print_summary(result)
+    print_summary(result)
 
 
-def _print_summary(result) -> None:
+def print_summary(result, title: str | None = None) -> None:
+    """A conversion's summary for a person (``title``: the first line, default 'converted CONVERTER -> OUTPUT')."""
     out = console()
     s = result.summary()
-    out.print(f"[bold green]converted[/] {s['converter']} -> [bold]{s['output']}[/]")
+    out.print(title or f"[bold green]converted[/] {s['converter']} -> [bold]{s['output']}[/]")
     out.print(f"  read {s['read']}  written {s['written']}  rejected {s['rejected']}  rows out {s['rows_out']}")
     for split, info in s["splits"].items():
         if split != "train":
-            out.print(f"  {split}: {info['rows']} rows -> {info['path']}")
+            out.print(f"  {split}: {info['source_rows']} source rows ({info['rows']} rows) -> {info['path']}")
+    for split, why in s["splits_short"].items():
+        out.print(f"  [yellow]{split} short[/]: {why}")
+    if s["token_limit"]:
+        t = s["token_limit"]
+        out.print(f"  max tokens {t['max_tokens']} (template {t['template']}, enable_thinking "
+                  f"{'null' if t['enable_thinking'] is None else str(t['enable_thinking']).lower()})")
     for reason, n in s["rejected_by_reason"].items():
         out.print(f"  [yellow]rejected[/] {n} x {reason}")
     for note, n in s["notes"].items():
@@ -78,7 +95,11 @@ def convert_group() -> None:
 
     Every run writes three files: NAME.jsonl, NAME.rejects.jsonl (each rejected row with its file,
     line and reason) and NAME.manifest.json (options, hashes, counts, think mode). read == written +
-    rejected, always.
+    rejected, always. --val-size/--test-size are exact in accepted source rows (a Moses line stays in
+    one split with all its directions). --max-tokens N rejects (too_long) a source row with an output
+    row longer than N tokens as LLaMA-Factory will encode it (a Moses line with all its directions):
+    removed, never cut. A --name already registered for another file stops the run before any row
+    is read.
 
     \b
     Examples:
@@ -96,16 +117,22 @@ def convert_group() -> None:
 @click.option("--fix-escaped-newlines", is_flag=True, help="Turn a literal backslash-n in answers into a line break (counted either way).")
 @click.option("--instruction-as", type=click.Choice(["ignore", "system", "user"]), default="ignore", show_default=True,
               help="Use the 'instruction' column as the system prompt, or as the user turn (question then goes to 'input').")
+@click.option("--allow-missing-think", is_flag=True,
+              help="Keep rows whose 'think' is missing, null or empty, with an empty think block (default: rejected as "
+                   "missing_field / null_field / empty_field).")
 def medical_r1(source, **kw):
     """Medical reasoning rows {instruction, question, think, answer, metrics} -> Alpaca with reasoning.
 
-    The output of every row is exactly "<think>\\n{think}\\n</think>\\n\\n{answer}".
+    The output of every row is exactly "<think>\\n{think}\\n</think>\\n\\n{answer}". Every row of this
+    dataset carries its reasoning: a row whose 'think' is missing, null or empty is rejected
+    (missing_field, null_field, empty_field) unless --allow-missing-think.
 
     \b
     Examples:
       qfk convert medical-r1 modelscope://krisfu/delicate_medical_r1_data
       qfk convert medical-r1 r1_data_example.jsonl --min-quality 0.95 --fix-escaped-newlines --val-size 0.1
       qfk convert medical-r1 r1_data_example.jsonl --instruction-as system --json
+      qfk convert medical-r1 r1_data_example.jsonl --max-tokens 2048 --val-size 0.1
     """
     _run("medical-r1", source, **kw)
 

@@ -24,6 +24,7 @@ def datasets_group() -> None:
       qfk datasets list
       qfk datasets add data/my.jsonl --name my_data
       qfk datasets check
+      qfk datasets filter my_data --max-tokens 2048
       qfk datasets remove my_data
     """
 
@@ -137,6 +138,44 @@ def check(ctx, names, data_dir, as_json):
         if not targets:
             console().print(f"no datasets registered in {reg.path}")
     ctx.exit(1 if failures(findings) else 0)
+
+
+@datasets_group.command("filter")
+@click.argument("name")
+@click.option("--max-tokens", type=click.IntRange(min=1), required=True,
+              help="Keep the rows of at most N tokens as LLaMA-Factory encodes them (the recipe's cutoff_len).")
+@click.option("--template", default=None, help="LLaMA-Factory template (default: from the dataset's think mode, as qfk recipe new picks it).")
+@click.option("--enable-thinking", type=click.Choice(["true", "false", "null"], case_sensitive=False), default=None,
+              help="Default: from the dataset's think mode (reasoning: true, direct: false, mixed: null).")
+@click.option("--name", "new_name", help="Name of the filtered dataset (default: NAME__max<N>).")
+@click.option("--force", is_flag=True, help="Replace a dataset of the new name that points to another file.")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on a terminal.")
+def filter_(name, max_tokens, template, enable_thinking, new_name, force, data_dir, as_json, progress):
+    """Register NAME without its rows longer than --max-tokens: NAME__max<N>, written next to NAME's
+    file with its .rejects.jsonl (each long row, reason too_long, with its length) and .manifest.json.
+
+    Rows are removed, never cut: every row kept fits cutoff_len N whole. They are measured with
+    LLaMA-Factory's own encoding, the template and enable_thinking a recipe for this data uses.
+
+    \b
+    Examples:
+      qfk datasets filter medical_r1 --max-tokens 2048          # -> dataset medical_r1__max2048
+      qfk datasets filter finetome --max-tokens 4096 --name finetome_short --json
+      qfk recipe check sft.yaml dataset=medical_r1__max2048
+    """
+    from ..convert.filter import AUTO, filter_dataset
+    from .convert import ENABLE_THINKING, print_summary
+
+    result = filter_dataset(name, max_tokens, data_dir=data_dir, template=template, new_name=new_name, force=force,
+                            enable_thinking=AUTO if enable_thinking is None else ENABLE_THINKING[enable_thinking.lower()],
+                            progress=progress and not as_json)
+    if as_json:
+        emit_json(result.summary())
+        return
+    print_summary(result, f"[bold green]filtered[/] {name} -> [bold]{result.output}[/]: {result.written} of {result.read} rows "
+                          f"fit {max_tokens} tokens")
 
 
 @datasets_group.command("remove")

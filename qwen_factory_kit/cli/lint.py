@@ -20,9 +20,12 @@ def enable_thinking_option(fn):
 @enable_thinking_option
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="QFK_DATA_DIR", help="Where NAME is registered (default ./data).")
 @click.option("--max-problems", type=click.IntRange(min=1), default=200, show_default=True, help="Problems listed (all are counted).")
+@click.option("--against", "against", multiple=True, metavar="PATH_OR_NAME",
+              help="Instead of the rules: the rows PATH_OR_NAME shares with this dataset (same prompt and answer, "
+                   "think blocks and whitespace aside); repeat it to compare several. Exits 1 on any shared row.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def lint(ctx, target, template, enable_thinking, data_dir, max_problems, as_json):
+def lint(ctx, target, template, enable_thinking, data_dir, max_problems, against, as_json):
     """Find what LLaMA-Factory would drop, truncate or train wrongly, before training.
 
     Every problem comes with its row number, rule id, severity and a fix. Exits 1 when there are
@@ -31,12 +34,19 @@ def lint(ctx, target, template, enable_thinking, data_dir, max_problems, as_json
     fields, duplicates and conflicting answers, mojibake, mixed think modes, and data/template
     combinations that train the wrong thing.
 
+    With --against OTHER it compares instead: the rows OTHER shares with the dataset (normalised
+    prompt and answer, whatever the reasoning), a finding per OTHER with the count and row numbers
+    on both sides. Exits 1 when any row is shared (an eval set that leaks into training data).
+
     \b
     Examples:
       qfk lint medical                                   # a registered dataset
       qfk lint data/finetome.jsonl --template qwen3 --enable-thinking null
       qfk lint data/translation.jsonl --template qwen3_nothink --json
+      qfk lint medical --against medical_val             # does the eval split leak into training?
     """
+    if against:
+        ctx.exit(_compare(target, against, data_dir, as_json))
     from ..findings import print_findings
     from ..lint import lint as run_lint
 
@@ -51,3 +61,18 @@ def lint(ctx, target, template, enable_thinking, data_dir, max_problems, as_json
         verdict = "[red]FAIL[/]" if s["errors"] else "[green]OK[/]"
         out.print(f"{verdict} {s['path']}: {s['rows']} rows, {s['errors']} errors, {s['warnings']} warnings; think mode {s['think']['mode']}")
     ctx.exit(1 if s["errors"] else 0)
+
+
+def _compare(target: str, against: tuple[str, ...], data_dir: str | None, as_json: bool) -> int:
+    """``qfk lint TARGET --against OTHER...``: a finding per OTHER; 1 when any shares a row."""
+    from ..findings import failures, print_findings
+    from ..leaks import overlap, overlap_finding
+
+    overlaps = [overlap(target, other, data_dir) for other in against]
+    findings = [overlap_finding(ov) for ov in overlaps]
+    if as_json:
+        emit_json({"target": target, "overlaps": [ov.as_dict() for ov in overlaps],
+                   "findings": [f.as_dict() for f in findings]})
+    else:
+        print_findings(findings, console())
+    return 1 if failures(findings) else 0

@@ -45,6 +45,19 @@ def recipe_group() -> None:
 @click.option("--deepspeed", type=click.Choice([*presets.DEEPSPEED, presets.NO_DEEPSPEED]),
               help="DeepSpeed ZeRO config shipped by the kit (default: z3 for full fine-tuning of 4B and up).")
 @click.option("--output-dir", help="output_dir (export_dir for merge). Default: saves/MODEL/METHOD/DATASETS.")
+@click.option("--gpu-memory", type=click.FloatRange(min=1), metavar="GB",
+              help="Fit the recipe to a GPU of this many GB: per-device batch / accumulation (same effective batch), "
+                   "gradient checkpointing, liger. Default: this machine's card, if it has one.")
+@click.option("--gpus", type=click.IntRange(min=1), metavar="N", help="GPUs the run uses (ZeRO shards memory over them). Default: this machine's count.")
+@click.option("--cutoff-len", type=click.IntRange(min=16), metavar="N",
+              help="cutoff_len as given (default: the smallest multiple of 256 that holds every measured row).")
+@click.option("--liger/--no-liger", default=None,
+              help="enable_liger_kernel (default: on for SFT on a CUDA GPU with liger-kernel installed).")
+@click.option("--packing/--no-packing", default=None,
+              help="packing + neat_packing for single-turn SFT rows that cutoff_len does not cut (default: with liger on a CUDA GPU).")
+@click.option("--no-stats", is_flag=True, help="Do not measure the training rows' token lengths: keep the preset cutoff_len (2048).")
+@click.option("--stats-rows", type=click.IntRange(min=1), default=2000, show_default=True, help="Rows per dataset measured for cutoff_len.")
+@click.option("--explain-memory", is_flag=True, help="Print the GPU memory estimate part by part (stderr; in --json: decided.memory.lines).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the recipe here (default: print it).")
 @click.option("--force", is_flag=True, help="Replace an existing -o file.")
 @data_dir_option
@@ -52,13 +65,16 @@ def recipe_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was decided (and the recipe text) as JSON.")
 @OVERRIDES
 def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, adapter, base, sample, deepspeed, output_dir,
-        output, force, data_dir, list_models, as_json, overrides):
+        gpu_memory, gpus, cutoff_len, liger, packing, no_stats, stats_rows, explain_memory, output, force, data_dir, list_models,
+        as_json, overrides):
     """Write a LLaMA-Factory recipe that `llamafactory-cli train` runs as it is.
 
     Presets (one table: qwen_factory_kit/recipe/presets.py) follow the Qwen3 guidance: LoRA r=32,
     alpha=64, dropout 0.05 on all linear layers; per-size learning rate, batch and epochs. The
-    template and enable_thinking come from what the datasets hold (their qfk manifests). KEY=VALUE
-    overrides win over everything.
+    template and enable_thinking come from what the datasets hold (their qfk manifests). cutoff_len
+    holds every training row (token lengths as LLaMA-Factory encodes them); the batch fits the GPU
+    (--gpu-memory, or this machine's card); on a CUDA GPU with liger-kernel, SFT recipes use the
+    liger kernel and neat packing. The header says why for each. KEY=VALUE overrides win over everything.
 
     \b
     Examples:
@@ -66,6 +82,7 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
           --mix medical_r1=0.75,finetome=0.25 --eval-dataset medical_r1_val -o sft.yaml
       qfk recipe new --model Qwen3-1.7B --method qlora --dataset opus_opensubtitles -o mt.yaml
       qfk recipe new --model Qwen3-4B --method orpo --dataset prefs -o orpo.yaml
+      qfk recipe new --model Qwen3-4B --method lora --dataset medical_r1 --gpu-memory 24 --explain-memory -o sft.yaml
       qfk recipe new --method predict --from sft.yaml --eval-dataset medical_r1_val -o predict.yaml
       qfk recipe new --method predict --from mt.yaml --base --eval-dataset translation_test -o before.yaml
       qfk recipe new --method merge --from sft.yaml -o merge.yaml
@@ -85,9 +102,15 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
     req = RecipeRequest(method=method, model=model, datasets=split_csv(datasets) or [], mix=parse_mix(mix), mix_total=mix_total,
                         eval_datasets=split_csv(eval_datasets) or [], data_dir=data_dir, output_dir=output_dir, adapter=adapter,
                         sample=sample, from_recipe=from_recipe, deepspeed=deepspeed, overrides=parse_overrides(overrides),
-                        filename=output or "recipe.yaml", command=invoked_command(sys.argv))
+                        filename=output or "recipe.yaml", command=invoked_command(sys.argv), cutoff_len=cutoff_len,
+                        liger=liger, packing=packing, gpu_memory=gpu_memory, gpus=gpus, stats=not no_stats,
+                        stats_rows=stats_rows)
     recipe = new_recipe(req)
     text = recipe.render()
+    if explain_memory and not as_json:
+        memory = recipe.info.get("memory")
+        click.echo("\n".join(memory["lines"]) if memory else "no memory estimate for this recipe (predict/merge, or a model "
+                   "the kit has no memory model for)", err=True)
     written = [str(p) for p in save_recipe(recipe, output, force=force)] if output else []
     warnings = recipe_warnings(recipe)
     for w in warnings:

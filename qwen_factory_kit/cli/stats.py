@@ -71,7 +71,9 @@ def stats(target, tokenizer_path, template, enable_thinking, cutoff_len, plot, d
     for key in ("prompt", "response", "total"):
         p = s[key]
         out.print(f"  {key:<8} min {p['min']:>6}  p50 {p['p50']:>6}  p90 {p['p90']:>6}  p99 {p['p99']:>6}  max {p['max']:>6}")
-    out.print(f"  recommended cutoff_len: [bold]{s['recommended_cutoff_len']}[/] (holds p99)")
+    held = (f"{s['rows_over_recommended']} rows are longer: the cap" if s["rows_over_recommended"]
+            else f"holds every row, longest {s['total'].get('max', 0)}")
+    out.print(f"  recommended cutoff_len: [bold]{s['recommended_cutoff_len']}[/] ({held})")
     colour = "red" if s["rows_over_cutoff"] else "green"
     out.print(f"  [{colour}]{s['rows_over_cutoff']} rows over cutoff_len {cutoff_len}[/]"
               + (f": lose </think> at rows {s['rows_losing_think_close'][:20]}" if s["rows_losing_think_close"] else "")

@@ -23,7 +23,7 @@ for _cls in (MedicalR1, ShareGPT, Moses, Columns, Preference):
         CONVERTERS[_name] = _cls
 
 RUN_OPTIONS = ("output", "name", "data_dir", "limit", "seed", "val_size", "test_size", "dedup", "split", "encoding",
-               "cache_dir", "progress")
+               "cache_dir", "progress", "max_tokens", "template", "enable_thinking")
 
 
 def get_converter(name: str, **options: Any) -> Converter:
@@ -42,14 +42,18 @@ def convert(converter: str, source: str, *, register: bool = False, force: bool 
     """Run converter ``converter`` on ``source``; options are the CLI's, in snake_case.
 
     ``register=True`` adds the outputs to ``DATA_DIR/dataset_info.json`` (the CLI's default):
-    NAME, and NAME_val / NAME_test for the splits. ``force`` replaces an entry of the same name
-    that points to another file."""
+    NAME, and NAME_val / NAME_test for the splits. A name registered for another file stops the
+    run before any row is read, unless ``force`` (which replaces that entry)."""
     run = {k: options.pop(k) for k in list(options) if k in RUN_OPTIONS}
-    result = run_conversion(get_converter(converter, **options), source, **run)
-    if register:
-        from ..registry import register_result
+    plugin = get_converter(converter, **options)
+    if not register:
+        return run_conversion(plugin, source, **run)
+    from ..registry import check_names_free, register_result
 
-        result.registered = register_result(result, data_dir=run.get("data_dir"), force=force)
+    data_dir = run.get("data_dir")
+    result = run_conversion(plugin, source, **run,
+                            before_rows=lambda name, outputs: check_names_free(name, outputs, data_dir=data_dir, force=force))
+    result.registered = register_result(result, data_dir=data_dir, force=force)
     return result
 
 

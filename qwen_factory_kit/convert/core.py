@@ -1,13 +1,15 @@
 """The shared streaming core under every converter.
 
 A converter plug-in (:class:`Converter`) only says how ONE source row becomes output rows, or
-why it is rejected. The core does the rest, in one pass with constant memory:
+why it is rejected. The core does the rest, in one pass over the source with constant memory
+(with splits, a second pass over the accepted rows, staged in a temporary file):
 
 * reads record batches from the source (with file and line/row numbers);
 * samples ``--limit`` rows with seeded selection sampling (exactly N rows, spread over the
   whole source, in source order: never "the first N");
-* assigns each read row to train/val/test with the same exact, seeded method;
+* splits train/val/test with the same seeded method, the sizes exact in accepted rows (:mod:`.splits`);
 * optionally drops duplicates (a 16-byte digest per kept row);
+* with ``--max-tokens``, rejects the rows longer than that as LLaMA-Factory encodes them (:mod:`.length`);
 * writes JSON Lines (orjson bytes) to temporary files, and renames them into place only when
   the whole run succeeded (an interrupted run leaves the previous output intact);
 * writes ``<stem>.rejects.jsonl`` (every rejected row with its place and reason) and
@@ -28,7 +30,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import orjson
 
@@ -40,9 +42,9 @@ from ..io.sources import ResolvedSource, resolve_source, table_files
 from ..think import EMPTY_STYLES, ThinkTagError, ThinkTally, find_special_tokens, has_think_tags, normalize_response
 from ..workspace import data_dir as resolve_data_dir
 from ..workspace import slug
+from .splits import SPLITS, TRAIN, Selector, SplitPlan, Staging
 
 _DUMPS_OPTS = orjson.OPT_APPEND_NEWLINE
-SPLITS = ("train", "val", "test")
 
 
 class Reject(Exception):
@@ -207,60 +209,15 @@ class Converter:
         """ShareGPT role tags of the output (None for Alpaca output)."""
         return None
 
+    def entry(self, file_name: str = "rows.jsonl") -> dict:
+        """The dataset_info.json entry the output gets (what ``--max-tokens`` encodes the rows with)."""
+        from ..registry import build_entry
+
+        return build_entry(file_name, formatting=self.formatting, ranking=self.ranking, columns=self.columns(), tags=self.tags())
+
     # -- shared helpers ---------------------------------------------------------------------
     def response(self, text: str, key: str = "output") -> str:
         return canonical_response(text, key, self.empty)
-
-
-# ---------------------------------------------------------------------------------------------
-# Sampling and splitting (exact counts, constant memory, seeded)
-# ---------------------------------------------------------------------------------------------
-class Selector:
-    """Selection sampling (Knuth's Algorithm S): call :meth:`pick` once per item, in order;
-    exactly ``k`` of ``n`` items are picked, every subset equally likely."""
-
-    __slots__ = ("left", "need", "rng")
-
-    def __init__(self, n: int, k: int, rng: random.Random):
-        self.left, self.need, self.rng = n, min(k, n), rng
-
-    def pick(self) -> bool:
-        left, need = self.left, self.need
-        self.left = left - 1
-        if need <= 0:
-            return False
-        if self.rng.random() * left < need:
-            self.need = need - 1
-            return True
-        return False
-
-
-def _size(value: float | int | None, total: int, what: str) -> int:
-    if value is None or value == 0:
-        return 0
-    if isinstance(value, float) and 0 < value < 1:
-        return int(round(total * value))
-    if float(value).is_integer() and value >= 1:
-        return int(value)
-    raise QfkError(f"{what} must be a fraction in (0, 1) or a row count >= 1, not {value}", f"for example {what} 0.05 or {what} 2000")
-
-
-class Splitter:
-    """Assigns each read row to train, val or test: exact sizes, seeded."""
-
-    def __init__(self, total: int, val: int, test: int, rng: random.Random):
-        if val + test > total:
-            raise QfkError(f"--val-size and --test-size ask for {val + test} rows but only {total} are read",
-                           "lower them, or pass fractions such as --val-size 0.05")
-        self.test = Selector(total, test, rng) if test else None
-        self.val = Selector(total - test, val, rng) if val else None
-
-    def assign(self) -> int:
-        if self.test and self.test.pick():
-            return 2
-        if self.val and self.val.pick():
-            return 1
-        return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,6 +246,8 @@ class ConvertResult:
     tags: dict | None = None
     source: dict = field(default_factory=dict)
     registered: list = field(default_factory=list)
+    token_limit: dict = field(default_factory=dict)  # --max-tokens: {"max_tokens", "template", "enable_thinking"}
+    splits_short: dict = field(default_factory=dict)  # split -> why it holds fewer rows than asked
 
     def summary(self) -> dict:
         return {
@@ -302,7 +261,10 @@ class ConvertResult:
             "output": str(self.output),
             "rejects": str(self.rejects),
             "manifest": str(self.manifest),
-            "splits": {k: {"path": str(v["path"]), "rows": v["rows"]} for k, v in self.splits.items()},
+            "splits": {k: {"path": str(v["path"]), "rows": v["rows"], "source_rows": v["source_rows"]}
+                       for k, v in self.splits.items()},
+            "splits_short": self.splits_short,
+            "token_limit": self.token_limit,
             "think": self.think,
             "notes": self.notes,
             "formatting": self.formatting,
@@ -374,85 +336,159 @@ def run_conversion(
     encoding: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    max_tokens: int | None = None,
+    template: str = "qwen3",
+    enable_thinking: bool | None = True,
+    before_rows: Callable[[str, dict[str, Path]], None] | None = None,
 ) -> ConvertResult:
-    """Convert ``source`` with ``converter``; see the module docstring for what is written."""
+    """Convert ``source`` with ``converter``; see the module docstring for what is written.
+
+    ``max_tokens``: reject as ``too_long`` every row whose LLaMA-Factory encoding (``template``,
+    ``enable_thinking``, the entry the converter registers) is longer (:mod:`.length`); the
+    tokenizer is loaded only then. ``before_rows(name, outputs)`` gets the dataset name and the
+    file of each split asked for before any row is read (``convert()`` checks the registry there)."""
     src = source if isinstance(source, ResolvedSource) else resolve_source(source, cache_dir=cache_dir)
     records = converter.open(src, split=split, encoding=encoding)
     name = slug(name) if name else converter.default_name(src)
     paths = output_paths(Path(output) if output else resolve_data_dir(data_dir) / f"{name}.jsonl")
-    dedup = converter.dedup_default if dedup is None else dedup
     if limit is not None and limit < 1:
         raise QfkError(f"--limit must be at least 1, not {limit}")
+    if before_rows is not None:
+        asked = {"train": True, "val": bool(val_size), "test": bool(test_size)}
+        before_rows(name, {s: paths[s] for s in SPLITS if asked[s]})
+    tokens = _token_limit(converter, max_tokens, template, enable_thinking)
     progress = progress and sys.stderr.isatty()
     total = records.count() if limit or val_size or test_size or progress else None
     if total == 0:
         raise QfkError(f"source '{src.spec}' holds no rows", "check the file (is it empty?) or the --split you asked for")
-    selector, splitter = _sampling(total, limit, val_size, test_size, random.Random(seed))
+    selector, plan = _sampling(total, limit, val_size, test_size, random.Random(seed))
+    dedup = converter.dedup_default if dedup is None else dedup
 
     hasher = _Hasher(records.paths)
     hasher.start()
-    sink = _Outputs(paths, [s for s in SPLITS if s == "train" or splitter and getattr(splitter, s)])
+    sink = _Outputs(paths, plan)
     res = ConvertResult(converter.name, name, paths["train"], paths["rejects"], paths["manifest"],
                         formatting=converter.formatting, ranking=converter.ranking, columns=converter.columns(),
-                        tags=converter.tags())
+                        tags=converter.tags(), token_limit=tokens.settings() if tokens else {})
     try:
-        _write_rows(converter, records, sink, res, selector, splitter, dedup, _Bar(total, src.spec) if progress else None)
+        _write_rows(converter, records, sink, res, selector, _Screen(converter, dedup, tokens),
+                    _Bar(total, src.spec) if progress else None)
         _finish(converter, src, res, sink, hasher, paths,
                 dict(limit=limit, seed=seed, val_size=val_size, test_size=test_size, dedup=dedup, split=split,
-                     encoding=encoding, source_records=total))
+                     encoding=encoding, source_records=total, **res.token_limit))
     except BaseException:
         sink.abort()
         raise
     return res
 
 
+def _token_limit(converter: Converter, max_tokens: int | None, template: str, enable_thinking: bool | None):
+    """The ``--max-tokens`` check for ``converter``'s output (None when not asked: nothing loaded)."""
+    if max_tokens is None:
+        return None
+    from .length import TokenLimit
+
+    return TokenLimit(max_tokens, converter.entry(), template=template, enable_thinking=enable_thinking)
+
+
 def _sampling(total: int | None, limit: int | None, val_size, test_size,
-              rng: random.Random) -> tuple[Selector | None, Splitter | None]:
-    """The ``--limit`` selector and the ``--val-size``/``--test-size`` splitter (None when not asked)."""
+              rng: random.Random) -> tuple[Selector | None, SplitPlan | None]:
+    """The ``--limit`` selector and the ``--val-size``/``--test-size`` plan (None when not asked)."""
     n_read = min(limit, total) if limit and total is not None else total
     selector = Selector(total, limit, rng) if limit and total is not None and limit < total else None
-    splitter = None
-    if val_size or test_size:
-        splitter = Splitter(n_read, _size(val_size, n_read, "--val-size"), _size(test_size, n_read, "--test-size"), rng)
-    return selector, splitter
+    plan = SplitPlan(n_read, val_size, test_size, rng) if val_size or test_size else None
+    return selector, plan
+
+
+class _Screen:
+    """The last checks of a converted row: a duplicate of a written row (``--dedup``), then longer
+    than ``--max-tokens`` (measured only for rows that are not duplicates)."""
+
+    def __init__(self, converter: Converter, dedup: bool, tokens):
+        self.converter, self.tokens = converter, tokens
+        self.seen: set[bytes] | None = set() if dedup else None
+        self.active = dedup or tokens is not None
+
+    def __call__(self, batch: Batch, i: int, outs: list[dict]) -> list[dict] | Reject:
+        key = None
+        if self.seen is not None:
+            key = hashlib.blake2b(self.converter.dedup_key(batch, i, outs), digest_size=16).digest()
+            if key in self.seen:
+                return Reject("duplicate", "same content as an earlier row")
+        if self.tokens is not None:
+            too_long = self.tokens.check(outs)
+            if too_long is not None:
+                return Reject(*too_long)
+        if key is not None:
+            self.seen.add(key)
+        return outs
 
 
 class _Outputs:
-    """The temporary output files of a run (one per split, and the rejects) and what went into them."""
+    """The temporary output files of a run (one per split, and the rejects) and what went into them.
+    Without splits the rows go straight to the train file; with splits they are staged with their
+    first-pass split and streamed into the split files at the end (:mod:`.splits`)."""
 
-    def __init__(self, paths: dict[str, Path], splits: list[str]):
-        self.files = {s: AtomicFile(paths[s]) for s in splits}
+    def __init__(self, paths: dict[str, Path], plan: SplitPlan | None):
+        self.plan = plan
+        self.files = {s: AtomicFile(paths[s]) for s in (plan.names if plan else ["train"])}
         self.rejects = AtomicFile(paths["rejects"])
+        self.staging = Staging(paths["train"].parent) if plan else None
         self.reasons: Counter = Counter()
-        self.split_rows: Counter = Counter()
+        self.split_rows: Counter = Counter()  # output rows per split
+        self.split_units: Counter = Counter()  # source rows per split
         self.tally = ThinkTally()
+        self._chunks: list[bytes] = []
 
-    def write(self, bufs: dict[str, list[bytes]], rej_buf: list[bytes]) -> None:
-        for s, buf in bufs.items():
-            if buf:
-                self.files[s].write(b"".join(buf))
+    def add(self, split: int, lines: list[bytes]) -> None:
+        """One accepted source row's output lines, for ``split`` (its first-pass split)."""
+        if self.staging is not None:
+            self._chunks.append(Staging.unit(split, lines))
+            self.staging.have[split] += 1
+        else:
+            self._chunks.extend(lines)
+            self.split_rows["train"] += len(lines)
+            self.split_units["train"] += 1
+
+    def flush(self, rej_buf: list[bytes]) -> None:
+        if self._chunks:
+            (self.staging or self.files["train"]).write(b"".join(self._chunks))
+            self._chunks = []
         if rej_buf:
             self.rejects.write(b"".join(rej_buf))
+
+    def split(self, read: int) -> dict[str, str]:
+        """Stream the staged rows into the split files at their exact sizes; returns why a split is short."""
+        if self.staging is None:
+            return {}
+        moves = self.plan.moves(self.staging.have, read)
+        self.staging.drain(moves, self.files, self.split_rows, self.split_units)
+        return moves.short
 
     def commit(self) -> None:
         for fh in self.files.values():
             fh.commit()
         self.rejects.commit()
+        self._close_staging()
 
     def abort(self) -> None:
         for fh in self.files.values():
             fh.abort()
         self.rejects.abort()
+        self._close_staging()
+
+    def _close_staging(self) -> None:
+        if self.staging is not None:
+            self.staging.close()
 
 
 def _write_rows(converter: Converter, records, sink: _Outputs, res: ConvertResult, selector: Selector | None,
-                splitter: Splitter | None, dedup: bool, bar: "_Bar | None") -> None:
+                screen: _Screen, bar: "_Bar | None") -> None:
     """Convert the source batch by batch; the selector picks the rows before they are converted."""
-    seen: set[bytes] | None = set() if dedup else None
     try:
         for batch in records.batches():
             keep = [selector.pick() for _ in range(len(batch))] if selector is not None else None
-            _write_batch(converter, batch, converter.convert_batch(batch, keep), sink, res, splitter, seen)
+            _write_batch(converter, batch, converter.convert_batch(batch, keep), sink, res, screen)
             if bar is not None:
                 bar.advance(len(batch))
     finally:
@@ -461,23 +497,19 @@ def _write_rows(converter: Converter, records, sink: _Outputs, res: ConvertResul
 
 
 def _write_batch(converter: Converter, batch: Batch, results: list, sink: _Outputs, res: ConvertResult,
-                 splitter: Splitter | None, seen: set[bytes] | None) -> None:
+                 screen: _Screen) -> None:
     """Each converted row of a batch to its split (or, rejected or a duplicate, to the rejects)."""
-    bufs: dict[str, list[bytes]] = {s: [] for s in sink.files}
     rej_buf: list[bytes] = []
     unit, source_name = batch.unit, batch.source
     dumps = orjson.dumps
+    assign = sink.plan.assign if sink.plan is not None else None
     for i, (pos, outs) in enumerate(zip(batch.positions, results)):
         if outs is None:
             continue
         res.read += 1
-        target = SPLITS[splitter.assign()] if splitter else "train"
-        if seen is not None and type(outs) is not Reject:
-            key = hashlib.blake2b(converter.dedup_key(batch, i, outs), digest_size=16).digest()
-            if key in seen:
-                outs = Reject("duplicate", "same content as an earlier row")
-            else:
-                seen.add(key)
+        target = assign() if assign is not None else TRAIN
+        if screen.active and type(outs) is not Reject:
+            outs = screen(batch, i, outs)
         if type(outs) is Reject:
             sink.reasons[outs.reason] += 1
             row = batch.row(i)
@@ -486,22 +518,19 @@ def _write_batch(converter: Converter, batch: Batch, results: list, sink: _Outpu
                                   "record": raw}, option=_DUMPS_OPTS | orjson.OPT_SERIALIZE_NUMPY, default=str))
             continue
         res.written += 1
-        buf = bufs[target]
         for out in outs:
-            buf.append(dumps(out, option=_DUMPS_OPTS))
             for text in converter.responses(out):
                 sink.tally.add_text(text)
-        sink.split_rows[target] += len(outs)
-    sink.write(bufs, rej_buf)
+        sink.add(target, [dumps(out, option=_DUMPS_OPTS) for out in outs])
+    sink.flush(rej_buf)
 
 
 def _finish(converter: Converter, src: ResolvedSource, res: ConvertResult, sink: _Outputs, hasher: _Hasher,
             paths: dict[str, Path], run_opts: dict) -> None:
-    """Count, refuse an empty result, then commit the outputs and write the manifest."""
+    """Count, refuse an empty result, split, then commit the outputs and write the manifest."""
     reasons = sink.reasons
     res.rejected = sum(reasons.values())
     res.rejected_by_reason = dict(sorted(reasons.items()))
-    res.rows_out = sum(sink.split_rows.values())
     res.think = sink.tally.as_dict()
     res.notes = dict(sorted(converter.notes.items()))
     if res.read == 0:
@@ -509,13 +538,17 @@ def _finish(converter: Converter, src: ResolvedSource, res: ConvertResult, sink:
     if res.written == 0:
         sink.rejects.commit()
         top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(3))
+        why = (f"most rows are longer than --max-tokens {res.token_limit['max_tokens']}: raise it"
+               if res.token_limit and reasons.most_common(1)[0][0] == "too_long" else "check the converter and its column options")
         raise QfkError(f"every one of the {res.read} rows was rejected ({top}); nothing was written",
-                       f"see {paths['rejects']} for each row's reason; check the converter and its column options")
+                       f"see {paths['rejects']} for each row's reason; {why}")
+    res.splits_short = sink.split(res.read)
+    res.rows_out = sum(sink.split_rows.values())
     hasher.join()
     if hasher.error:
         raise QfkError(f"cannot hash the input files: {hasher.error}")
     for s, fh in sink.files.items():
-        res.splits[s] = {"path": fh.path, "rows": sink.split_rows[s], "sha256": fh.sha256}
+        res.splits[s] = {"path": fh.path, "rows": sink.split_rows[s], "source_rows": sink.split_units[s], "sha256": fh.sha256}
     manifest = _manifest(converter, src, res, sink.files, sink.rejects, hasher.result, paths["manifest"].parent, run_opts)
     sink.commit()
     atomic_write_bytes(paths["manifest"], orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
@@ -535,12 +568,13 @@ def _manifest(converter: Converter, src: ResolvedSource, res: ConvertResult, fil
         "options": {**converter.options, **run_opts},
         "source": {**src.describe(), "path": _rel(src.path, base) if src.kind == "local" else str(src.path), "files": inputs},
         "outputs": {
-            **{s: {"file": fh.path.name, "rows": res.splits[s]["rows"], "bytes": fh.bytes, "sha256": fh.sha256}
-               for s, fh in files.items()},
+            **{s: {"file": fh.path.name, "rows": res.splits[s]["rows"], "source_rows": res.splits[s]["source_rows"],
+                   "bytes": fh.bytes, "sha256": fh.sha256} for s, fh in files.items()},
             "rejects": {"file": rej_file.path.name, "rows": res.rejected, "bytes": rej_file.bytes, "sha256": rej_file.sha256},
         },
         "counts": {"read": res.read, "written": res.written, "rejected": res.rejected, "rows_out": res.rows_out,
-                   "rejected_by_reason": res.rejected_by_reason, "notes": res.notes},
+                   "rejected_by_reason": res.rejected_by_reason, "notes": res.notes,
+                   **({"splits_short": res.splits_short} if res.splits_short else {})},
         "dataset": {"formatting": res.formatting, "ranking": res.ranking, "columns": res.columns,
                     **({"tags": res.tags} if res.tags else {})},
         "think": res.think,

@@ -3,6 +3,12 @@
 Source row: ``{instruction, question, think, answer, metrics: {quality_f1}}``; ``think`` is plain
 text without tags. Output: ``{"instruction": question, "input": "", "output":
 "<think>\\n{think}\\n</think>\\n\\n{answer}"}`` (the canonical form from :mod:`qwen_factory_kit.think`).
+
+Every row of this dataset carries its reasoning, so a row without it is a schema defect and is
+rejected like a row without an answer: ``think`` missing -> ``missing_field``, null ->
+``null_field``, empty or blank (also an empty ``<think></think>`` block) -> ``empty_field``.
+``allow_missing_think=True`` (``--allow-missing-think``) keeps such rows with an empty think block
+instead (``--empty-think`` decides its form), counted in the note ``rows_without_reasoning``.
 """
 
 from __future__ import annotations
@@ -22,15 +28,16 @@ class MedicalR1(Converter):
     summary = "question/think/answer reasoning rows (krisfu/delicate_medical_r1_data) -> Alpaca with <think>"
 
     def __init__(self, *, min_quality: float | None = None, fix_escaped_newlines: bool = False,
-                 instruction_as: str = "ignore", **kw):
+                 instruction_as: str = "ignore", allow_missing_think: bool = False, **kw):
         super().__init__(min_quality=min_quality, fix_escaped_newlines=fix_escaped_newlines,
-                         instruction_as=instruction_as, **kw)
+                         instruction_as=instruction_as, allow_missing_think=allow_missing_think, **kw)
         if instruction_as not in INSTRUCTION_USES:
             raise QfkError(f"--instruction-as must be one of {', '.join(INSTRUCTION_USES)}, not {instruction_as!r}",
                            "ignore (leave the instruction column out), system (it becomes the system prompt) or user (it becomes the prompt, the question its input)")
         self.min_quality = min_quality
         self.fix = fix_escaped_newlines
         self.instruction_as = instruction_as
+        self.allow_missing_think = allow_missing_think
 
     def columns(self) -> dict:
         cols = super().columns()
@@ -46,19 +53,36 @@ class MedicalR1(Converter):
                 return _ESCAPED_NL.sub("\n", text)
         return text
 
+    def _think(self, row: dict) -> str:
+        """The reasoning text: required unless --allow-missing-think."""
+        try:
+            think = text_field(row, "think", required=not self.allow_missing_think)
+        except Reject as r:
+            if r.reason in ("missing_field", "null_field", "empty_field"):
+                raise Reject(r.reason, f"{r.detail}: every row of this dataset carries its reasoning "
+                                       "(--allow-missing-think keeps such rows with an empty think block)") from None
+            raise
+        return check_text(self._unescape(think, "think"), "think", prompt=False)
+
+    def _unwrap(self, think: str) -> str:
+        """A think field that is itself one wrapped block, unwrapped; anything else with tags is malformed."""
+        parsed = parse_response(think + "\n\n.")
+        if not parsed.ok or parsed.answer != ".":
+            raise Reject(parsed.problem or "think_not_plain", f"field 'think' has malformed tags: {parsed.detail}")
+        if not parsed.reasoning and not self.allow_missing_think:
+            raise Reject("empty_field", "field 'think' is an empty <think> block: every row of this dataset carries "
+                                        "its reasoning (--allow-missing-think keeps such rows)")
+        self.notes["think_field_was_tagged"] += 1
+        return parsed.reasoning or ""
+
     def convert(self, row: dict) -> list[dict]:
         question = check_text(text_field(row, "question"), "question", prompt=True)
         answer = check_text(self._unescape(text_field(row, "answer"), "answer"), "answer", prompt=False)
-        think = check_text(self._unescape(text_field(row, "think", required=False), "think"), "think", prompt=False)
+        think = self._think(row)
         if has_think_tags(answer):
             raise Reject("reasoning_in_answer", "field 'answer' contains <think> tags; the reasoning belongs in 'think'")
         if has_think_tags(think):
-            # tolerate a think field that is itself one wrapped block; anything else is malformed
-            parsed = parse_response(think + "\n\n.")
-            if not parsed.ok or parsed.answer != ".":
-                raise Reject(parsed.problem or "think_not_plain", f"field 'think' has malformed tags: {parsed.detail}")
-            think = parsed.reasoning or ""
-            self.notes["think_field_was_tagged"] += 1
+            think = self._unwrap(think)
         if self.min_quality is not None:
             try:
                 quality = get_field(row, "metrics.quality_f1")

@@ -252,9 +252,9 @@ def _output_dir(recipe: str, args: dict) -> Path:
 
 
 def _stderr_console():
-    from ..cli.common import console as make_console
+    from rich.console import Console
 
-    return make_console(stderr=True)
+    return Console(stderr=True, highlight=False)
 
 
 class _Interrupts:

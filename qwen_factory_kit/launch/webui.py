@@ -103,7 +103,7 @@ def registered_datasets(data_dir: Path) -> list[str]:
 
 def _unregistered(names: list[str], registered: list[str]) -> list[str]:
     """Names neither registered nor a ``BASE__nN`` mix entry of a registered BASE (registered at startup)."""
-    from ..recipe.build import MIXED_RE
+    from ..registry import MIXED_RE
 
     def known(name: str) -> bool:
         m = MIXED_RE.match(name)

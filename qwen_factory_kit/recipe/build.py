@@ -2,7 +2,9 @@
 
 The template and ``enable_thinking`` come from what the datasets contain (their qfk manifests,
 or a scan of their rows when a dataset was registered by hand), never from a guess. ``--mix``
-ratios are made exact with per-dataset ``num_samples`` entries in ``dataset_info.json``.
+ratios are made exact with per-dataset ``num_samples`` entries in ``dataset_info.json``. A training
+recipe's cutoff_len, liger kernel, packing and per-device batch come from the rows' token lengths
+and the GPU (:mod:`qwen_factory_kit.recipe.sizing`); its header gives the memory model's estimate.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import QfkError
-from . import presets
+from ..registry import MIXED_RE, mixed_name
+from . import memory, presets, sizing
 from .document import Recipe, scalar, split_names
 
 SECTION_ORDER = ("model", "method", "data", "training", "output", "eval", "generation", "export")
@@ -204,11 +207,6 @@ def parse_mix(text: str | None) -> dict[str, float] | None:
     return out
 
 
-def mixed_name(name: str, count: int) -> str:
-    return f"{name}__n{count}"
-
-
-MIXED_RE = re.compile(r"^(?P<base>.+)__n(?P<count>[1-9][0-9]*)$")
 
 
 def ensure_mix_entries(names: list[str], data_dir: str | os.PathLike) -> list[str]:
@@ -260,6 +258,15 @@ class RecipeRequest:
     command: str = ""
     curated: bool = False  # written for the recipes/ collection: no local row counts or file names in the header
     notes: list[str] = field(default_factory=list)  # extra header lines (how to prepare the data)
+    # sizing a training recipe (recipe/sizing.py); None leaves the choice to the kit
+    cutoff_len: int | None = None     # --cutoff-len: no choice from the data
+    liger: bool | None = None         # --liger / --no-liger (default: on for SFT on a CUDA GPU with liger-kernel)
+    packing: bool | None = None       # --packing / --no-packing (default: with liger on a CUDA GPU)
+    gpu_memory: float | None = None   # --gpu-memory GB (default: this machine's card, if any)
+    gpus: int | None = None           # --gpus N (default: this machine's count, else 1)
+    stats: bool = True                # measure the training rows' token lengths (--no-stats: keep the preset cutoff)
+    stats_rows: int = 2000            # rows per dataset measured
+    gpu: sizing.Gpu | None = None     # None: this machine's (tests and curated recipes pass one)
 
 
 @dataclass
@@ -375,12 +382,16 @@ def _train_recipe(req: RecipeRequest, data_dir: Path) -> Recipe:
     _train_data(r, dataset_names, eval_facts, data_dir, think)
     _training(r, preset)
     _train_output(r, req, model, facts, evaluate=bool(eval_facts))
+    sized = _size(r, req, model, facts, think)
     _apply_overrides(r, req.overrides)
-    r.header = _train_header(req, r, names, model, preset, facts, think, mix_lines)
+    estimate = _estimate(r.args, model, sized)
+    memory_lines = _memory_lines(estimate, model, measured=sized.lengths is not None)
+    r.header = _train_header(req, r, names, model, preset, facts, think, mix_lines, sized.lines + memory_lines)
     r.info = {"model": model.name, "model_kind": model.kind, "method": req.method, "preset_source": preset.source,
-              "vram_gb": preset.vram_gb, "think_mode": think.mode, "template": think.template, "enable_thinking": think.enable,
+              "think_mode": think.mode, "template": think.template, "enable_thinking": think.enable,
               "datasets": {f.name: {"rows": f.rows, "mode": f.mode, "source": f.source} for f in facts},
               "mix": {n: c for n, c in zip([f.name for f in facts], dataset_names)} if req.mix else None,
+              "sizing": sized.info, "memory": _memory_info(estimate),
               "files": _extra_files(r.args)}
     return r
 
@@ -457,8 +468,7 @@ def _train_data(r: Recipe, dataset_names: list[str], eval_facts: list[DatasetFac
         r.comments["enable_thinking"] = {True: "reasoning data: think blocks are trained",
                                          False: "direct data: empty block in the prompt, answers trained",
                                          None: "mixed data: reasoning trained where present"}[think.enable]
-    data["cutoff_len"] = 2048
-    r.comments["cutoff_len"] = "check the rows it would cut: qfk recipe check / qfk stats"
+    data["cutoff_len"] = presets.CUTOFF_LEN
     data["overwrite_cache"] = True
     data["preprocessing_num_workers"] = 16  # a GPU machine's CPUs; on a small CPU box: preprocessing_num_workers=1
     data["dataloader_num_workers"] = 4
@@ -489,14 +499,51 @@ def _train_output(r: Recipe, req: RecipeRequest, model: presets.ModelInfo, facts
         r.section("eval").update(per_device_eval_batch_size=1, eval_strategy="steps", eval_steps=500)
 
 
+def _size(r: Recipe, req: RecipeRequest, model: presets.ModelInfo, facts: list[DatasetFacts], think: ThinkChoice) -> sizing.Sizing:
+    """cutoff_len from the data, liger, packing and the batch that fits the GPU (recipe/sizing.py), written into ``r``."""
+    lengths, unmeasured = (sizing.measure_lengths(facts, template=think.template, enable_thinking=think.enable,
+                                                  max_rows=req.stats_rows) if req.stats else (None, "--no-stats"))
+    forced = {k: v for k, v in req.overrides.items() if k in ("cutoff_len", "enable_liger_kernel", "packing", "neat_packing")}
+    wishes = sizing.Wishes(req.cutoff_len, req.liger, req.packing, req.gpu_memory, req.gpus, forced)
+    sized = sizing.size_recipe({**r.args, **req.overrides}, sizing.model_shape(model), facts=facts, lengths=lengths,
+                               unmeasured=unmeasured, gpu=req.gpu or sizing.Gpu.here(), wishes=wishes)
+    for key, value in sized.keys.items():
+        r.set(key, value, default_section="data" if key in sizing.DATA_KEYS else "training")
+    r.comments.update(sized.comments)
+    return sized
+
+
+def _estimate(args: dict, model: presets.ModelInfo, sized: sizing.Sizing) -> memory.Estimate | None:
+    """The memory of the recipe as written (None where the kit has no model for it: MoE, odd keys)."""
+    shape = sizing.model_shape(model)
+    if shape is None:
+        return None
+    try:
+        return sizing.recipe_estimate(shape, args, sized.lengths, sized.n_gpus)
+    except QfkError:
+        return None
+
+
+def _memory_lines(estimate: memory.Estimate | None, model: presets.ModelInfo, *, measured: bool) -> list[str]:
+    if estimate is None:
+        return [f"GPU memory: not estimated (no memory model for {model.name} or for these keys)"]
+    return sizing.memory_lines(estimate, measured)
+
+
+def _memory_info(estimate: memory.Estimate | None) -> dict | None:
+    if estimate is None:
+        return None
+    return {"peak_gb": round(estimate.peak_gb, 2), "needed_gb": round(estimate.needed_gb, 2),
+            "measured_note": estimate.measured_note, "lines": estimate.lines()}
+
+
 def _train_header(req: RecipeRequest, r: Recipe, names: list[str], model: presets.ModelInfo, preset: presets.MethodPreset,
-                  facts: list[DatasetFacts], think: ThinkChoice, mix_lines: list[str]) -> list[str]:
+                  facts: list[DatasetFacts], think: ThinkChoice, mix_lines: list[str], sizing_lines: list[str]) -> list[str]:
     title = (f"{model.name} {req.method} ({r.args.get('stage')}) on "
              + (" + ".join(f"{n} {int(round(v * 100))}%" for n, v in req.mix.items()) if req.mix else ", ".join(names)))
     lines = _header(req, title, "train")
-    lines += [f"Preset: {req.method} on {model.name} ({model.size}): {preset.source}",
-              f"Estimated GPU memory: about {preset.vram_gb:g} GB "
-              f"(batch {preset.training['per_device_train_batch_size']}, cutoff 2048, gradient checkpointing)"]
+    lines += [f"Preset: {req.method} on {model.name} ({model.size}): {preset.source}"]
+    lines += sizing_lines
     lines += [f"Note: {n}" for n in preset.notes if "epochs" not in n]
     lines += _think_lines(facts, think, req.curated)
     lines += mix_lines

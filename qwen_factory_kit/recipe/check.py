@@ -12,6 +12,8 @@ None when the message names what it is about. Checks (finding ``id``s):
   value types (``parse_dict`` does no conversion, so ``lora_rank: "x"`` would slip through);
 * ``datasets``: every ``dataset``/``eval_dataset`` registered in the recipe's ``dataset_dir`` and loadable;
 * ``ranking``: preference data for dpo/rm stages, SFT data otherwise;
+* ``leak``: eval rows that are training rows, the same dataset (or a mix/filtered entry of it) on both sides,
+  two conversions of one source (:func:`qwen_factory_kit.leaks.check_leaks`; train recipes with ``eval_dataset``);
 * ``mix``: ``num_samples`` (``NAME__nN`` mix entries or set by hand) that repeats a dataset's rows more than twice;
 * ``template``: the template fits the model family (Instruct-2507 -> qwen3_nothink, other Qwen3 -> qwen3);
 * ``think``: ``template``/``enable_thinking`` train what the data holds (QWEN3-THINK.md);
@@ -275,7 +277,7 @@ def _check_dataset(name: str, registry: dict, reg, args: dict, *, wants_facts: b
 
 def _undefined(name: str, registry: dict, where: Path, args: dict) -> Finding:
     """A dataset the registry lacks: a mix entry not registered yet, or a name to correct (the close ones)."""
-    from .build import MIXED_RE
+    from ..registry import MIXED_RE
 
     m = MIXED_RE.match(name)
     if m and m["base"] in registry:
@@ -346,7 +348,8 @@ MAX_REPEAT = 2
 def _mix_fix(args: dict, facts: list, over: list[str]) -> str:
     """The same proportions at the largest total that repeats no dataset more than MAX_REPEAT times,
     as ``dataset=`` with ``__nN`` entries (what ``qfk recipe new --mix-total`` would write)."""
-    from .build import MIXED_RE, mix_counts, mixed_name
+    from ..registry import MIXED_RE, mixed_name
+    from .build import mix_counts
 
     per = {f.name: int(f.entry.get("num_samples") or f.rows) for f in facts if f.rows}
     rows = {f.name: f.rows for f in facts if f.rows}
@@ -371,6 +374,17 @@ def _mix_fix(args: dict, facts: list, over: list[str]) -> str:
     names = ",".join(renamed(n) for n in split_names(args.get("dataset")))
     return (f"dataset={names} (the same proportions at {total} rows per epoch, no row more than {MAX_REPEAT}x; "
             f"qfk train registers the __n entries), or {remake}")
+
+
+def check_eval_leaks(args: dict) -> list[Finding]:
+    """A train recipe's ``eval_dataset`` against its ``dataset`` (:func:`qwen_factory_kit.leaks.check_leaks`):
+    an eval row that was trained on makes the scores after training measure memory."""
+    from ..leaks import check_leaks
+
+    train, evals = split_names(args.get("dataset")), split_names(args.get("eval_dataset"))
+    if not train or not evals:
+        return []
+    return check_leaks(train, evals, Path(str(args.get("dataset_dir") or "data")))
 
 
 def check_template(args: dict, model: presets.ModelInfo | None) -> list[Finding]:
@@ -708,6 +722,7 @@ def check_recipe(recipe: str | os.PathLike | dict, overrides: list[str] | tuple[
     findings += ds
     if recipe_kind(args) == "train":
         findings += check_mix(args, facts)
+        findings += check_eval_leaks(args) if not failures(ds) else []
     if recipe_kind(args) != "merge" or args.get("template"):
         findings += check_template(args, model)
     findings += check_think(args, facts, model)

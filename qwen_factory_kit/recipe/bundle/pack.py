@@ -139,7 +139,7 @@ def _contents_for(recipe: Path, args: dict, with_data: bool, warnings: list[str]
 
 def _wanted(names: list[str], registry: dict) -> list[tuple[str, str | None]]:
     """(dataset, its base) in packing order: the base entry of a ``NAME__nN`` mix entry comes first."""
-    from ..build import MIXED_RE
+    from ...registry import MIXED_RE
 
     wanted: list[tuple[str, str | None]] = []
     for n in names:
