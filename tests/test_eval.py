@@ -14,8 +14,8 @@ from conftest import EXAMPLES, read_jsonl
 
 from qwen_factory_kit.convert import convert
 from qwen_factory_kit.errors import QfkError
-from qwen_factory_kit.post.evaluate import (CPU_KEYS, EvalRequest, ModelRun, combined_rows, compare, recipe_overrides,
-                                            regressions, resolve_target, write_recipes, write_source)
+from qwen_factory_kit.post.evaluate import (CPU_KEYS, EvalRequest, ModelRun, combined_rows, compare, leak_findings,
+                                            recipe_overrides, regressions, resolve_target, write_recipes, write_source)
 from qwen_factory_kit.post.metrics import score_rows
 from qwen_factory_kit.post.report import (comparison_table, last_run, loss_history, render_markdown, report_sections,
                                           write_report)
@@ -43,14 +43,14 @@ def model_folder(tmp_path) -> Path:
     return m
 
 
-def fake_run(tmp_path, model: Path, *, cwd: Path | None = None, finetuning_type: str = "lora", **args) -> Path:
+def fake_run(tmp_path, model: Path, *, name: str = "run", finetuning_type: str = "lora", **args) -> Path:
     """A run folder as qfk train leaves it: qfk_run.json (paths relative to where it ran) and an adapter."""
-    cwd = cwd or tmp_path
-    run = cwd / "saves" / "run"
+    cwd = tmp_path
+    run = cwd / "saves" / name
     run.mkdir(parents=True)
     record_args = {"model_name_or_path": str(model), "stage": "sft", "do_train": True, "finetuning_type": finetuning_type,
                    "dataset": "tr", "dataset_dir": "data", "template": "qwen3", "enable_thinking": False,
-                   "cutoff_len": 512, "bf16": True, "output_dir": "saves/run", **args}
+                   "cutoff_len": 512, "bf16": True, "output_dir": f"saves/{name}", **args}
     (run / "qfk_run.json").write_text(json.dumps({"qfk_run": 1, "status": "ok", "args": record_args, "cwd": str(cwd)}))
     (run / ("adapter_config.json" if finetuning_type == "lora" else "config.json")).write_text("{}")
     return run
@@ -108,6 +108,14 @@ def test_cli_user_mistakes_exit_2(tmp_path, data, model_folder, qfk):
     assert code == 2 and "--base auto evaluates a run's base model" in err
     code, _, err = qfk("eval", run, "--dataset", "tr_val", "adapter_name_or_path=x")
     assert code == 2 and "cannot be overridden" in err
+
+
+def test_leak_check_of_the_runs_training_data_against_the_eval_dataset(tmp_path, data, model_folder):
+    clean = leak_findings(resolve_target(str(fake_run(tmp_path, model_folder))), "tr_val")
+    assert clean and {f.severity for f in clean} == {"ok"} and "no eval row is a training row" in clean[0].message
+    leaky = leak_findings(resolve_target(str(fake_run(tmp_path, model_folder, name="leaky", dataset="tr,tr_val"))), "tr_val")
+    assert [f.severity for f in leaky if f.severity == "error"] == ["error"] and leaky[0].where == "tr_val"
+    assert leak_findings(resolve_target(str(model_folder), data_dir=str(data)), "tr_val") is None  # a model: nothing to check
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,6 +260,11 @@ def test_report_from_a_hand_made_metrics_dict(tmp_path):
     assert "Dataset row 7 (en-ja): chrF -12.50" in md and "![Training loss (last run)](plots/loss.png)" in md
     assert "| think compliance % | 50.00 | 100.00 | +50.00 |" in md and PNG not in md
     assert "tok:ja-mecab" in md and "think_unclosed" in md
+    assert "## Leak check" in md and "Not checked" in md  # the hand-made dict has no leak findings
+    leaked = {**metrics_dict(), "leaks": [{"id": "leak", "severity": "error", "where": "tr_val", "message": "2 of 4 rows",
+                                           "fix": "a | b"}]}
+    md = render_markdown(report_sections(leaked, report_rows()), {})
+    assert "LEAK: the model was trained on eval rows of tr_val" in md and "| error | tr_val | 2 of 4 rows | a \\| b |" in md
 
 
 def test_report_without_a_base_or_a_run_leaves_those_parts_out(tmp_path):
@@ -324,6 +337,7 @@ def test_eval_translation_run_against_its_base(trained, qfk, monkeypatch):
     assert "tok:ja-mecab" in m["signatures"]["en-ja"]["bleu"] and m["models"]["base"]["adapter"] is None
     assert m["models"]["tuned"]["adapter"] == str((trained / "saves" / "tr").resolve())
     assert "predict_bleu-4" in m["llamafactory"]["tuned"] and "predict_bleu-4" not in m["tuned"]["overall"]
+    assert m["target"]["trained_on"] == ["tr"] and [f["severity"] for f in m["leaks"]] == ["ok"]
     rows = read_jsonl(folder / "predictions.jsonl")
     assert len(rows) == 4 and all({"prediction", "think", "answer", "scores"} <= set(r[side]) for r in rows for side in ("tuned", "base"))
     assert all(r["prompt"] and r["reference"] and r["direction"] for r in rows)

@@ -60,7 +60,9 @@ def eval_cmd(target, overrides, dataset, base, max_samples, max_new_tokens, samp
                       sample=sample, out=output, data_dir=data_dir, template=template,
                       enable_thinking=ENABLE_THINKING[enable_thinking.lower()] if enable_thinking else "unset",
                       overrides=parse_overrides(overrides), command=invoked_command(sys.argv, ("eval",)))
-    outcome = evaluate(req, console=c, verbose=verbose,
+    from ..findings import print_findings
+
+    outcome = evaluate(req, console=c, verbose=verbose, on_leaks=lambda found: print_findings(found, c),
                        on_start=lambda run: c.print(f"predicting {dataset} with the {run.label} model ({run.recipe_path})"))
     for w in outcome.warnings:
         c.print(f"[yellow]warning:[/] {w}")

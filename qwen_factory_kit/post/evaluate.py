@@ -15,6 +15,9 @@ The steps (:func:`evaluate`):
    LLaMA-Factory's own ``predict_results.json`` is kept under its own names;
 5. :func:`compare`: deltas tuned - base, and the rows that regressed most;
 6. the outputs and the report (:mod:`.report`).
+
+Before predicting, :func:`leak_findings` checks a run's training datasets against the eval
+dataset (:func:`qwen_factory_kit.leaks.check_leaks`): a leak is reported, not refused.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class EvalOutcome:
     rows: list[dict]
     files: dict[str, str]
     warnings: list[str] = field(default_factory=list)
+    leaks: list | None = None  # the leak check's findings; None when not checked (a model, not a run)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,6 +224,22 @@ def base_model(target: EvalTarget, base: str | None) -> str | None:
         raise QfkError(f"--base auto evaluates a run's base model, and {target.spec} is not a training run",
                        "give the base model yourself: --base MODEL")
     return target.base_model
+
+
+def training_datasets(target: EvalTarget) -> list[str]:
+    """The datasets the run trained on (none for a model)."""
+    from ..recipe.document import split_names
+
+    return split_names(target.source.get("dataset")) if target.run_dir is not None else []
+
+
+def leak_findings(target: EvalTarget, dataset: str) -> list | None:
+    """The ``leak`` findings of the run's training datasets against the eval dataset; None when
+    there is nothing to check against (a model, or a run whose record names no dataset)."""
+    from ..leaks import check_leaks
+
+    names = training_datasets(target)
+    return check_leaks(names, [dataset], target.data_dir) if names else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,7 +465,7 @@ def signatures(result: EvalResult) -> dict:
     return {"rouge_l": result.overall["rouge_l_tokenizer"], "exact_match": result.overall["exact_match_normalisation"]}
 
 
-def build_metrics(target: EvalTarget, req: EvalRequest, runs: list[ModelRun], rows: list[dict]) -> dict:
+def build_metrics(target: EvalTarget, req: EvalRequest, runs: list[ModelRun], rows: list[dict], leaks: list | None) -> dict:
     """``metrics.json``: the kit's metrics per model, deltas, signatures, decoding and
     LLaMA-Factory's own metrics under their own names."""
     from .. import __version__
@@ -454,7 +474,9 @@ def build_metrics(target: EvalTarget, req: EvalRequest, runs: list[ModelRun], ro
     metrics: dict = {
         "qfk_eval": 1, "version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "dataset": req.dataset, "kind": tuned.kind, "n": tuned.n, "row_metric": ROW_KEY[tuned.kind],
-        "target": {"spec": target.spec, "run_dir": str(target.run_dir) if target.run_dir else None},
+        "target": {"spec": target.spec, "run_dir": str(target.run_dir) if target.run_dir else None,
+                   "trained_on": training_datasets(target)},
+        "leaks": [f.as_dict() for f in leaks] if leaks is not None else None,
         "models": {r.label: _model_info(r) for r in runs},
         "decoding": decoding(runs[0], req.sample),
         "signatures": signatures(tuned),
@@ -484,13 +506,16 @@ def write_outputs(out: Path, metrics: dict, rows: list[dict]) -> dict[str, str]:
     return {"metrics": str(out / METRICS_FILE), "predictions": str(out / PREDICTIONS_FILE)}
 
 
-def evaluate(req: EvalRequest, *, console=None, verbose: bool = False, on_start=None) -> EvalOutcome:
+def evaluate(req: EvalRequest, *, console=None, verbose: bool = False, on_start=None, on_leaks=None) -> EvalOutcome:
     """The whole evaluation (module docstring): resolve, write recipes, predict, score, compare, report."""
     from .report import write_report
 
     target = resolve_target(req.target, data_dir=req.data_dir, template=req.template, enable_thinking=req.enable_thinking)
     check_dataset(req.dataset, target.data_dir)
     base_model(target, req.base)  # a bad --base stops here, before anything is written
+    leaks = leak_findings(target, req.dataset)
+    if leaks and on_leaks:
+        on_leaks(leaks)
     overrides = recipe_overrides(req)
     out = Path(req.out) if req.out else default_out(target, req.dataset)
     out.mkdir(parents=True, exist_ok=True)
@@ -502,7 +527,7 @@ def evaluate(req: EvalRequest, *, console=None, verbose: bool = False, on_start=
     for run in runs[1:]:
         score_model(run, dataset, entry, kind=runs[0].result.kind)
     rows = combined_rows(runs)
-    metrics = build_metrics(target, req, runs, rows)
+    metrics = build_metrics(target, req, runs, rows, leaks)
     files = write_outputs(out, metrics, rows)
     files.update(write_report(out, metrics, rows, run_dir=target.run_dir))
-    return EvalOutcome(out, metrics, rows, files, warnings)
+    return EvalOutcome(out, metrics, rows, files, warnings, leaks)

@@ -220,7 +220,7 @@ def report_sections(metrics: dict, rows: list[dict]) -> list[Section]:
     """The report, top to bottom."""
     sections = [_summary(metrics), Section("Scores", table=comparison_table(metrics), image="metrics",
                                            text=[_scores_note(metrics)]),
-                _compliance(metrics), _lengths(rows)]
+                _compliance(metrics), _lengths(rows), _leaks(metrics)]
     if "base" in metrics:
         sections += _regressions(metrics, rows)
     sections.append(Section("Training loss (last run)", image="loss"))
@@ -251,6 +251,23 @@ def _scores_note(metrics: dict) -> str:
     if metrics["kind"] == "translation":
         return "Corpus BLEU and chrF (sacreBLEU) per direction, BLEU tokenized for the target language; 0-100."
     return "ROUGE-L F1 (0-100) and exact match after whitespace normalisation (% of rows)."
+
+
+def _leaks(metrics: dict) -> Section:
+    """The leak check of the run's training datasets against the eval dataset."""
+    found = metrics.get("leaks")
+    if found is None:
+        return Section("Leak check", text=["Not checked: no training datasets are known (a model, not a qfk train run)."])
+    trained = ", ".join(metrics["target"].get("trained_on") or [])
+    severities = {f["severity"] for f in found}
+    if "error" in severities:
+        verdict = f"LEAK: the model was trained on eval rows of {metrics['dataset']}; these scores are optimistic."
+    elif severities <= {"ok", "warn"}:
+        verdict = f"No eval row of {metrics['dataset']} is a training row ({trained})."
+    else:
+        verdict = f"Not every training dataset ({trained}) could be compared with {metrics['dataset']}: see below."
+    table = (["severity", "where", "finding", "fix"], [[f["severity"], f["where"] or "", f["message"], f["fix"]] for f in found])
+    return Section("Leak check", text=[verdict], table=table)
 
 
 def _compliance(metrics: dict) -> Section:
