@@ -33,6 +33,7 @@ def _register() -> None:
     from .datasets import datasets_group
     from .demo import demo
     from .doctor import doctor
+    from .eval import eval_cmd
     from .lint import lint
     from .recipe import recipe_group
     from .serve import chat, merge, translate
@@ -51,6 +52,7 @@ def _register() -> None:
     recipe_group.add_command(unpack)
     cli.add_command(recipe_group)
     cli.add_command(train)
+    cli.add_command(eval_cmd)
     cli.add_command(merge)
     cli.add_command(chat)
     cli.add_command(translate)
