@@ -6,7 +6,9 @@
 2. build a tiny Qwen3-architecture model with the real Qwen3 tokenizer (:mod:`.tiny`);
 3. write a LoRA recipe (``qfk recipe new``: medical reasoning + FineTome 75/25, exact mix, template
    and enable_thinking from the data) with CPU overrides, and train it a few steps with ``qfk train``
-   (LLaMA-Factory's ``run_exp`` through the kit's entry module): loss plot, run record, summary.
+   (LLaMA-Factory's ``run_exp`` through the kit's entry module): loss plot, run record, summary;
+4. evaluate the run against its base model on the held-out medical rows (``qfk eval --base auto``:
+   metrics, predictions, ``report.html``) and merge its adapter for serving (``qfk merge``).
 """
 
 from __future__ import annotations
@@ -90,6 +92,27 @@ def train_demo(workdir: str | os.PathLike, *, console=None):
     with contextlib.chdir(workdir):
         result = run_training(DEMO_RECIPE, [], console=console)
     return path, recipe, result
+
+
+#: ``qfk eval`` of the demo run: a few held-out rows, short answers (the tiny model's are nonsense)
+EVAL_DATASET, EVAL_ROWS, EVAL_NEW_TOKENS = "demo_medical_val", 2, 24
+
+
+def evaluate_and_merge_demo(workdir: str | os.PathLike, run_dir: str, *, console=None):
+    """``qfk eval RUN --dataset demo_medical_val --base auto`` and ``qfk merge RUN`` on the demo run."""
+    import contextlib
+
+    from .post.evaluate import EvalRequest, evaluate
+    from .post.merge import plan_merge, run_merge
+
+    with contextlib.chdir(workdir):
+        outcome = evaluate(EvalRequest(target=run_dir, dataset=EVAL_DATASET, base="auto", max_samples=EVAL_ROWS,
+                                       max_new_tokens=EVAL_NEW_TOKENS, data_dir="data",
+                                       command=f"qfk eval {run_dir} --dataset {EVAL_DATASET} --base auto "
+                                               f"--max-samples {EVAL_ROWS} --max-new-tokens {EVAL_NEW_TOKENS}"),
+                           console=console)
+        merged = run_merge(plan_merge(run_dir, force=True, command=f"qfk merge {run_dir}"))
+    return outcome, merged
 
 
 def run_demo(workdir: str | os.PathLike, *, on_step=None) -> list[tuple[DemoStep, ConvertResult, dict]]:

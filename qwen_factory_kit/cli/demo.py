@@ -11,8 +11,9 @@ from .common import console, emit_json
 @click.option("--workdir", type=click.Path(file_okay=False), default="qfk-demo", show_default=True,
               help="Folder for the demo workspace (its data/ is LLaMA-Factory's dataset_dir).")
 @click.option("--no-train", is_flag=True, help="Stop after converting, registering and linting (no model, seconds).")
+@click.option("--no-eval", is_flag=True, help="Train, but skip qfk eval (base vs tuned) and qfk merge.")
 @click.option("--json", "as_json", is_flag=True, help="Print each step's summary as JSON.")
-def demo(workdir, no_train, as_json):
+def demo(workdir, no_train, no_eval, as_json):
     """Run the kit's path on the bundled example data: offline, no GPU, about a minute.
 
     Converts each bundled example, registers it in WORKDIR/data/dataset_info.json and lints it
@@ -20,7 +21,10 @@ def demo(workdir, no_train, as_json):
     Qwen3-architecture model (real Qwen3 tokenizer, random weights, cached), writes
     WORKDIR/demo-lora.yaml with qfk recipe new (medical + FineTome 75/25, CPU overrides) and
     trains it a few steps with qfk train: loss plot, run record and summary in
-    WORKDIR/saves/demo-lora. The model's answers are nonsense: the demo shows the pipeline.
+    WORKDIR/saves/demo-lora. Then evaluates the run against its base model on held-out rows
+    (qfk eval --base auto: metrics.json, predictions.jsonl, report.html) and merges the adapter
+    (qfk merge: WORKDIR/saves/demo-lora-merged with Qwen3's sampling in generation_config.json).
+    The model's answers are nonsense: the demo shows the pipeline.
 
     \b
     Examples:
@@ -62,11 +66,24 @@ def demo(workdir, no_train, as_json):
             for line in summary_lines(trained.summary, base=workdir) if trained.summary else []:
                 out.print(f"    {line}")
             out.print(f"    run record: {workdir}/{trained.output_dir}/qfk_run.json")
+    evaluated = None
+    if trained is not None and trained.returncode == 0 and not no_eval:
+        from ..demo import evaluate_and_merge_demo
+
+        if not as_json:
+            out.print("[bold]evaluating base vs tuned and merging the adapter[/] (qfk eval --base auto, qfk merge) ...")
+        outcome, merged = evaluate_and_merge_demo(workdir, trained.output_dir, console=console(stderr=True))
+        evaluated = {"eval": {"out": str(outcome.out), "files": outcome.files}, "merge": merged.as_dict()}
+        if not as_json:
+            out.print(f"[bold green]✓[/] qfk eval: {workdir}/{outcome.out}/metrics.json, predictions.jsonl")
+            out.print(f"[bold green]✓[/] qfk merge: {workdir}/{merged.out} (generation_config.json with Qwen3's sampling, "
+                      "qfk_serving.json)")
+            out.print(f"report: {workdir}/{outcome.files['report_html']}")
     if as_json:
         emit_json({"steps": [{"step": st.title, **res.summary(),
                               "lint": {k: rep[k] for k in ("errors", "warnings", "by_rule", "template", "enable_thinking")}}
                              for st, res, rep in results],
-                   "train": trained.as_dict() if trained else None})
+                   "train": trained.as_dict() if trained else None, **(evaluated or {})})
     else:
         out.print(f"\nworkspace: {workdir}/data  (rejected rows and their reasons are in *.rejects.jsonl)")
         out.print(f"next: cd {workdir} && qfk datasets list && qfk recipe check {'demo-lora.yaml' if not no_train else '...'}"

@@ -134,6 +134,8 @@ def _grouped_bars(ax, names: list[str], series: dict[str, list[float]]) -> None:
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    top = max((v or 0.0 for values in series.values() for v in values), default=0.0)
+    ax.set_ylim(0, 100 if top <= 0 else top * 1.15)  # scores are 0-100: all-zero bars still show a 0-100 axis
     ax.legend()
 
 
