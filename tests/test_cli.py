@@ -79,10 +79,21 @@ def test_demo_converts_without_training(tmp_path):
 def test_demo_trains_the_tiny_model(tmp_path):
     p = run_qfk_process("demo", "--workdir", tmp_path / "demo", "--json", timeout=900)
     assert p.returncode == 0, p.stderr
-    train = json.loads(p.stdout)["train"]
+    res = json.loads(p.stdout)
+    train = res["train"]
     assert train["status"] == "ok" and train["returncode"] == 0 and train["summary"]["loss_finite"]
     out = tmp_path / "demo" / train["output_dir"]
     assert (out / "adapter_model.safetensors").is_file() and (out / "qfk_loss.png").is_file()
     assert json.loads((out / "qfk_run.json").read_text())["status"] == "ok"
     recipe = (tmp_path / "demo" / "demo-lora.yaml").read_text()
     assert "dataset: demo_medical__n6,demo_finetome__n2" in recipe and "enable_thinking: null" in recipe
+    # qfk eval --base auto and qfk merge on the demo run
+    demo = tmp_path / "demo"
+    metrics = json.loads((demo / res["eval"]["out"] / "metrics.json").read_text())
+    assert {"tuned", "base", "delta"} <= set(metrics) and metrics["dataset"] == "demo_medical_val"
+    html = (demo / res["eval"]["files"]["report_html"]).read_text()
+    assert "data:image/png;base64," in html
+    merged = demo / res["merge"]["out"]
+    gen = json.loads((merged / "generation_config.json").read_text())
+    assert gen["do_sample"] is True and gen["temperature"] == 0.6  # the run thinks (mixed data): thinking sampling
+    assert json.loads((merged / "qfk_serving.json").read_text())["template"] == "qwen3"
