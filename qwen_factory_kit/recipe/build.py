@@ -529,16 +529,20 @@ def _estimate(args: dict, model: presets.ModelInfo, sized: sizing.Sizing) -> mem
 
 
 def _memory_lines(estimate: memory.Estimate | None, model: presets.ModelInfo, *, measured: bool) -> list[str]:
+    """The memory estimate's lines and the allocator setting qfk train runs it with."""
     if estimate is None:
-        return [f"GPU memory: not estimated (no memory model for {model.name} or for these keys)"]
-    return sizing.memory_lines(estimate, measured)
+        lines = [f"GPU memory: not estimated (no memory model for {model.name} or for these keys)"]
+    else:
+        lines = sizing.memory_lines(estimate, measured)
+    return lines + [f"Allocator: {presets.ALLOCATOR.note}"]
 
 
 def _memory_info(estimate: memory.Estimate | None) -> dict | None:
     if estimate is None:
         return None
-    return {"peak_gb": round(estimate.peak_gb, 2), "needed_gb": round(estimate.needed_gb, 2),
-            "measured_note": estimate.measured_note, "lines": estimate.lines()}
+    return {"expandable_gb": round(estimate.expandable_gb, 2), "peak_gb": round(estimate.peak_gb, 2),
+            "allocated_gb": round(estimate.allocated_gb, 2), "measured_note": estimate.measured_note,
+            "lines": estimate.lines()}
 
 
 def _train_header(req: RecipeRequest, r: Recipe, names: list[str], model: presets.ModelInfo, preset: presets.MethodPreset,

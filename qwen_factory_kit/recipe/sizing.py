@@ -258,14 +258,15 @@ def recipe_estimate(shape: memory.ModelShape, args: dict, lengths: Lengths | Non
 
 
 def memory_lines(est: memory.Estimate, measured: bool = True) -> list[str]:
-    """The header's memory line (and the QLoRA measurement that the parts do not explain). ``measured``:
-    whether the batch length comes from the rows (else every row counts as cutoff_len long)."""
+    """The header's memory line: the total as ``qfk train`` runs the recipe (expandable segments) and the
+    default allocator's peak (and what the measured QLoRA runs showed). ``measured``: whether the batch
+    length comes from the rows (else every row counts as cutoff_len long)."""
     s, on = est.setup, {True: "on", False: "off"}
     zero = f", ZeRO-{s.deepspeed} on {s.n_gpus} GPU(s)" + (" + offload" if s.offload else "") if s.deepspeed else ""
     tokens = f"{s.seq} tokens" + ("" if measured or s.packing else " (rows not measured: as long as cutoff_len)")
-    lines = [f"GPU memory: estimated peak {est.peak_gb:.1f} GB, needs about {est.needed_gb:.1f} GB "
-             f"(model in `qfk recipe new --explain-memory`): batch {s.batch} x {tokens}, "
-             f"gradient checkpointing {on[s.gradient_checkpointing]}, liger {on[s.liger]}{zero}"]
+    lines = [f"GPU memory: about {est.expandable_gb:.1f} GB with qfk train (expandable segments), peak "
+             f"{est.peak_gb:.1f} GB with PyTorch's default allocator (model in `qfk recipe new --explain-memory`): "
+             f"batch {s.batch} x {tokens}, gradient checkpointing {on[s.gradient_checkpointing]}, liger {on[s.liger]}{zero}"]
     if est.measured_note:
         lines += textwrap.wrap(f"measured: {est.measured_note}", 110, initial_indent="  ", subsequent_indent="    ")
     return lines
