@@ -502,7 +502,7 @@ def fit_budget(shape: memory.ModelShape | None, args: dict, lengths: Lengths | N
         more = "" if explicit else "; or, for the machine you will train on: --gpu-memory GB --gpus N"
         raise QfkError(f"{shape.name} {memory_method(args)} does not fit {budget:g} GB ({source}): even per-device batch "
                        f"{result.batch} x accumulation {result.accum}, liger {'on' if result.liger else 'off'}, needs about "
-                       f"{result.estimate.needed_gb:.1f} GB", "; ".join(result.suggestions) + more)
+                       f"{result.estimate.needed_gb:.1f} GB {result.estimate.allocator}", "; ".join(result.suggestions) + more)
     return result
 
 
