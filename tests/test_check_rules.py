@@ -184,9 +184,23 @@ def test_cutoff_that_cuts_answers_warns():
 
 
 @pytest.mark.parametrize("longest,cutoff,want", [(2049, 2048, 2304), (2304, 2048, 2304), (2305, 2048, 2560),
-                                                  (10, 8, 256), (2010, 2000, 2048)])
-def test_holding_cutoff_is_the_next_multiple_of_256(longest, cutoff, want):
-    assert check.holding_cutoff(longest, cutoff) == want
+                                                  (10, 8, 256), (2010, 2000, 2048), (9000, 8192, 9216)])
+def test_the_cutoff_fix_is_tokens_cutoff_for_the_longest_row(longest, cutoff, want):
+    """One rule (tokens.cutoff_for, as qfk stats and recipe new), uncapped: a cutoff below the longest row cuts it again."""
+    from qwen_factory_kit.tokens import cutoff_for
+
+    out = check.check_cutoff({"cutoff_len": cutoff}, [facts()], measure=lambda *_: summary(answer=[9], longest=longest))
+    f = only(out, "cutoff", "warn", f"cutoff_len {cutoff} cuts the answer")
+    assert cutoff_for(longest, None) == want and f.fix.startswith(f"cutoff_len={want} (holds every row")
+    assert not hasattr(check, "holding_cutoff")
+
+
+def test_no_holds_p99_wording_left():
+    """The recommended cutoff holds the longest row, not p99: no text of the package says otherwise."""
+    import qwen_factory_kit
+
+    root = Path(qwen_factory_kit.__file__).parent
+    assert [p.name for p in root.rglob("*.py") if "holds p99" in p.read_text(encoding="utf-8")] == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,6 +395,24 @@ def test_set_aside_findings(tmp_path):
     only(out, "gpu", "warn", "DeepSpeed, which is not installed")
     (tmp_path / "ds.json").write_text("{}")
     assert check.set_aside_findings({"deepspeed": str(tmp_path / "ds.json")}, ["deepspeed"], GPU) == []
+
+
+def test_liger_without_liger_kernel_is_said(monkeypatch):
+    """lfbridge parses enable_liger_kernel as false where liger-kernel is missing; the check says what that means:
+    LLaMA-Factory refuses the recipe there (warn on a GPU machine, info on a CPU one, where it is a GPU machine's recipe)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "liger_kernel" else real(name, *a))
+    args = {"enable_liger_kernel": True, "lora_rank": 8}
+    parseable, aside = lfbridge.parseable_here(args, cuda=True)
+    assert parseable["enable_liger_kernel"] is False and aside == ["enable_liger_kernel"]
+    f = only(check.set_aside_findings(args, aside, GPU), "gpu", "warn", "enable_liger_kernel: liger-kernel is not installed here")
+    assert "LLaMA-Factory will refuse the recipe on this machine" in f.message
+    assert f.fix.startswith('pip install -c constraints.txt -e ".[gpu]" on the GPU machine') and "enable_liger_kernel=false" in f.fix
+    only(check.set_aside_findings(args, lfbridge.parseable_here(args, cuda=False)[1], BARE), "gpu", "info", "liger-kernel")
+    fixed = {**args, "enable_liger_kernel": False}   # the override in the fix
+    assert check.set_aside_findings(fixed, lfbridge.parseable_here(fixed, cuda=True)[1], GPU) == []
 
 
 @pytest.mark.parametrize("rejection,status,text,fix", [

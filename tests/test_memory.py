@@ -24,14 +24,61 @@ def lora_4b(**kw):
     return estimate(FOUR_B, **args)
 
 
+#: KFTT en-ja lines as LLaMA-Factory encodes them (qfk stats on the 287 lines the runs trained on: min, p50, p90,
+#: p99, max); the longest batch holds the longest line
+KFTT_LINES = [53, 94, 158, 241, 279]
+
+
+def qlora_kftt(**kw):
+    seq = padded_len(KFTT_LINES, 1, 2048).peak
+    return estimate(SHAPES["1.7b"], method="qlora", batch=8, cutoff=2048, seq_len=seq, optim="paged_adamw_8bit", **kw)
+
+
 def test_calibration_figures_within_25_percent():
-    """The measured peaks of ../shared/docs/GPU.md ("Figures measured so far", one H100 80GB,
-    2026-11-26): LLaMA-Factory 0.9.5, Qwen3-4B-shaped model, LoRA r=32 on all linear layers,
-    batch 4, cutoff 2048, gradient checkpointing, bf16, sdpa attention, 200 real medical rows;
-    peak of nvidia-smi's memory.used: 38.2 GB as emitted, 14.1 GB with enable_liger_kernel."""
-    assert lora_4b().peak_gb == pytest.approx(38.2, rel=0.25)
-    assert lora_4b(liger=True).peak_gb == pytest.approx(14.1, rel=0.25)
-    assert lora_4b(liger=True, packing=True).peak_gb == pytest.approx(14.4, rel=0.25)
+    """The measured peaks of bench/README.md, H100 2026-11-26 (one NVIDIA H100 80GB, LLaMA-Factory 0.9.5, torch
+    2.11, random-weight Qwen3 of the real shapes, 10 steps of llamafactory-cli train on recipes as qfk recipe new
+    emitted them), nvidia-smi's memory.used in GB of 2**30 bytes:
+
+    * 4B LoRA r=32, batch 4, cutoff 2048, gradient checkpointing, bf16, sdpa, 200 real medical rows: 37.3 as
+      emitted (38.2 in the earlier session), 13.8 with enable_liger_kernel, 27.5 with
+      PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True, 14.1 with liger + neat packing. The longest row (3131
+      tokens) is cut to 2048, so the longest batch is padded to the cutoff: the model's default length.
+    * 1.7B QLoRA (4-bit bnb, paged_adamw_8bit), batch 8, KFTT en-ja lines: 7.6 with expandable segments. The
+      lines are short: the longest batch is the longest line (279 tokens) padded to 280 (``padded_len`` of
+      ``KFTT_LINES``, the lengths qfk stats measured).
+
+    Left out: that QLoRA run's 19.0 GB with the default allocator. Its live tensors (5.7 GB, which the model
+    holds) are not the difference: the caching allocator reserved 12.4 GB above them, 3.1 times its logits,
+    where the 4B run's growth was 0.7 times its logits. How far the cache grows depends on the order of the
+    batch lengths and on where long-lived tensors land in cached blocks; no one constant holds both runs, and
+    fitting the 4B one leaves the model's default-allocator peak for QLoRA a lower bound (9.8 GB)."""
+    four_b = lora_4b()
+    assert four_b.peak_gb == pytest.approx(37.3, rel=0.25) and four_b.peak_gb == pytest.approx(38.2, rel=0.25)
+    assert four_b.expandable_gb == pytest.approx(27.5, rel=0.25)
+    assert lora_4b(liger=True).peak_gb == pytest.approx(13.8, rel=0.25)
+    assert lora_4b(liger=True, packing=True).peak_gb == pytest.approx(14.1, rel=0.25)
+    assert qlora_kftt().expandable_gb == pytest.approx(7.6, rel=0.25)
+    assert qlora_kftt().peak_gb < 19.0   # the lower bound the docstring explains
+
+
+def test_live_tensors_are_torchs_max_allocated():
+    """torch.cuda.max_memory_allocated in the same runs (bench/README.md, H100 2026-11-26): 23.7 GB for 4B as
+    emitted and with expandable segments, 11.9 with liger, 12.2 with liger + packing, 5.7 for 1.7B QLoRA."""
+    assert lora_4b().allocated_gb == pytest.approx(23.7, rel=0.05)
+    assert lora_4b(liger=True).allocated_gb == pytest.approx(11.9, rel=0.05)
+    assert lora_4b(liger=True, packing=True).allocated_gb == pytest.approx(12.2, rel=0.05)
+    assert qlora_kftt().allocated_gb == pytest.approx(5.7, rel=0.05)
+
+
+def test_expandable_segments_leave_out_the_length_growth():
+    plain, packed = lora_4b(), lora_4b(liger=True, packing=True)
+    assert plain.peak_gb - plain.expandable_gb == pytest.approx(plain.part("growth").gb) and plain.part("growth").gb > 5
+    assert packed.peak_gb == packed.expandable_gb                      # one batch length: nothing to grow
+    assert plain.needed_gb == plain.expandable_gb                      # qfk train's setting is the default
+    assert lora_4b(expandable_segments=False).needed_gb == plain.peak_gb
+    text = "\n".join(plain.lines())
+    assert f"total: about {plain.expandable_gb:.1f} GB with expandable segments (qfk train)" in text
+    assert f"peak about {plain.peak_gb:.1f} GB with PyTorch's default allocator" in text
 
 
 def test_shapes_match_the_preset_sizes():
@@ -123,11 +170,11 @@ def test_paged_adamw_8bit_keeps_8_bit_states():
     assert paged.part("trainable").gb == pytest.approx(paged.part("grads").gb)  # fp32 master and gradients
 
 
-def test_qlora_says_the_measured_peak_is_unexplained():
-    est = estimate(SHAPES["1.7b"], method="qlora", batch=8, cutoff=2048, seq_len=256, optim="paged_adamw_8bit")
-    assert est.peak_gb < 18.9 * 0.75      # far below the measured run: the note, not a fudge, says so
-    assert "18.9 GB" in est.measured_note and "not explained" in est.measured_note
-    assert any(line.startswith("  measured:") for line in est.lines())
+def test_qlora_note_explains_the_measured_peak():
+    note = qlora_kftt().measured_note
+    assert "19.0 GB" in note and "5.7 GB" in note and "7.6 GB" in note and "caching allocator" in note
+    assert f"these parts: {qlora_kftt().expandable_gb:.1f} GB" in note and "not explained" not in note
+    assert any(line.startswith("  measured:") for line in qlora_kftt().lines())
     assert lora_4b().measured_note == ""
 
 
@@ -159,6 +206,14 @@ def test_fit_24gb_4b_lora_picks_liger_and_keeps_the_effective_batch():
     assert r.estimate.needed_gb <= 24 * 0.9
     assert r.overrides()["enable_liger_kernel"] is True
     assert any("liger" in line for line in r.reasons)
+
+
+def test_fit_holds_the_default_allocators_peak_when_asked():
+    """qfk train's expandable segments need 27.5 GB for 4B as emitted; llamafactory-cli as is, up to its 37.2 GB peak."""
+    assert (fit(FOUR_B, 40, method="lora", batch=4, accum=4, cutoff=2048, liger_available=False).batch) == 4
+    r = fit(FOUR_B, 40, method="lora", batch=4, accum=4, cutoff=2048, liger_available=False, expandable_segments=False)
+    assert r.fits and r.batch == 2 and r.accum == 8 and "default allocator" in r.reasons[0]
+    assert r.estimate.peak_gb <= 40 * 0.9
 
 
 def test_fit_without_liger_halves_the_batch():

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from conftest import ROOT, write_jsonl
+from conftest import ROOT, read_jsonl, write_jsonl
 
 from qwen_factory_kit.errors import QfkError
 from qwen_factory_kit.recipe import memory, presets, sizing
@@ -90,9 +90,13 @@ def test_header_shows_the_memory_model_estimate_for_4b_lora(work, qfk):
     out, _ = _new(qfk, "--model", "Qwen3-4B", "--method", "lora", "--dataset", "demo_medical", "--no-stats")
     est = memory.estimate(memory.shape_for_size("4b"), method="lora", batch=4, cutoff=2048, lora_rank=32, lora_dropout=0.05)
     header = _header(out)
-    assert f"GPU memory: estimated peak {est.peak_gb:.1f} GB" in header and "qfk recipe new --explain-memory" in header
-    assert 30 < est.peak_gb < 45  # the measured 38.2 GB (GPU.md), not the guidance's "about 8 GB"
+    assert (f"GPU memory: about {est.expandable_gb:.1f} GB with qfk train (expandable segments), peak {est.peak_gb:.1f} GB "
+            "with PyTorch's default allocator") in header and "qfk recipe new --explain-memory" in header
+    assert 30 < est.peak_gb < 45 and 22 < est.expandable_gb < 33  # measured 37.3 and 27.5 GB, not the guidance's "about 8 GB"
     assert "about 8 GB" not in out and "Estimated GPU memory" not in out
+    assert f"# Allocator: {presets.ALLOCATOR.note}" in header
+    assert "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (measured: 1.7B QLoRA 19.0 -> 7.6 GB, 4B LoRA 37.3 -> 27.5 GB); " \
+           "with llamafactory-cli, export it first" in header
 
 
 def test_header_estimate_uses_the_longest_row(work, qfk):
@@ -101,13 +105,15 @@ def test_header_estimate_uses_the_longest_row(work, qfk):
     est = memory.estimate(memory.shape_for_size("4b"), method="lora", batch=4, cutoff=res["args"]["cutoff_len"],
                           seq_len=longest, lora_rank=32, lora_dropout=0.05)
     assert res["decided"]["memory"]["peak_gb"] == round(est.peak_gb, 2)
+    assert res["decided"]["memory"]["expandable_gb"] == round(est.expandable_gb, 2)
     assert f"batch 4 x {8 * math.ceil(longest / 8)} tokens" in res["recipe"]
 
 
-def test_qlora_header_says_the_measured_peak_is_unexplained(work, qfk):
+def test_qlora_header_explains_the_measured_peak(work, qfk):
     out, _ = _new(qfk, "--model", "Qwen3-1.7B", "--method", "qlora", "--dataset", "demo_translation", "--no-stats")
     header = " ".join(l.lstrip("# ").strip() for l in _header(out).splitlines())
-    assert "measured: the 1.7B QLoRA translation recipe" in header and "18.9 GB" in header and "lower bound" in header
+    assert "measured: the 1.7B QLoRA translation recipe" in header and "19.0 GB" in header and "caching allocator" in header
+    assert "7.6 GB" in header and "Allocator: qfk train sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" in header
 
 
 def test_explain_memory_prints_the_parts(work, qfk):
@@ -197,6 +203,7 @@ def test_rows_over_the_cap_stop_recipe_new_with_the_filter_command(work, qfk, lo
     code, _, err = qfk("recipe", "new", "--model", "Qwen3-4B", "--method", "lora", "--dataset", long_rows)
     assert code == 2 and "1 of 3 rows of long is longer than cutoff_len 8192" in err
     assert "qfk datasets filter long --max-tokens 8192, then --dataset long__max8192" in err and "--cutoff-len 8192" in err
+    assert "or let recipe new drop them: --drop-long" in err
     res = _new_json(qfk, "--model", "Qwen3-4B", "--method", "lora", "--dataset", long_rows, "--cutoff-len", "8192")
     assert res["args"]["cutoff_len"] == 8192
     assert "1 of 3 rows of long is longer" in res["recipe"] and "qfk datasets filter long --max-tokens 8192" in res["recipe"]
@@ -207,6 +214,79 @@ def test_the_gpu_budget_caps_the_cutoff(work, qfk, long_rows):
     assert code == 2 and "(the most that fits 12 GB)" in err and "qfk datasets filter long --max-tokens" in err
     cap = int(err.split("--max-tokens ")[1].split(",")[0])
     assert cap < 8192 and cap % 256 == 0
+
+
+@pytest.fixture
+def planted(work, qfk):
+    """A registered dataset of 20 short rows and 3 planted rows of about 700 tokens."""
+    rows = [{"instruction": f"Say hi {i}.", "input": "", "output": "hi"} for i in range(20)]
+    rows += [{"instruction": "word " * 700, "input": "", "output": f"ok {i}"} for i in range(3)]
+    write_jsonl(work / "planted.jsonl", rows)
+    assert qfk("datasets", "add", str(work / "planted.jsonl"), "--name", "planted")[0] == 0
+    return "planted"
+
+
+def _registered(work) -> list[str]:
+    return list(json.loads((work / "data" / "dataset_info.json").read_text()))
+
+
+def test_max_cutoff_caps_the_choice(work, qfk, planted):
+    """--max-cutoff N: never a cutoff above N; rows over it stop recipe new, naming the filter and --drop-long."""
+    code, _, err = qfk("recipe", "new", "--model", "Qwen3-4B", "--method", "lora", "--dataset", planted, "--max-cutoff", "512")
+    assert code == 2 and "3 of 23 rows of planted are longer than cutoff_len 512 (--max-cutoff 512)" in err
+    assert "qfk datasets filter planted --max-tokens 512" in err and "--drop-long" in err
+    assert _new_json(qfk, "--model", "Qwen3-4B", "--method", "lora", "--dataset", "demo_medical", "--max-cutoff", "8192")[
+        "args"]["cutoff_len"] == _new_json(qfk, "--model", "Qwen3-4B", "--method", "lora", "--dataset", "demo_medical")["args"]["cutoff_len"]
+
+
+def test_allowed_cutoffs_say_what_binds():
+    fits = lambda c: type("Fit", (), {"fits": c <= 3000})()  # noqa: E731 - a budget that holds up to 3000 tokens
+    ok, why = sizing._allowed(sizing.Wishes(max_cutoff=1024), None, None)
+    assert (ok(1024), ok(1025), why) == (True, False, "--max-cutoff 1024")
+    ok, why = sizing._allowed(sizing.Wishes(max_cutoff=20000), None, None)
+    assert (ok(CUTOFF_CAP), ok(CUTOFF_CAP + 1)) == (True, False) and why.startswith(f"the cap of {CUTOFF_CAP}")
+    ok, why = sizing._allowed(sizing.Wishes(max_cutoff=4096), fits, 24)
+    assert (ok(3000), ok(3001), why) == (True, False, "the most that fits 24 GB")
+    ok, why = sizing._allowed(sizing.Wishes(max_cutoff=2048), fits, 24)
+    assert (ok(2048), ok(2049), why) == (True, False, "--max-cutoff 2048")
+
+
+def test_drop_long_filters_the_rows_and_the_recipe_passes_check(work, qfk, planted):
+    """--drop-long: the planted rows over the cap are filtered out (qfk datasets filter's NAME__max<N>, its rejects
+    file), the recipe trains the filtered dataset and says so, and qfk recipe check passes on it."""
+    before = _registered(work)
+    res = _new_json(qfk, "--model", "Qwen3-4B", "--method", "lora", "--dataset", planted, "--max-cutoff", "512", "--drop-long",
+                    "-o", "r.yaml")
+    assert res["args"]["dataset"] == "planted__max512" and res["args"]["cutoff_len"] <= 512
+    assert _registered(work) == [*before, "planted__max512"]
+    d = res["decided"]["dropped"]["planted"]
+    assert (d["dataset"], d["dropped"], d["read"], d["max_tokens"]) == ("planted__max512", 3, 23, 512)
+    assert len(read_jsonl(work / "planted__max512.jsonl")) == 20 and len(read_jsonl(work / "planted__max512.rejects.jsonl")) == 3
+    header = " ".join(l.lstrip("# ").strip() for l in _header(res["recipe"]).splitlines())
+    assert ("Dropped 3 of 23 rows of planted over 512 tokens (--drop-long): planted__max512.jsonl, rejects in "
+            "planted__max512.rejects.jsonl; the same as: qfk datasets filter planted --max-tokens 512 --template qwen3 "
+            "--enable-thinking false") in header
+    findings = _check_ok(qfk, "r.yaml")
+    assert any(f["id"] == "cutoff" and f["severity"] == "ok" and f["where"] == "planted__max512" for f in findings)
+
+
+def test_drop_long_builds_the_mix_over_the_filtered_dataset(work, qfk, planted):
+    res = _new_json(qfk, "--model", "Qwen3-4B", "--method", "lora", "--dataset", f"{planted},demo_medical",
+                    "--mix", f"{planted}=0.5,demo_medical=0.5", "--max-cutoff", "512", "--drop-long", "-o", "m.yaml")
+    names = res["args"]["dataset"].split(",")
+    assert names[0].startswith("planted__max512__n") and names[1].startswith("demo_medical")
+    assert res["decided"]["mix"]["planted__max512"] == names[0]
+    assert not any(n.startswith("planted__n") for n in _registered(work))  # the first, stopped pass registered nothing
+    assert "Dropped 3 of 23 rows of planted over 512 tokens" in res["recipe"]
+    _check_ok(qfk, "m.yaml")
+
+
+def test_drop_long_at_a_given_cutoff_and_its_refusals(work, qfk, planted):
+    res = _new_json(qfk, "--model", "Qwen3-4B", "--method", "lora", "--dataset", planted, "--cutoff-len", "600", "--drop-long")
+    assert res["args"]["dataset"] == "planted__max600" and res["args"]["cutoff_len"] == 600
+    code, _, err = qfk("recipe", "new", "--model", "Qwen3-4B", "--method", "lora", "--dataset", planted, "--drop-long",
+                       "--no-stats")
+    assert code == 2 and "--drop-long" in err and "--no-stats" in err
 
 
 def test_real_medical_rows_pass_check_with_no_hand_edit(real_samples, tmp_path, monkeypatch, qfk):

@@ -51,6 +51,11 @@ def recipe_group() -> None:
 @click.option("--gpus", type=click.IntRange(min=1), metavar="N", help="GPUs the run uses (ZeRO shards memory over them). Default: this machine's count.")
 @click.option("--cutoff-len", type=click.IntRange(min=16), metavar="N",
               help="cutoff_len as given (default: the smallest multiple of 256 that holds every measured row).")
+@click.option("--max-cutoff", type=click.IntRange(min=256), metavar="N",
+              help="Never choose a cutoff_len above N (as well as what fits the GPU, and 8192).")
+@click.option("--drop-long", is_flag=True,
+              help="Rows longer than the cutoff: drop them (registers NAME__max<N> as qfk datasets filter does, and "
+                   "trains it) instead of stopping (or, with --cutoff-len, letting LLaMA-Factory cut them).")
 @click.option("--liger/--no-liger", default=None,
               help="enable_liger_kernel (default: on for SFT on a CUDA GPU with liger-kernel installed).")
 @click.option("--packing/--no-packing", default=None,
@@ -65,14 +70,15 @@ def recipe_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was decided (and the recipe text) as JSON.")
 @OVERRIDES
 def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, adapter, base, sample, deepspeed, output_dir,
-        gpu_memory, gpus, cutoff_len, liger, packing, no_stats, stats_rows, explain_memory, output, force, data_dir, list_models,
-        as_json, overrides):
+        gpu_memory, gpus, cutoff_len, max_cutoff, drop_long, liger, packing, no_stats, stats_rows, explain_memory, output, force,
+        data_dir, list_models, as_json, overrides):
     """Write a LLaMA-Factory recipe that `llamafactory-cli train` runs as it is.
 
     Presets (one table: qwen_factory_kit/recipe/presets.py) follow the Qwen3 guidance: LoRA r=32,
     alpha=64, dropout 0.05 on all linear layers; per-size learning rate, batch and epochs. The
     template and enable_thinking come from what the datasets hold (their qfk manifests). cutoff_len
-    holds every training row (token lengths as LLaMA-Factory encodes them); the batch fits the GPU
+    holds every training row (token lengths as LLaMA-Factory encodes them; rows over what the GPU or
+    --max-cutoff allows stop it, or with --drop-long are filtered out); the batch fits the GPU
     (--gpu-memory, or this machine's card); on a CUDA GPU with liger-kernel, SFT recipes use the
     liger kernel and neat packing. The header says why for each. KEY=VALUE overrides win over everything.
 
@@ -83,6 +89,7 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
       qfk recipe new --model Qwen3-1.7B --method qlora --dataset opus_opensubtitles -o mt.yaml
       qfk recipe new --model Qwen3-4B --method orpo --dataset prefs -o orpo.yaml
       qfk recipe new --model Qwen3-4B --method lora --dataset medical_r1 --gpu-memory 24 --explain-memory -o sft.yaml
+      qfk recipe new --model Qwen3-4B --method lora --dataset medical_r1 --max-cutoff 4096 --drop-long -o sft.yaml
       qfk recipe new --method predict --from sft.yaml --eval-dataset medical_r1_val -o predict.yaml
       qfk recipe new --method predict --from mt.yaml --base --eval-dataset translation_test -o before.yaml
       qfk recipe new --method merge --from sft.yaml -o merge.yaml
@@ -103,8 +110,8 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
                         eval_datasets=split_csv(eval_datasets) or [], data_dir=data_dir, output_dir=output_dir, adapter=adapter,
                         sample=sample, from_recipe=from_recipe, deepspeed=deepspeed, overrides=parse_overrides(overrides),
                         filename=output or "recipe.yaml", command=invoked_command(sys.argv), cutoff_len=cutoff_len,
-                        liger=liger, packing=packing, gpu_memory=gpu_memory, gpus=gpus, stats=not no_stats,
-                        stats_rows=stats_rows)
+                        liger=liger, packing=packing, gpu_memory=gpu_memory, gpus=gpus, max_cutoff=max_cutoff,
+                        drop_long=drop_long, stats=not no_stats, stats_rows=stats_rows)
     recipe = new_recipe(req)
     text = recipe.render()
     if explain_memory and not as_json:
@@ -126,6 +133,9 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
     c.print(f"[green]wrote[/] {output}  ({recipe.info.get('template')}, enable_thinking {scalar(recipe.info.get('enable_thinking'))})")
     for w in written:
         c.print(f"[green]wrote[/] {w}")
+    for name, d in (recipe.info.get("dropped") or {}).items():
+        c.print(f"dropped {d['dropped']} of {d['read']} rows of {name} over {d['max_tokens']} tokens: registered {d['dataset']} "
+                f"({d['file']}, rejects in {d['rejects']})")
     if recipe.info.get("mix"):
         c.print("mix entries: " + ", ".join(f"{k} -> {v}" for k, v in recipe.info["mix"].items()))
     c.print(f"next: {next_command(recipe, output)}")

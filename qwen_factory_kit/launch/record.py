@@ -2,8 +2,8 @@
 
 Written by rank 0 only: at the start (recipe and its sha256, overrides, resolved arguments, the
 datasets' registry entries and qfk manifests with their file hashes, package versions, git state
-of the working folder, host), when training begins (steps, world size, resumed checkpoint) and at
-the end (status, metrics, files, timings).
+of the working folder, host, PYTORCH_CUDA_ALLOC_CONF), when training begins (steps, world size,
+resumed checkpoint) and at the end (status, metrics, files, timings).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 RECORD_NAME = "qfk_run.json"
+#: environment variables of the training process kept in the record (qfk train sets the allocator's)
+RECORDED_ENV = ("PYTORCH_CUDA_ALLOC_CONF",)
 PACKAGES = ("qwen_factory_kit", "llamafactory", "torch", "transformers", "peft", "trl", "datasets", "accelerate",
             "deepspeed", "bitsandbytes", "flash_attn")
 
@@ -101,6 +103,7 @@ class RunRecord:
             "command": [sys.executable, *argv],
             "cwd": os.getcwd(),
             "host": socket.gethostname(),
+            "env": {k: os.environ.get(k) for k in RECORDED_ENV},
             "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         }
         if recipe:

@@ -5,6 +5,10 @@ The child's output (LLaMA-Factory's logs, tqdm) goes to ``OUTPUT_DIR/qfk_train.l
 callbacks' events drive the progress bar (or, without a terminal, a line per logging step).
 Ctrl-C creates the stop file: every rank finishes its step, a checkpoint is saved, the run stops
 with status 130 and the same command resumes it. A second Ctrl-C terminates the processes.
+
+The child's environment is the user's (without the kit's quieting of LLaMA-Factory's logs) plus
+what :func:`.torchrun.compose` adds (on a GPU: PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+unless the user set it), written at the top of each run in the log and kept in the result's ``env``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class TrainResult:
     output_dir: str
     log: str
     launch: list[str]
+    env: dict = field(default_factory=dict)  # the variables qfk added to the training process's environment
     status: str = "unknown"
     summary: dict = field(default_factory=dict)
     events: int = 0
@@ -44,7 +49,8 @@ class TrainResult:
 
     def as_dict(self) -> dict:
         return {"returncode": self.returncode, "status": self.status, "output_dir": self.output_dir, "log": self.log,
-                "launch": self.launch, "last_step": self.last_step, "error": self.error, "summary": self.summary}
+                "launch": self.launch, "env": self.env, "last_step": self.last_step, "error": self.error,
+                "summary": self.summary}
 
 
 class _Progress:
@@ -221,11 +227,11 @@ def run_training(recipe: str, overrides: list[str], *, nproc: int | None = None,
     if console is None:
         console = _stderr_console()
     progress = _Progress(console, (console.is_terminal and not verbose) if live is None else live)
-    result = TrainResult(1, str(out), str(out / LOG_NAME), launch.argv)
+    result = TrainResult(1, str(out), str(out / LOG_NAME), launch.argv, dict(launch.env))
     stop_file = Path(tempfile.gettempdir()) / f"qfk-stop-{os.getpid()}-{int(time.time() * 1000)}"
-    env = child_environ({**launch.env, "QFK_EVENTS": "1", "QFK_STOP_FILE": str(stop_file), "PYTHONUNBUFFERED": "1"})
     proc = subprocess.Popen(launch.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                            env=env, start_new_session=True, encoding="utf-8", errors="replace")
+                            env=training_environ(launch, stop_file), start_new_session=True, encoding="utf-8",
+                            errors="replace")
     previous = signal.signal(signal.SIGINT, _Interrupts(proc, stop_file, progress, console))
     tail: deque[str] = deque(maxlen=40)
     try:
@@ -242,6 +248,12 @@ def run_training(recipe: str, overrides: list[str], *, nproc: int | None = None,
         stop_file.unlink(missing_ok=True)
     _conclude(result, list(tail))
     return result
+
+
+def training_environ(launch: Launch, stop_file: Path) -> dict:
+    """The training process's environment: the user's (without the kit's quieting), what ``launch``
+    adds (the allocator setting, torchrun's), and the kit's event and stop-file variables."""
+    return child_environ({**launch.env, "QFK_EVENTS": "1", "QFK_STOP_FILE": str(stop_file), "PYTHONUNBUFFERED": "1"})
 
 
 def _output_dir(recipe: str, args: dict) -> Path:

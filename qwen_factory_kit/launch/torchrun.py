@@ -3,7 +3,9 @@
 Reads the same environment variables as ``llamafactory-cli train`` (NNODES, NODE_RANK,
 NPROC_PER_NODE, MASTER_ADDR, MASTER_PORT, FORCE_TORCHRUN; RDZV_ID, MIN_NNODES, MAX_NNODES and
 MAX_RESTARTS for elastic jobs), but passes arguments as a list: paths with spaces survive, where
-LLaMA-Factory's own relaunch splits them.
+LLaMA-Factory's own relaunch splits them. On a GPU the training process gets PyTorch's expandable
+segments (``presets.ALLOCATOR``), one process or many, unless PYTORCH_CUDA_ALLOC_CONF is set already
+(or OPTIM_TORCH=0, llamafactory-cli's switch for it under torchrun).
 """
 
 from __future__ import annotations
@@ -50,6 +52,16 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "y")
 
 
+def allocator_env(env: dict, gpus: int) -> dict[str, str]:
+    """PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True for a training process on a GPU, unless the user
+    set the variable (theirs is inherited) or OPTIM_TORCH=0; {} otherwise."""
+    from ..recipe.presets import ALLOCATOR
+
+    if not gpus or ALLOCATOR.variable in env or not _truthy(env.get("OPTIM_TORCH", "1")):
+        return {}
+    return {ALLOCATOR.variable: ALLOCATOR.value}
+
+
 def compose(recipe: str, overrides: list[str] | tuple[str, ...] = (), *, nproc: int | None = None,
             args: dict | None = None, environ: dict | None = None, devices: int | None = None) -> Launch:
     """How to launch ``recipe``: torchrun when more than one process or node is asked for, when
@@ -62,11 +74,10 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = (), *, nproc: 
     per_node = nproc or int(env.get("NPROC_PER_NODE") or 0) or max(gpus, 1)
     wants = nnodes > 1 or per_node > 1 or _truthy(env.get("FORCE_TORCHRUN")) or bool(args.get("deepspeed"))
     entry = ["-m", ENTRY_MODULE, recipe, *overrides]
+    added = allocator_env(env, gpus)
     if not wants:
-        return Launch([sys.executable, *entry])
-    added: dict[str, str] = {}
+        return Launch([sys.executable, *entry], added)
     if _truthy(env.get("OPTIM_TORCH", "1")) and gpus:
-        added["PYTORCH_CUDA_ALLOC_CONF"] = env.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
         added["TORCH_NCCL_AVOID_RECORD_STREAMS"] = "1"
     master_addr = env.get("MASTER_ADDR", "127.0.0.1")
     master_port = env.get("MASTER_PORT") or str(free_port())

@@ -12,7 +12,8 @@ exist). Here:
   "Config path" and press "Load arguments"; the ``NAME__nN`` mix entries it names are registered;
 * the process has the kit's plugin registered, and the WebUI's training runs start as the kit's
   entry module (the command ``qfk train`` runs: plugin, callbacks, run record) instead of
-  ``llamafactory-cli train``, so ``qfk_*`` raw-row datasets train from the WebUI too;
+  ``llamafactory-cli train``, so ``qfk_*`` raw-row datasets train from the WebUI too, with the
+  environment ``qfk train`` gives (:func:`.torchrun.compose`: expandable segments on a GPU);
 * it binds 127.0.0.1 unless told otherwise, and Ctrl-C stops it cleanly.
 """
 

@@ -14,7 +14,7 @@ import os
 import re
 from fractions import Fraction
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import QfkError
@@ -264,6 +264,9 @@ class RecipeRequest:
     packing: bool | None = None       # --packing / --no-packing (default: with liger on a CUDA GPU)
     gpu_memory: float | None = None   # --gpu-memory GB (default: this machine's card, if any)
     gpus: int | None = None           # --gpus N (default: this machine's count, else 1)
+    max_cutoff: int | None = None     # --max-cutoff N: never choose a cutoff_len above N
+    drop_long: bool = False           # --drop-long: drop the rows over the cutoff (qfk datasets filter), not stop or cut
+    dropped: dict = field(default_factory=dict)  # what --drop-long dropped: dataset -> DroppedRows (set by recipe new)
     stats: bool = True                # measure the training rows' token lengths (--no-stats: keep the preset cutoff)
     stats_rows: int = 2000            # rows per dataset measured
     gpu: sizing.Gpu | None = None     # None: this machine's (tests and curated recipes pass one)
@@ -368,7 +371,18 @@ def new_recipe(req: RecipeRequest) -> Recipe:
 # training recipes
 # ---------------------------------------------------------------------------------------------
 def _train_recipe(req: RecipeRequest, data_dir: Path) -> Recipe:
+    """The training recipe; with ``--drop-long``, rows over the cutoff are filtered out of their datasets
+    (``NAME__max<N>``, as ``qfk datasets filter``) and the recipe is made again over the filtered ones."""
     _require_train_inputs(req)
+    try:
+        return _train_recipe_once(req, data_dir)
+    except sizing.LongRows as long:
+        if not req.drop_long:
+            raise
+        return _train_recipe_once(drop_long_rows(req, long, data_dir), data_dir)
+
+
+def _train_recipe_once(req: RecipeRequest, data_dir: Path) -> Recipe:
     model = presets.resolve_model(req.model)
     names = _train_names(req)
     facts, eval_facts = _facts_for(names, data_dir), _facts_for(req.eval_datasets, data_dir)
@@ -378,7 +392,7 @@ def _train_recipe(req: RecipeRequest, data_dir: Path) -> Recipe:
 
     r = _blank_recipe("train")
     _model_and_method(r, req.method, model, preset)
-    dataset_names, mix_lines = _exact_mix(req, facts, data_dir)
+    dataset_names, mix_lines, mix_entries = _exact_mix(req, facts)
     _train_data(r, dataset_names, eval_facts, data_dir, think)
     _training(r, preset)
     _train_output(r, req, model, facts, evaluate=bool(eval_facts))
@@ -386,13 +400,16 @@ def _train_recipe(req: RecipeRequest, data_dir: Path) -> Recipe:
     _apply_overrides(r, req.overrides)
     estimate = _estimate(r.args, model, sized)
     memory_lines = _memory_lines(estimate, model, measured=sized.lengths is not None)
-    r.header = _train_header(req, r, names, model, preset, facts, think, mix_lines, sized.lines + memory_lines)
+    r.header = _train_header(req, r, names, model, preset, facts, think, mix_lines,
+                             _dropped_lines(req) + sized.lines + memory_lines)
     r.info = {"model": model.name, "model_kind": model.kind, "method": req.method, "preset_source": preset.source,
               "think_mode": think.mode, "template": think.template, "enable_thinking": think.enable,
               "datasets": {f.name: {"rows": f.rows, "mode": f.mode, "source": f.source} for f in facts},
               "mix": {n: c for n, c in zip([f.name for f in facts], dataset_names)} if req.mix else None,
               "sizing": sized.info, "memory": _memory_info(estimate),
+              "dropped": {name: d.as_dict() for name, d in req.dropped.items()} or None,
               "files": _extra_files(r.args)}
+    _register(mix_entries, data_dir)
     return r
 
 
@@ -401,6 +418,9 @@ def _require_train_inputs(req: RecipeRequest) -> None:
         raise QfkError("--model is required", "for example: --model Qwen3-4B (or a local model folder)")
     if not req.datasets and not req.mix:
         raise QfkError("--dataset is required", "name registered datasets: --dataset medical_r1,finetome (list them: qfk datasets list)")
+    if req.drop_long and not req.stats:
+        raise QfkError("--drop-long drops the rows over the cutoff, which --no-stats leaves unmeasured",
+                       "drop --no-stats, or --drop-long")
 
 
 def _train_names(req: RecipeRequest) -> list[str]:
@@ -430,16 +450,13 @@ def _model_and_method(r: Recipe, method: str, model: presets.ModelInfo, preset: 
         r.comments["pref_loss"] = "ORPO: odds-ratio loss, no reference model" if method == "orpo" else "DPO (sigmoid)"
 
 
-def _exact_mix(req: RecipeRequest, facts: list[DatasetFacts], data_dir: Path) -> tuple[list[str], list[str]]:
-    """The dataset names the recipe trains (``NAME__nN`` entries registered for a ``--mix``) and the
-    header lines that account for the mix."""
+def _exact_mix(req: RecipeRequest, facts: list[DatasetFacts]) -> tuple[list[str], list[str], dict[str, dict]]:
+    """The dataset names the recipe trains, the header lines that account for a ``--mix``, and the
+    ``NAME__nN`` entries to register for it (once the recipe is made: :func:`_register`)."""
     if not req.mix:
-        return [f.name for f in facts], []
-    from ..registry import Registry
-
+        return [f.name for f in facts], [], {}
     counts = mix_counts(req.mix, {f.name: f.rows or 0 for f in facts}, req.mix_total)
-    reg = Registry.at(data_dir)
-    dataset_names, lines = [], []
+    dataset_names, lines, entries = [], [], {}
     total = sum(counts.values())
     for f in facts:
         n = counts[f.name]
@@ -447,14 +464,64 @@ def _exact_mix(req: RecipeRequest, facts: list[DatasetFacts], data_dir: Path) ->
             dataset_names.append(f.name)
         else:
             derived = mixed_name(f.name, n)
-            reg.add(derived, {**f.entry, "num_samples": n})
+            entries[derived] = {**f.entry, "num_samples": n}
             dataset_names.append(derived)
         how, note = _mix_share(n, f.rows)
         if req.curated:
             lines.append(f"  {f.name}: {n} rows = {n / total:.2%}")
         else:
             lines.append(f"  {f.name}: {how} of {f.rows} rows = {n / total:.2%} (asked {req.mix[f.name]:.2%}){note}")
-    return dataset_names, [f"Mix (exact, rows per epoch = {total}; *__nN entries carry num_samples: N in dataset_info.json):", *lines]
+    return dataset_names, [f"Mix (exact, rows per epoch = {total}; *__nN entries carry num_samples: N in dataset_info.json):",
+                           *lines], entries
+
+
+def _register(entries: dict[str, dict], data_dir: Path) -> None:
+    if entries:
+        from ..registry import Registry
+
+        reg = Registry.at(data_dir)
+        for name, entry in entries.items():
+            reg.add(name, entry)
+
+
+@dataclass
+class DroppedRows:
+    """What ``--drop-long`` removed from one dataset (``convert.filter.filter_dataset``'s result)."""
+
+    dataset: str          # the filtered dataset the recipe trains: NAME__max<N>
+    max_tokens: int
+    dropped: int
+    read: int
+    file: str
+    rejects: str
+    command: str          # the qfk datasets filter command that makes the same dataset
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def drop_long_rows(req: RecipeRequest, long: sizing.LongRows, data_dir: Path) -> RecipeRequest:
+    """``req`` over ``NAME__max<cutoff>`` for each dataset with rows over the cutoff: filtered and registered
+    here, rows measured as the recipe measured them (template, enable_thinking)."""
+    from ..convert.filter import filter_dataset
+
+    dropped = dict(req.dropped)
+    lengths, think = long.lengths, {None: "null", True: "true", False: "false"}[long.lengths.enable_thinking]
+    for name in long.over:
+        result = filter_dataset(name, long.cutoff, data_dir=data_dir, template=lengths.template,
+                                enable_thinking=lengths.enable_thinking)
+        command = (f"qfk datasets filter {name} --max-tokens {long.cutoff} --template {lengths.template} "
+                   f"--enable-thinking {think}")
+        dropped[name] = DroppedRows(result.registered[0], long.cutoff, result.rejected_by_reason.get("too_long", 0),
+                                    result.read, _rel(result.output), _rel(result.rejects), command)
+    renamed = {name: d.dataset for name, d in dropped.items()}
+    return replace(req, datasets=[renamed.get(n, n) for n in req.datasets], dropped=dropped,
+                   mix={renamed.get(n, n): v for n, v in req.mix.items()} if req.mix else None)
+
+
+def _dropped_lines(req: RecipeRequest) -> list[str]:
+    return [f"Dropped {d.dropped} of {d.read} rows of {name} over {d.max_tokens} tokens (--drop-long): {d.file}, rejects in "
+            f"{d.rejects}; the same as: {d.command}" for name, d in req.dropped.items()]
 
 
 def _train_data(r: Recipe, dataset_names: list[str], eval_facts: list[DatasetFacts], data_dir: Path, think: ThinkChoice) -> None:
@@ -504,7 +571,8 @@ def _size(r: Recipe, req: RecipeRequest, model: presets.ModelInfo, facts: list[D
     lengths, unmeasured = (sizing.measure_lengths(facts, template=think.template, enable_thinking=think.enable,
                                                   max_rows=req.stats_rows) if req.stats else (None, "--no-stats"))
     forced = {k: v for k, v in req.overrides.items() if k in ("cutoff_len", "enable_liger_kernel", "packing", "neat_packing")}
-    wishes = sizing.Wishes(req.cutoff_len, req.liger, req.packing, req.gpu_memory, req.gpus, forced)
+    wishes = sizing.Wishes(req.cutoff_len, req.liger, req.packing, req.gpu_memory, req.gpus, forced, req.max_cutoff,
+                           req.drop_long)
     sized = sizing.size_recipe({**r.args, **req.overrides}, sizing.model_shape(model), facts=facts, lengths=lengths,
                                unmeasured=unmeasured, gpu=req.gpu or sizing.Gpu.here(), wishes=wishes)
     for key, value in sized.keys.items():
@@ -525,16 +593,20 @@ def _estimate(args: dict, model: presets.ModelInfo, sized: sizing.Sizing) -> mem
 
 
 def _memory_lines(estimate: memory.Estimate | None, model: presets.ModelInfo, *, measured: bool) -> list[str]:
+    """The memory estimate's lines and the allocator setting qfk train runs it with."""
     if estimate is None:
-        return [f"GPU memory: not estimated (no memory model for {model.name} or for these keys)"]
-    return sizing.memory_lines(estimate, measured)
+        lines = [f"GPU memory: not estimated (no memory model for {model.name} or for these keys)"]
+    else:
+        lines = sizing.memory_lines(estimate, measured)
+    return lines + [f"Allocator: {presets.ALLOCATOR.note}"]
 
 
 def _memory_info(estimate: memory.Estimate | None) -> dict | None:
     if estimate is None:
         return None
-    return {"peak_gb": round(estimate.peak_gb, 2), "needed_gb": round(estimate.needed_gb, 2),
-            "measured_note": estimate.measured_note, "lines": estimate.lines()}
+    return {"expandable_gb": round(estimate.expandable_gb, 2), "peak_gb": round(estimate.peak_gb, 2),
+            "allocated_gb": round(estimate.allocated_gb, 2), "measured_note": estimate.measured_note,
+            "lines": estimate.lines()}
 
 
 def _train_header(req: RecipeRequest, r: Recipe, names: list[str], model: presets.ModelInfo, preset: presets.MethodPreset,

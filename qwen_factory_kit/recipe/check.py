@@ -19,7 +19,7 @@ None when the message names what it is about. Checks (finding ``id``s):
 * ``think``: ``template``/``enable_thinking`` train what the data holds (QWEN3-THINK.md);
 * ``cutoff``: rows that ``cutoff_len`` would cut, with LLaMA-Factory's own rendering (``qfk stats``);
 * ``output``: an ``output_dir`` that would silently resume, be overwritten or stop LLaMA-Factory;
-* ``gpu``: QLoRA / bf16 / flash attention / DeepSpeed against this machine;
+* ``gpu``: QLoRA / bf16 / flash attention / DeepSpeed / liger kernel against this machine;
 * ``paths``: spaces (LLaMA-Factory's torchrun relaunch splits them), missing files;
 * ``sampling``: predict/merge recipes with LLaMA-Factory's sampling defaults instead of Qwen3's.
 """
@@ -159,6 +159,12 @@ def set_aside_findings(args: dict, set_aside: list[str], machine: Machine) -> li
         if key in lfbridge.PRECISION_KEYS:
             out.append(Finding("gpu", "info", key, "true needs a GPU; this machine has none, so it was parsed as false here",
                                "on a CPU machine add use_cpu=true bf16=false (the recipe is fine for a GPU machine)"))
+    if "enable_liger_kernel" in set_aside:
+        out.append(Finding("gpu", "warn" if machine.cuda else "info", "enable_liger_kernel",
+                           "liger-kernel is not installed here: LLaMA-Factory will refuse the recipe on this machine "
+                           "(the check parsed it as false)",
+                           'pip install -c constraints.txt -e ".[gpu]" on the GPU machine, or enable_liger_kernel=false '
+                           "to train without it"))
     if "deepspeed" in set_aside:
         ds = Path(str(args["deepspeed"]))
         if not ds.is_file():
@@ -538,17 +544,14 @@ def check_cutoff(args: dict, facts: list, *, max_rows: int = 2000,
     return out
 
 
-def holding_cutoff(longest: int, cutoff: int) -> int:
-    """The smallest multiple of 256 that holds a row of ``longest`` tokens (above ``cutoff``, which cut it)."""
-    return max(256, math.ceil(longest / 256) * 256, (cutoff // 256 + 1) * 256)
-
-
 def _cutoff_fix(args: dict, name: str, cutoff: int, summary: dict) -> str:
-    """A cutoff that holds every measured row (p99 would still cut the longest: the same finding again),
-    or the dataset without the rows over the cutoff."""
+    """The cutoff that holds every measured row (:func:`tokens.cutoff_for` the longest, uncapped: a smaller
+    one would cut it again), or the dataset without the rows over the cutoff."""
+    from ..tokens import cutoff_for
+
     longest = summary["total"].get("max", 0)
     filtered = _renamed(args, name, f"{name}__max{cutoff}") or f"dataset={name}__max{cutoff}"
-    return (f"cutoff_len={holding_cutoff(longest, cutoff)} (holds every row: the longest has {longest} tokens), "
+    return (f"cutoff_len={cutoff_for(longest, None)} (holds every row: the longest has {longest} tokens), "
             f"or drop the rows over {cutoff} tokens: qfk datasets filter {name} --max-tokens {cutoff}, then {filtered}")
 
 

@@ -28,29 +28,55 @@ What PyTorch holds while HF transformers' Qwen3 trains (LLaMA-Factory 0.9.5, sdp
   logits and log-softmax sit beside the policy's: 16 bytes per logit.
 * the loss peak and the recomputed layer happen at different times: the larger counts.
 
-Calibration (one H100 80GB, 2026-11-26, ``../shared/docs/GPU.md``): Qwen3-4B LoRA r=32 on all
-linear layers, batch 4, cutoff 2048, gradient checkpointing, bf16, 200 real medical rows padded
-to nearly the cutoff, peak of nvidia-smi's memory.used: 38.2 GB as emitted, 14.1 GB with
-``enable_liger_kernel``, 14.4 GB with liger + neat_packing. The parts above give 12.4 GB (context
-and live tensors) at the liger peak, where one recomputed layer is the largest transient, and
-24.3 GB at the no-liger peak (13.9 of them logits), plus 2.3 GB for the cached bf16 logits
-block. Two constants fit the rest (the model then gives 14.0 and 38.4 GB):
+Above the live tensors, PyTorch's caching allocator reserves more than it hands out, and how much
+depends on how it is set (``PYTORCH_CUDA_ALLOC_CONF``):
 
-* ``ALLOCATOR_SLACK`` = 0.45: reserved-but-free memory of the caching allocator, as a fraction
-  of the live activations (size rounding, blocks split and cached between steps). From the
-  liger figure: (14.1 - 12.4) / 3.5 GB of activations = 0.47, rounded.
-* ``LENGTH_GROWTH`` = 0.8: extra logits buffers, as a fraction of the live logits. From the
-  no-liger figure, once the slack is set: (38.2 - 27.3) / 13.9. Batches are padded to their
-  longest row, so their sizes differ; a longer batch after shorter ones cannot reuse the smaller
-  cached float32 blocks and, on a GPU that never runs short, the allocator takes new ones instead
-  of freeing the old: 0.8 is about one such step in the run, each costing a second set of the
-  three float32 buffers. Packing (fixed lengths) has none. On a smaller GPU the allocator frees
-  its cache and retries before it fails, so ``needed_gb`` leaves this term out while ``peak_gb``
-  (what nvidia-smi shows on a big GPU) keeps it. Neither split is measured yet: torch's
-  ``max_memory_allocated`` against ``max_memory_reserved`` on a GPU would tell.
+* ``expandable_segments:True``, which ``qfk train`` sets (``presets.ALLOCATOR``): the live tensors,
+  the freed bf16 logits block (a float32 request cannot use it) and a small slack. This is
+  ``expandable_gb``, the figure ``fit()`` holds to a GPU's memory.
+* the default allocator (``llamafactory-cli train`` as is): batches are padded to their longest
+  row, so their sizes differ; a batch longer than those before cannot use the smaller cached
+  float32 blocks and, on a GPU that never runs short, the allocator takes new ones instead of
+  freeing the old. ``peak_gb`` adds that length growth: what nvidia-smi shows on a big GPU. On a
+  smaller one the allocator frees its cache and retries before it fails, but blocks split around
+  live tensors cannot be freed: the default allocator needs more than ``expandable_gb``, up to
+  ``peak_gb``.
 
-``CUDA_CONTEXT_GB`` (0.5) is the CUDA context and cuBLAS workspace that nvidia-smi counts.
-The 1.7B QLoRA figure (18.9 GB) is far above these parts: see ``qlora_note()``.
+Calibration (bench/README.md, H100 2026-11-26: LLaMA-Factory 0.9.5, torch 2.11, random-weight
+Qwen3 of the real shapes; 4B LoRA r=32 on all linear layers, batch 4, cutoff 2048, gradient
+checkpointing, bf16, sdpa, 200 real medical rows, the longest cut to 2048; 1.7B QLoRA batch 8,
+paged_adamw_8bit, 287 KFTT en-ja lines of 53-279 tokens). nvidia-smi peak / torch max allocated /
+max reserved, GB:
+
+====================================  =====  =========  ========
+run                                   smi    allocated  reserved
+====================================  =====  =========  ========
+4B LoRA as emitted                    37.3   23.7       36.6
+4B LoRA + liger                       13.8   11.9       13.0
+4B LoRA + expandable segments         27.5   23.7       26.7
+4B LoRA + liger + neat packing        14.1   12.2       13.3
+1.7B QLoRA as emitted                 19.0   5.7        18.1
+1.7B QLoRA + expandable segments      7.6    5.7        6.7
+====================================  =====  =========  ========
+
+The parts above give the live tensors within 0.3 GB of torch's max allocated in every run (23.8,
+11.9 and 5.6 GB at the 1.7B run's longest batch, 280 tokens). Three constants fit the rest:
+
+* ``CUDA_CONTEXT_GB`` = 0.8: the CUDA context and cuBLAS workspace that nvidia-smi counts and
+  torch does not reserve (nvidia-smi less max reserved: 0.7-0.9 GB in all six runs).
+* ``ALLOCATOR_SLACK`` = 0.4: reserved-but-free memory as a fraction of the live activations
+  (size rounding, blocks split and cached between steps), beside the freed bf16 logits block.
+  Liger (nothing else reserved): (13.0 - 11.9) / 3.5 GB of activations = 0.32; 4B with expandable
+  segments: (26.7 - 23.7 - 2.3 bf16 block) / 1.4 GB = 0.48; 0.4 between them. The model then gives
+  14.1 (liger), 27.5 (expandable) and 7.2 GB (1.7B QLoRA expandable).
+* ``LENGTH_GROWTH`` = 0.7: the default allocator's extra float32 logits blocks as a fraction of
+  the live logits, from 4B as emitted: (37.3 - 27.5) / 13.9 GB = 0.70 (0.77 from the earlier
+  38.2 GB). Packed batches all have one length: none.
+
+What the length growth is depends on the run's order of batch lengths and on where long-lived
+tensors land in cached blocks: the 1.7B QLoRA run reserved 12.4 GB above its live tensors, 3.1
+times its logits where 4B's was 0.7 times, so for it ``peak_gb`` (9.8 GB) is a lower bound of the
+19.0 GB measured (``qlora_note()``). With expandable segments the model holds for both.
 """
 
 from __future__ import annotations
@@ -61,9 +87,9 @@ from dataclasses import dataclass, field, replace
 from ..errors import QfkError
 
 GIB = 2**30
-CUDA_CONTEXT_GB = 0.5
-ALLOCATOR_SLACK = 0.45
-LENGTH_GROWTH = 0.8
+CUDA_CONTEXT_GB = 0.8
+ALLOCATOR_SLACK = 0.4
+LENGTH_GROWTH = 0.7
 PAD_MULTIPLE = 8             # LLaMA-Factory's collators pad to a multiple of 8
 
 PREFERENCE = ("orpo", "dpo")
@@ -78,8 +104,10 @@ OPTIM_BYTES = {
     "adagrad": 4, "rmsprop": 4, "sgd": 0, "adafactor": 0,
 }
 
-#: The measured 1.7B QLoRA run that the parts do not explain (GPU.md).
-QLORA_MEASURED_GB = 18.9
+#: The measured 1.7B QLoRA translation runs (bench/README.md, H100 2026-11-26), GB: nvidia-smi with the
+#: default allocator and with expandable segments, and torch's max allocated (the live tensors).
+QLORA_MEASURED = {"default": 19.0, "expandable": 7.6, "allocated": 5.7}
+KFTT_LONGEST_BATCH = 280    # those runs' longest batch: the longest KFTT line (279 tokens) padded to 8
 
 
 @dataclass(frozen=True)
@@ -178,6 +206,7 @@ class Setup:
     n_gpus: int = 1
     offload: bool = False               # DeepSpeed CPU offload (optimizer; ZeRO-3: parameters too)
     packing: bool = False
+    expandable_segments: bool = True    # PYTORCH_CUDA_ALLOC_CONF as qfk train sets it; False: PyTorch's default
 
     @property
     def rows(self) -> int:
@@ -226,9 +255,10 @@ class Part:
 class Estimate:
     """Each part in GB, and the totals.
 
-    ``peak_gb``: what nvidia-smi shows on a big GPU (calibrated on that). ``needed_gb``: what must
-    fit on a smaller GPU (the allocator frees its cache before it fails). ``allocated_gb``: the live
-    tensors at the peak (torch's ``max_memory_allocated``)."""
+    ``expandable_gb``: the total with expandable segments (``qfk train``). ``peak_gb``: with PyTorch's
+    default allocator, as nvidia-smi shows it on a big GPU (the length growth included).
+    ``needed_gb``: what must fit: the first with ``Setup.expandable_segments`` (the default), else the
+    second. ``allocated_gb``: the live tensors at the peak (torch's ``max_memory_allocated``)."""
 
     shape: ModelShape
     setup: Setup
@@ -247,8 +277,18 @@ class Estimate:
         return self._sum()
 
     @property
-    def needed_gb(self) -> float:
+    def expandable_gb(self) -> float:
         return self._sum(("growth",))
+
+    @property
+    def needed_gb(self) -> float:
+        return self.expandable_gb if self.setup.expandable_segments else self.peak_gb
+
+    @property
+    def allocator(self) -> str:
+        """How ``needed_gb`` counts, in words."""
+        return ("with expandable segments (qfk train)" if self.setup.expandable_segments
+                else "with PyTorch's default allocator")
 
     @property
     def allocated_gb(self) -> float:
@@ -268,8 +308,9 @@ class Estimate:
         for p in self.parts:
             tail = "" if p.at_peak else "  [not at the peak]"
             out.append(f"  {p.label:<{width}} {p.gb:6.2f} GB  {p.formula}{tail}")
-        out.append(f"  peak: about {self.peak_gb:.1f} GB as nvidia-smi shows it on a large GPU; needs about "
-                   f"{self.needed_gb:.1f} GB (live tensors {self.allocated_gb:.1f} GB)")
+        out.append(f"  total: about {self.expandable_gb:.1f} GB with expandable segments (qfk train); peak about "
+                   f"{self.peak_gb:.1f} GB with PyTorch's default allocator, as nvidia-smi shows it on a large GPU "
+                   f"(live tensors {self.allocated_gb:.1f} GB)")
         out += [f"  note: {n}" for n in self.notes]
         if self.measured_note:
             out.append(f"  measured: {self.measured_note}")
@@ -402,7 +443,8 @@ def _loss_is_peak(s: Setup, layer: Part, logits: Part) -> bool:
 
 
 def _allocator(shape: ModelShape, s: Setup, saved: Part, layer: Part, logits: Part) -> tuple[Part, Part]:
-    """The caching allocator's reserved-but-free memory at the peak, and the length-growth term."""
+    """The caching allocator's reserved-but-free memory at the peak (either setting), and the default
+    allocator's length-growth term."""
     loss_peak = _loss_is_peak(s, layer, logits)
     acts = saved.gb + (0.0 if loss_peak and s.gradient_checkpointing else layer.gb)
     slack = ALLOCATOR_SLACK * acts
@@ -416,8 +458,8 @@ def _allocator(shape: ModelShape, s: Setup, saved: Part, layer: Part, logits: Pa
         formula += f" + the freed bf16 logits block ({kept:.2f} GB, too small for a float32 request)"
     growth = Part("growth", "length growth", 0.0, "none: packed batches all have one length") if s.packing else \
         Part("growth", "length growth", LENGTH_GROWTH * logits.gb,
-             f"{LENGTH_GROWTH} x {logits.gb:.2f} GB logits (fitted): batches of different lengths leave "
-             "cached blocks too small for a longer one; a big GPU never frees them")
+             f"{LENGTH_GROWTH} x {logits.gb:.2f} GB logits (fitted; default allocator only): batches of different "
+             "lengths leave cached blocks too small for a longer one; a big GPU never frees them")
     return Part("allocator", "allocator cache", slack, formula), growth
 
 
@@ -458,7 +500,7 @@ def estimate(shape: ModelShape, *, method: str, batch: int, cutoff: int, seq_len
 
     ``settings`` are :class:`Setup`'s other fields (``gradient_checkpointing``, ``liger``,
     ``lora_rank``, ``lora_target``, ``bf16``, ``optim``, ``deepspeed``, ``n_gpus``, ``offload``,
-    ``packing``). ``seq_len``: the padded batch length (see :func:`padded_len`); default the cutoff."""
+    ``packing``, ``expandable_segments``). ``seq_len``: the padded batch length (see :func:`padded_len`); default the cutoff."""
     try:
         s = Setup(method, batch, cutoff, seq_len, **settings)
     except TypeError as exc:
@@ -470,13 +512,16 @@ def estimate(shape: ModelShape, *, method: str, batch: int, cutoff: int, seq_len
 
 
 def qlora_note() -> str:
-    """Why a QLoRA estimate is not to be trusted yet (the measured run the parts do not explain)."""
-    ref = _estimate(SHAPES["1.7b"], Setup("qlora", 8, 2048, 256, optim="paged_adamw_8bit"))
-    return (f"the 1.7B QLoRA translation recipe (batch 8, 4-bit bnb, paged_adamw_8bit, KFTT rows padded to "
-            f"about 100-250 tokens) peaked at {QLORA_MEASURED_GB} GB on an H100, while these parts give about "
-            f"{ref.peak_gb:.1f} GB for it even at 256 tokens; the difference is not explained yet (candidates: "
-            "bitsandbytes' dequantization buffers, the paged optimizer's unified memory, the allocator's cache "
-            "growing with the many different batch lengths); treat QLoRA figures as a lower bound")
+    """What the measured 1.7B QLoRA runs showed: the default allocator's cache, not the live tensors
+    (the parts hold those), made their peak; with expandable segments the model holds."""
+    ref = _estimate(SHAPES["1.7b"], Setup("qlora", 8, 2048, KFTT_LONGEST_BATCH, optim="paged_adamw_8bit"))
+    m = QLORA_MEASURED
+    return (f"the 1.7B QLoRA translation recipe (batch 8, KFTT lines of up to 279 tokens) peaked at {m['default']} GB "
+            f"on an H100 with PyTorch's default allocator while its live tensors peaked at {m['allocated']} GB "
+            f"(these parts: {ref.allocated_gb:.1f} GB): the caching allocator kept blocks for batches of many "
+            f"different lengths, more than the length growth here counts, so with the default allocator the peak "
+            f"above is a lower bound for such data; with expandable segments, as qfk train runs it, the run peaked at "
+            f"{m['expandable']} GB (these parts: {ref.expandable_gb:.1f} GB)")
 
 
 @dataclass(frozen=True)
@@ -529,13 +574,15 @@ def fit(shape: ModelShape, gpu_gb: float, *, method: str, batch: int, accum: int
     liger on (if available), gradient checkpointing on, then half the per-device batch and twice the
     accumulation (the effective batch stays ``batch x accum``). ``settings``: as :func:`estimate`.
 
-    Compares ``needed_gb`` (not ``peak_gb``): a GPU that runs short makes the allocator free its
-    cache and retry, so the length-growth term of a big GPU's nvidia-smi figure is not needed."""
+    Compares ``needed_gb``: with expandable segments (``qfk train``, the default) the live tensors and
+    a small slack; with ``expandable_segments=False`` (``llamafactory-cli`` as is) the default
+    allocator's peak, length growth included (a GPU that runs short makes it free its cache and
+    retry, but blocks split around live tensors stay)."""
     limit = gpu_gb * (1 - margin)
     settings.setdefault("liger", False)
     settings.setdefault("gradient_checkpointing", True)
     est = estimate(shape, method=method, batch=batch, cutoff=cutoff, **settings)
-    reasons = [(f"as given: needs about {est.needed_gb:.1f} GB; the limit is {limit:.1f} GB "
+    reasons = [(f"as given: needs about {est.needed_gb:.1f} GB {est.allocator}; the limit is {limit:.1f} GB "
                 f"({gpu_gb:g} GB less {margin:.0%})")]
     for step in (_liger_step, _checkpoint_step, _batch_step):
         est, batch, accum, why = step(shape, est, batch, accum, limit, liger_available)
@@ -595,8 +642,8 @@ def _suggestions(shape: ModelShape, est: Estimate, limit: float, margin: float) 
     s, out = est.setup, []
     if s.method in ("lora", "full"):
         q = _estimate(shape, replace(s, method="qlora", optim="paged_adamw_8bit", deepspeed=None, offload=False))
-        out.append(f"QLoRA (--method qlora): about {q.needed_gb:.1f} GB (a lower bound: the measured "
-                   "QLoRA run used more, see qlora_note())")
+        out.append(f"QLoRA (--method qlora): about {q.needed_gb:.1f} GB"
+                   + ("" if s.expandable_segments else " (a lower bound with the default allocator: see qlora_note())"))
     for cutoff in (1024, 512):
         if cutoff < s.seq:
             c = _estimate(shape, replace(s, cutoff=cutoff, seq_len=None))

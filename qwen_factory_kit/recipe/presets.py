@@ -12,6 +12,8 @@ Sources (each preset names its own in the recipe header):
   needs comes from :mod:`qwen_factory_kit.recipe.memory` alone.
 * ``LIGER`` / ``NEAT_PACKING``: the speed-ups ``qfk recipe new`` turns on where they apply, with
   what they bought when measured (``../shared/docs/GPU.md``, one H100).
+* ``ALLOCATOR``: the PyTorch allocator setting ``qfk train`` gives the training process, with what
+  it bought when measured (bench/README.md, one H100, 2026-11-26).
 * ``SCALED``: other sizes, scaled by the kit from the 4B/8B guidance (learning rate falls and the
   per-device batch shrinks with size; the effective batch stays 16). Treat them as a start.
 * ``LF_PREF``: LLaMA-Factory's own DPO/ORPO examples (lr 5e-6, ``pref_beta`` 0.1).
@@ -90,6 +92,27 @@ NEAT_PACKING = Speedup(
     "with the liger kernel on a GPU, SFT on single-turn rows that cutoff_len does not cut",
     "4B LoRA with liger: 6,830 vs 4,628 effective tokens/s (1.48x), peak 14.4 GB",
 )
+
+
+@dataclass(frozen=True)
+class AllocatorSetting:
+    """The PyTorch allocator setting ``qfk train`` gives the training process, and what it bought when measured."""
+
+    variable: str
+    value: str
+    measured: str   # bench/README.md (one H100 80GB, LLaMA-Factory 0.9.5, 2026-11-26)
+
+    @property
+    def note(self) -> str:
+        """The training recipes' header line."""
+        return (f"qfk train sets {self.variable}={self.value} (measured: {self.measured}); "
+                "with llamafactory-cli, export it first")
+
+
+#: Expandable segments: the caching allocator grows one segment instead of caching a block per batch length
+#: (``qfk train`` sets it unless the user set PYTORCH_CUDA_ALLOC_CONF; the memory model's ``expandable_gb``).
+ALLOCATOR = AllocatorSetting("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True",
+                             "1.7B QLoRA 19.0 -> 7.6 GB, 4B LoRA 37.3 -> 27.5 GB")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ the user asked for. Decisions out (:func:`size_recipe`), each with the header li
 
 * ``cutoff_len``: the smallest multiple of 256 that holds every measured row
   (:func:`qwen_factory_kit.tokens.cutoff_for`), capped by the GPU's memory when a budget is known,
-  else by 8192; rows over the cap stop ``recipe new`` unless ``--cutoff-len`` says to cut them;
+  else by 8192, and by ``--max-cutoff``; rows over the cap stop ``recipe new`` (:class:`LongRows`)
+  unless ``--cutoff-len`` says to cut them or ``--drop-long`` to drop them (``qfk datasets filter``);
 * the liger kernel and neat packing (``presets.LIGER`` / ``presets.NEAT_PACKING``) where they apply;
 * per-device batch, accumulation and gradient checkpointing that fit the budget (``memory.fit``,
   the effective batch unchanged).
@@ -74,6 +75,8 @@ class Wishes:
     gpu_memory: float | None = None
     gpus: int | None = None
     forced: dict = field(default_factory=dict)
+    max_cutoff: int | None = None   # never choose a cutoff above this
+    drop_long: bool = False         # rows over the cutoff are to be dropped: stop on them even at a given cutoff
 
     @property
     def cutoff(self) -> tuple[int | None, str]:
@@ -89,6 +92,8 @@ class Lengths:
     by_dataset: dict[str, list[int]]
     file_rows: dict[str, int | None]
     max_rows: int
+    template: str = "qwen3"                  # how the rows were rendered
+    enable_thinking: bool | None = True
 
     @property
     def all(self) -> list[int]:
@@ -107,6 +112,15 @@ class Lengths:
         partial = any((rows or 0) > self.max_rows for rows in self.file_rows.values())
         return (f"the {len(self.all)} rows measured (the first {self.max_rows} of each dataset)" if partial
                 else f"all {len(self.all)} rows")
+
+
+class LongRows(QfkError):
+    """Rows longer than the cutoff ``recipe new`` may choose (or, with ``--drop-long``, than the one given):
+    ``over`` counts them per dataset; ``qfk datasets filter NAME --max-tokens CUTOFF`` drops them."""
+
+    def __init__(self, message: str, hint: str, *, over: dict[str, int], cutoff: int, lengths: Lengths):
+        super().__init__(message, hint)
+        self.over, self.cutoff, self.lengths = over, cutoff, lengths
 
 
 @dataclass(frozen=True)
@@ -150,7 +164,7 @@ def measure_lengths(facts: list, *, template: str, enable_thinking: bool | None,
         st = token_stats(islice(iter_rows(f.file), max_rows), f.entry, path=str(f.file), tokenizer=tokenizer,
                          template=template, enable_thinking=enable_thinking, cutoff_len=NO_LIMIT)
         by_dataset[f.name] = [r.total for r in st.rows]
-    return Lengths(by_dataset, {f.name: f.rows for f in facts}, max_rows), ""
+    return Lengths(by_dataset, {f.name: f.rows for f in facts}, max_rows, template, enable_thinking), ""
 
 
 def multi_turn_datasets(facts: list) -> list[str]:
@@ -258,14 +272,15 @@ def recipe_estimate(shape: memory.ModelShape, args: dict, lengths: Lengths | Non
 
 
 def memory_lines(est: memory.Estimate, measured: bool = True) -> list[str]:
-    """The header's memory line (and the QLoRA measurement that the parts do not explain). ``measured``:
-    whether the batch length comes from the rows (else every row counts as cutoff_len long)."""
+    """The header's memory line: the total as ``qfk train`` runs the recipe (expandable segments) and the
+    default allocator's peak (and what the measured QLoRA runs showed). ``measured``: whether the batch
+    length comes from the rows (else every row counts as cutoff_len long)."""
     s, on = est.setup, {True: "on", False: "off"}
     zero = f", ZeRO-{s.deepspeed} on {s.n_gpus} GPU(s)" + (" + offload" if s.offload else "") if s.deepspeed else ""
     tokens = f"{s.seq} tokens" + ("" if measured or s.packing else " (rows not measured: as long as cutoff_len)")
-    lines = [f"GPU memory: estimated peak {est.peak_gb:.1f} GB, needs about {est.needed_gb:.1f} GB "
-             f"(model in `qfk recipe new --explain-memory`): batch {s.batch} x {tokens}, "
-             f"gradient checkpointing {on[s.gradient_checkpointing]}, liger {on[s.liger]}{zero}"]
+    lines = [f"GPU memory: about {est.expandable_gb:.1f} GB with qfk train (expandable segments), peak "
+             f"{est.peak_gb:.1f} GB with PyTorch's default allocator (model in `qfk recipe new --explain-memory`): "
+             f"batch {s.batch} x {tokens}, gradient checkpointing {on[s.gradient_checkpointing]}, liger {on[s.liger]}{zero}"]
     if est.measured_note:
         lines += textwrap.wrap(f"measured: {est.measured_note}", 110, initial_indent="  ", subsequent_indent="    ")
     return lines
@@ -334,15 +349,21 @@ def _fitter(shape, args: dict, lengths: Lengths | None, budget: float, n_gpus: i
 
 
 def _allowed(wishes: Wishes, fits, budget: float | None) -> tuple[Callable[[int], bool], str]:
-    """Which cutoffs the recipe may take (the one given; those that fit the budget; up to 8192), and why."""
+    """Which cutoffs the recipe may take (the one given; those that fit the budget, else up to 8192; at most
+    --max-cutoff), and why: what binds."""
     from ..tokens import CUTOFF_CAP
 
     explicit, source = wishes.cutoff
     if explicit:
         return (lambda c: c <= explicit), f"{source} {explicit}"
     if fits is not None:
-        return (lambda c: fits(c).fits), f"the most that fits {budget:g} GB"
-    return (lambda c: c <= CUTOFF_CAP), f"the cap of {CUTOFF_CAP} without a GPU budget (--gpu-memory)"
+        ok, why = (lambda c: fits(c).fits), f"the most that fits {budget:g} GB"
+    else:
+        ok, why = (lambda c: c <= CUTOFF_CAP), f"the cap of {CUTOFF_CAP} without a GPU budget (--gpu-memory)"
+    top = wishes.max_cutoff
+    if top is None:
+        return ok, why
+    return (lambda c: c <= top and ok(c)), (f"--max-cutoff {top}" if ok(top) else why)
 
 
 def budget_cap(allowed: Callable[[int], bool], need: int, step: int = 256) -> int | None:
@@ -362,20 +383,21 @@ def budget_cap(allowed: Callable[[int], bool], need: int, step: int = 256) -> in
 
 def choose_cutoff(lengths: Lengths | None, wishes: Wishes, allowed: Callable[[int], bool], cap_why: str, preset: int) -> int:
     """The cutoff given, else the preset's when the lengths are unknown, else :func:`tokens.cutoff_for` the
-    longest row capped by what is ``allowed``. Rows over that cap stop here (QfkError naming the filter)."""
+    longest row capped by what is ``allowed``. Rows over that cap stop here (:class:`LongRows`, naming the
+    filter), and rows over a cutoff given when they are to be dropped (``wishes.drop_long``)."""
     from ..tokens import cutoff_for
 
     explicit, _ = wishes.cutoff
-    if explicit:
-        return explicit
     if lengths is None:
-        return preset
+        return explicit or preset
+    if explicit and not wishes.drop_long:
+        return explicit
     need = cutoff_for(lengths.longest, None)
-    cutoff = cutoff_for(lengths.longest, budget_cap(allowed, need) or need)
+    cutoff = explicit or cutoff_for(lengths.longest, budget_cap(allowed, need) or need)
     over = lengths.over(cutoff)
     if over:
-        raise QfkError(f"{_over_count(over, lengths)} longer than cutoff_len {cutoff} ({cap_why}); the longest has "
-                       f"{lengths.longest} tokens", _filter_hint(over, cutoff))
+        raise LongRows(f"{_over_count(over, lengths)} longer than cutoff_len {cutoff} ({cap_why}); the longest has "
+                       f"{lengths.longest} tokens", _filter_hint(over, cutoff), over=over, cutoff=cutoff, lengths=lengths)
     return cutoff
 
 
@@ -389,9 +411,11 @@ def _filter_command(over: dict[str, int], cutoff: int) -> str:
 
 
 def _filter_hint(over: dict[str, int], cutoff: int) -> str:
-    """The command that drops the rows over ``cutoff`` (registering NAME__max<cutoff>), or keeping them cut."""
+    """The command that drops the rows over ``cutoff`` (registering NAME__max<cutoff>), recipe new doing it
+    (--drop-long), or keeping them cut."""
     names = ",".join(f"{name}__max{cutoff}" for name in over)
-    return f"{_filter_command(over, cutoff)}, then --dataset {names}; or let LLaMA-Factory cut them: --cutoff-len {cutoff}"
+    return (f"{_filter_command(over, cutoff)}, then --dataset {names}; or let recipe new drop them: --drop-long; "
+            f"or let LLaMA-Factory cut them: --cutoff-len {cutoff}")
 
 
 def _cutoff_lines(sz: Sizing, cutoff: int, lengths: Lengths | None, unmeasured: str, wishes: Wishes) -> None:
@@ -409,7 +433,7 @@ def _cutoff_lines(sz: Sizing, cutoff: int, lengths: Lengths | None, unmeasured: 
     held = f"holds {lengths.rows_text()}, longest {lengths.longest} tokens"
     if over:
         held = (f"{_over_count(over, lengths)} longer (longest {lengths.longest} tokens) and get cut; "
-                f"to drop them instead: {_filter_command(over, cutoff)}")
+                f"to drop them instead: --drop-long, or {_filter_command(over, cutoff)}")
     elif cutoff > cutoff_for(lengths.longest, None) and not explicit:
         held += " (packing packs into cutoff_len - 1 tokens)"
     sz.comments["cutoff_len"] = (f"{source}: cuts {sum(over.values())} rows" if over
@@ -478,7 +502,7 @@ def fit_budget(shape: memory.ModelShape | None, args: dict, lengths: Lengths | N
         more = "" if explicit else "; or, for the machine you will train on: --gpu-memory GB --gpus N"
         raise QfkError(f"{shape.name} {memory_method(args)} does not fit {budget:g} GB ({source}): even per-device batch "
                        f"{result.batch} x accumulation {result.accum}, liger {'on' if result.liger else 'off'}, needs about "
-                       f"{result.estimate.needed_gb:.1f} GB", "; ".join(result.suggestions) + more)
+                       f"{result.estimate.needed_gb:.1f} GB {result.estimate.allocator}", "; ".join(result.suggestions) + more)
     return result
 
 
