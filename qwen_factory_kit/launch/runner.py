@@ -205,7 +205,7 @@ def _missing_shipped_file(args: dict) -> bool:
 def _ensure_shipped_files(args: dict) -> None:
     """A recipe that names a shipped DeepSpeed config gets it written if it is missing."""
     if _missing_shipped_file(args):
-        from . import deepspeed_config
+        from ..recipe.presets import deepspeed_config
 
         ds = Path(args["deepspeed"])
         src = deepspeed_config(ds.name)

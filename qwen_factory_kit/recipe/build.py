@@ -635,7 +635,7 @@ def _extra_files(args: dict) -> dict[str, str]:
     """Files the recipe refers to that the kit ships: {path in recipe: packaged source}."""
     ds = args.get("deepspeed")
     if isinstance(ds, str) and ds.startswith("deepspeed/") and Path(ds).name in presets.DEEPSPEED.values():
-        from ..launch import deepspeed_config
+        from .presets import deepspeed_config
 
         return {ds: str(deepspeed_config(Path(ds).name))}
     return {}

@@ -177,7 +177,7 @@ def set_aside_findings(args: dict, set_aside: list[str], machine: Machine) -> li
 
 def _deepspeed_fix(ds: Path) -> str:
     """The kit's own copy when the recipe names a shipped config (``deepspeed/ds_z3_config.json``)."""
-    from ..launch import DEEPSPEED_DIR
+    from .presets import DEEPSPEED_DIR
 
     shipped = DEEPSPEED_DIR / ds.name
     if ds.parent.name == "deepspeed" and shipped.is_file():

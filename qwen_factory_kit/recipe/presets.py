@@ -55,13 +55,23 @@ SAMPLING = {
 #: New tokens to generate when predicting: reasoning needs room for the think block.
 MAX_NEW_TOKENS = {True: 4096, False: 1024}
 
-#: DeepSpeed configs shipped in ``qwen_factory_kit/launch/deepspeed`` (the LLaMA-Factory wheel has none).
+#: DeepSpeed configs shipped in ``qwen_factory_kit/recipe/deepspeed`` (the LLaMA-Factory wheel has none).
 DEEPSPEED = {
     "z2": "ds_z2_config.json",
     "z2_offload": "ds_z2_offload_config.json",
     "z3": "ds_z3_config.json",
     "z3_offload": "ds_z3_offload_config.json",
 }
+DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
+
+
+def deepspeed_config(name: str) -> Path:
+    """A shipped DeepSpeed config by file name (``ds_z3_config.json`` ...)."""
+    path = DEEPSPEED_DIR / name
+    if not path.is_file():
+        names = ", ".join(sorted(p.name for p in DEEPSPEED_DIR.glob("*.json")))
+        raise QfkError(f"the kit ships no DeepSpeed config named {name}", f"choose one of: {names}")
+    return path
 #: The ``--deepspeed`` choice that turns DeepSpeed off, even where the method's default uses it.
 NO_DEEPSPEED = "none"
 #: The ``--adapter`` value (``--base``) for the base model with no adapter; ``null`` reads the same.
