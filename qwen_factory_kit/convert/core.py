@@ -36,7 +36,7 @@ import orjson
 
 from .. import __version__
 from ..errors import QfkError
-from ..io.atomic import AtomicFile, atomic_write_bytes, sha256_file
+from ..io.atomic import AtomicFile, atomic_write_bytes, sha256_file, sweep_stale_temps
 from ..io.readers import BadRecord, Batch, TableFile
 from ..io.sources import ResolvedSource, resolve_source, table_files
 from ..think import EMPTY_STYLES, ThinkTagError, ThinkTally, find_special_tokens, has_think_tags, normalize_response
@@ -431,6 +431,8 @@ class _Outputs:
 
     def __init__(self, paths: dict[str, Path], plan: SplitPlan | None):
         self.plan = plan
+        for folder in {p.parent for p in paths.values()}:  # what killed runs left behind
+            sweep_stale_temps(folder)
         self.files = {s: AtomicFile(paths[s]) for s in (plan.names if plan else ["train"])}
         self.rejects = AtomicFile(paths["rejects"])
         self.staging = Staging(paths["train"].parent) if plan else None
