@@ -68,6 +68,14 @@ def temps(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if TEMP_RE.match(p.name))
 
 
+def rows_accounted(data: Path, n: int) -> bool:
+    """Every source row of med is in a split file or the rejects file, as the manifest counts them."""
+    counts = json.loads((data / "med.manifest.json").read_text())["counts"]
+    lines = {name: len((data / name).read_bytes().splitlines()) for name in ("med.jsonl", "med_val.jsonl", "med.rejects.jsonl")}
+    return (counts["read"] == n == counts["written"] + counts["rejected"]
+            and lines["med.jsonl"] + lines["med_val.jsonl"] == counts["written"] and lines["med.rejects.jsonl"] == counts["rejected"])
+
+
 def registry_bytes(entries: dict) -> bytes:
     """dataset_info.json as the registry writes it."""
     return (json.dumps(entries, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
@@ -196,7 +204,7 @@ def test_sigkill_during_convert_leaves_each_file_whole(tmp_path):
         temps_left += len(temps(data))
     assert main([str(a) for a in convert_args(src[0], data)]) == 0
     after = shas(data)
-    lost += after != states[0]
+    lost += after != states[0] or not rows_accounted(data, 20_000)
     record("SIGKILL during qfk convert", landed, landed - lost, lost)
     assert lost == 0 and landed == KILLS, (landed, lost)
     assert temps_left > 0 and temps(data) == []  # what the killed runs left was swept by the next one

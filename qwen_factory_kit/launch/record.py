@@ -8,7 +8,7 @@ begins (steps, world size, resumed checkpoint) and at the end (status, metrics, 
 No secret is written: of the environment only the variables named in :data:`RECORDED_ENV` are
 kept (never one whose name holds TOKEN, KEY, SECRET, PASSWORD...), and the value of every recipe
 argument or override named like a secret (``hf_hub_token``, ``swanlab_api_key``...) is replaced by
-:data:`REDACTED` in the arguments, overrides, command and recipe text.
+``<redacted>`` in the arguments, overrides, command and recipe text (:mod:`qwen_factory_kit.redact`).
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ import datetime as _dt
 import json
 import os
 import platform
-import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..redact import SECRET_ENV, redact, redact_assignments, redact_recipe_text
+
 RECORD_NAME = "qfk_run.json"
 PACKAGES = ("qwen_factory_kit", "llamafactory", "torch", "transformers", "peft", "trl", "datasets", "accelerate",
             "deepspeed", "bitsandbytes", "flash_attn")
-
 
 #: the environment variables a run record keeps, with their values: what decides the devices, the
 #: processes, the distributed setup and the hubs of a run. No other variable is recorded.
@@ -39,49 +39,11 @@ RECORDED_ENV = (
     "USE_OPENMIND_HUB", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "DISABLE_VERSION_CHECK",
     "LLAMAFACTORY_VERBOSITY", "QFK_DATA_DIR",
 )
-REDACTED = "<redacted>"
-_SECRET_ENV = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
-_SECRET_WORDS = ("secret", "password", "passwd", "credential", "credentials", "auth")
-_YAML_LINE = re.compile(r"^(\s*([A-Za-z_][\w.\-]*)\s*:[ \t]*)(\S[^\r\n]*)")
 
 
 def recorded_environment(environ: dict) -> dict:
     """The variables of :data:`RECORDED_ENV` set in ``environ``, never one named like a secret."""
-    return {k: environ[k] for k in RECORDED_ENV if k in environ and not _SECRET_ENV.search(k)}
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether an argument named ``name`` holds a secret: it ends in token/key/secret/password
-    (``hf_hub_token``, ``swanlab_api_key``) or has such a word (``ignore_pad_token_for_loss`` does not)."""
-    parts = [p for p in re.split(r"[^a-z0-9]+", str(name).lower()) if p]
-    return bool(parts) and (parts[-1].endswith(("token", "key", "secret", "password", "passwd"))
-                            or any(p in _SECRET_WORDS for p in parts))
-
-
-def redact(value: Any) -> Any:
-    """``value`` (arguments, nested) with the value of every key named like a secret replaced."""
-    if isinstance(value, dict):
-        return {k: REDACTED if is_secret_name(k) and v not in (None, "") else redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
-def redact_assignments(items: list[str]) -> list[str]:
-    """``KEY=VALUE`` overrides (or any argv) with the value of a secret KEY replaced."""
-    return [f"{item.split('=', 1)[0]}={REDACTED}" if "=" in item and is_secret_name(item.split("=", 1)[0]) else item
-            for item in items]
-
-
-def redact_recipe_text(text: str) -> str:
-    """A recipe's text with the value of every ``key: value`` line of a secret key replaced."""
-    def line(text_line: str) -> str:
-        found = _YAML_LINE.match(text_line)
-        if found is None or not is_secret_name(found[2]):
-            return text_line
-        return found[1] + REDACTED + text_line[found.end():]
-
-    return "".join(line(l) for l in text.splitlines(keepends=True))
+    return {k: environ[k] for k in RECORDED_ENV if k in environ and not SECRET_ENV.search(k)}
 
 
 def is_rank_zero() -> bool:
