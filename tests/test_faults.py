@@ -211,6 +211,45 @@ def test_sigkill_during_convert_leaves_each_file_whole(tmp_path):
     print(f"convert: {landed} kills, {mixed} between two renames, {temps_left} temporary files seen after them, then swept")
 
 
+def _killed_after_renames(argv: list, renames: int) -> None:
+    """qfk ARGV that SIGKILLs itself right after its first ``renames`` atomic renames."""
+    real, done = os.replace, []
+
+    def rename_then_die(src, dst):
+        real(src, dst)
+        done.append(dst)
+        if len(done) == renames:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = rename_then_die
+    _cli(argv)
+
+
+@pytest.mark.slow
+def test_sigkill_between_the_renames_of_one_conversion(tmp_path):
+    """The files of one conversion are renamed one after the other: a kill between two renames
+    leaves each file whole, the first ones new and the rest (the manifest last) old; the manifest's
+    sha256 of each output tells which. The next run completes them."""
+    src = [medical_rows(tmp_path / "src" / "a.jsonl", 2_000, 1), medical_rows(tmp_path / "src" / "b.jsonl", 2_000, 2)]
+    data = tmp_path / "data"
+    states = []
+    for s in src:
+        assert main([str(a) for a in convert_args(s, data)]) == 0
+        states.append(shas(data))
+    lost = 0
+    for renames in (1, 2, 3):  # train, then val, then rejects; the manifest comes last
+        assert killed(_killed_after_renames, (convert_args(src[0], data), renames), 60) is False  # it killed itself
+        now = shas(data)
+        order = ["med.jsonl", "med_val.jsonl", "med.rejects.jsonl", "med.manifest.json"]
+        expected = {n: states[0][n] if order.index(n) < renames else states[1][n] for n in order}
+        lost += now != {**expected, INFO_NAME: states[1][INFO_NAME]}
+        manifest = json.loads((data / "med.manifest.json").read_text())
+        lost += manifest["outputs"]["train"]["sha256"] == now["med.jsonl"]  # the old manifest does not vouch for the new file
+        assert main([str(a) for a in convert_args(src[1], data)]) == 0  # back to b
+    record("SIGKILL between the renames of a conversion", 3, 3 - lost, lost)
+    assert lost == 0 and temps(data) == []
+
+
 def _registry_states(base: list[str], prefix: str, n: int) -> list[list[str]]:
     """The key lists dataset_info.json goes through in :func:`_registry_commands`."""
     keys, states = list(base), [list(base)]

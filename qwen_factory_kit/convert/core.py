@@ -366,10 +366,10 @@ def run_conversion(
 
     hasher = _Hasher(records.paths)
     hasher.start()
-    sink = _Outputs(paths, plan)
     res = ConvertResult(converter.name, name, paths["train"], paths["rejects"], paths["manifest"],
                         formatting=converter.formatting, ranking=converter.ranking, columns=converter.columns(),
                         tags=converter.tags(), token_limit=tokens.settings() if tokens else {})
+    sink = _Outputs(paths, plan)
     try:
         _write_rows(converter, records, sink, res, selector, _Screen(converter, dedup, tokens),
                     _Bar(total, src.spec) if progress else None)
@@ -433,9 +433,17 @@ class _Outputs:
         self.plan = plan
         for folder in {p.parent for p in paths.values()}:  # what killed runs left behind
             sweep_stale_temps(folder)
-        self.files = {s: AtomicFile(paths[s]) for s in (plan.names if plan else ["train"])}
-        self.rejects = AtomicFile(paths["rejects"])
-        self.staging = Staging(paths["train"].parent) if plan else None
+        self.files: dict[str, AtomicFile] = {}
+        self.rejects: AtomicFile | None = None
+        self.staging: Staging | None = None
+        try:
+            for s in plan.names if plan else ["train"]:
+                self.files[s] = AtomicFile(paths[s])
+            self.rejects = AtomicFile(paths["rejects"])
+            self.staging = Staging(paths["train"].parent) if plan else None
+        except BaseException:  # Ctrl-C or a full disk while opening them: no temporary file stays
+            self.abort()
+            raise
         self.reasons: Counter = Counter()
         self.split_rows: Counter = Counter()  # output rows per split
         self.split_units: Counter = Counter()  # source rows per split
@@ -476,7 +484,8 @@ class _Outputs:
     def abort(self) -> None:
         for fh in self.files.values():
             fh.abort()
-        self.rejects.abort()
+        if self.rejects is not None:
+            self.rejects.abort()
         self._close_staging()
 
     def _close_staging(self) -> None:
