@@ -7,23 +7,24 @@
   ``dataset_info.json.bak`` and replaces the file atomically (temp file + fsync + rename).
 * Entries written by the user or other tools are kept exactly (values and key order). A malformed
   file is reported with line and column and never overwritten.
+* Removing a dataset removes the entries that belong to it (its splits, its mix and filter
+  entries) unless asked for one entry only, and never deletes a file a remaining entry uses.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
 from .catalog import resource_dir
 from .errors import QfkError
-from .io.atomic import atomic_write_bytes
+from .io.atomic import atomic_write_bytes, sweep_stale_temps
 from .lfformat import ALPACA_DEFAULTS, PLUGIN_FORMATTINGS, SHAREGPT_TAGS, turn_problem
 from .workspace import data_dir as resolve_data_dir
 
@@ -147,21 +148,26 @@ class Registry:
                            "fix it by hand; it was left untouched")
         return data
 
-    def update(self, change: Callable[[dict], Any]) -> Any:
-        """Apply ``change`` to the entries under the lock and write the result atomically."""
+    def update(self, change: Callable[[dict], Any], *, after: Callable[[Any], None] | None = None) -> Any:
+        """Apply ``change`` to the entries under the lock and write the result atomically (the
+        previous file kept as ``.bak``, written atomically too); then ``after(result)``, still
+        under the lock. Temporary files of killed processes are swept first."""
         from filelock import FileLock, Timeout
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             with FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S):
+                sweep_stale_temps(self.data_dir)
                 data = self.read()
                 before = json.dumps(data, ensure_ascii=False, indent=2)
                 result = change(data)
-                after = json.dumps(data, ensure_ascii=False, indent=2)
-                if after != before or not self.path.exists():
+                text = json.dumps(data, ensure_ascii=False, indent=2)
+                if text != before or not self.path.exists():
                     if self.path.exists():
-                        shutil.copyfile(self.path, str(self.path) + ".bak")
-                    atomic_write_bytes(self.path, (after + "\n").encode("utf-8"))
+                        atomic_write_bytes(str(self.path) + ".bak", self.path.read_bytes())
+                    atomic_write_bytes(self.path, (text + "\n").encode("utf-8"))
+                if after is not None:
+                    after(result)
                 return result
         except Timeout:
             raise QfkError(f"another process holds {self.path}.lock for more than {LOCK_TIMEOUT_S}s",
@@ -201,21 +207,22 @@ class Registry:
         pa, pb = resolve_file(a, self.data_dir), resolve_file(b, self.data_dir)
         return pa is not None and pb is not None and pa.resolve() == pb.resolve()
 
-    def remove(self, name: str, *, delete_files: bool = False) -> dict:
-        def change(data: dict) -> dict:
+    def remove(self, name: str, *, only: bool = False, delete_files: bool = False) -> "Removal":
+        """Remove dataset ``name`` and the entries that belong to it (:func:`related_names`), or with
+        ``only`` that one entry. ``delete_files``: also delete their files (:func:`entry_files`),
+        except those a remaining entry uses (after the registry is written, under its lock)."""
+
+        def change(data: dict) -> Removal:
             if name not in data:
                 raise QfkError(f"no dataset '{name}' in {self.path}", "list them with: qfk datasets list")
-            return data.pop(name)
+            related = related_names(name, data, self.data_dir)
+            removed = {n: data.pop(n) for n in ([name] if only else [name, *related])}
+            return Removal(removed, left=related if only else [], remaining=data)
 
-        entry = self.update(change)
-        if delete_files:
-            path = resolve_file(entry, self.data_dir)
-            if path is not None and path.is_file():
-                stem = path.with_suffix("")
-                for p in (path, stem.with_name(stem.name + ".rejects.jsonl"), stem.with_name(stem.name + ".manifest.json")):
-                    if p.exists():
-                        p.unlink()
-        return entry
+        def delete(removal: Removal) -> None:
+            removal.delete_unused(self.data_dir)
+
+        return self.update(change, after=delete if delete_files else None)
 
     def get(self, name: str) -> dict:
         data = self.read()
@@ -229,6 +236,86 @@ class Registry:
 def split_name(name: str, split: str) -> str:
     """The registered name of a conversion's split: NAME, NAME_val, NAME_test."""
     return name if split == "train" else f"{name}_{split}"
+
+
+# ---------------------------------------------------------------------------------------------
+# qfk datasets remove: a dataset's related entries, and the files still in use
+# ---------------------------------------------------------------------------------------------
+#: the suffixes of the entries made from a dataset: a mix entry (NAME__nN), a filtered one (NAME__max<N>)
+_DERIVED_SUFFIX = r"(?:__n[1-9][0-9]*|__max[1-9][0-9]*)+"
+
+
+def _split_file(path: Path, split: str) -> Path:
+    stem = path.with_suffix("")
+    return stem.with_name(f"{stem.name}_{split}{path.suffix}")
+
+
+def related_names(name: str, data: dict, data_dir: Path) -> list[str]:
+    """The entries that belong to dataset ``name``, in registry order: its splits NAME_val and
+    NAME_test (when they point to NAME's split files, as ``qfk convert`` wrote them), and the mix
+    and filter entries (``__nN``, ``__max<N>``, in any chain) of NAME and of those splits."""
+    bases = [name]
+    own = resolve_file(data[name], data_dir) if isinstance(data.get(name), dict) else None
+    for split in ("val", "test"):
+        entry = data.get(split_name(name, split))
+        path = resolve_file(entry, data_dir) if isinstance(entry, dict) else None
+        if own is not None and path is not None and path.resolve() == _split_file(own, split).resolve():
+            bases.append(split_name(name, split))
+    splits = bases[1:]
+    derived = re.compile(f"^(?:{'|'.join(map(re.escape, bases))}){_DERIVED_SUFFIX}$")
+    return [n for n in data if n in splits or derived.match(n)]
+
+
+def entry_files(entry: Any, data_dir: Path) -> list[Path]:
+    """The local files an entry uses: its data file (or folder), and for a converted file the
+    manifest and rejects of its conversion (NAME_val.jsonl shares NAME's)."""
+    path = resolve_file(entry, data_dir) if isinstance(entry, dict) else None
+    if path is None:
+        return []
+    files = [path]
+    manifest = manifest_path(path) if path.is_file() else None
+    if manifest is not None:
+        files += [manifest, manifest.with_name(manifest.name.removesuffix(".manifest.json") + ".rejects.jsonl")]
+    return files
+
+
+def file_users(data: dict, data_dir: Path) -> dict[Path, str]:
+    """Every file (or folder) the entries of ``data`` use -> the first entry that uses it."""
+    users: dict[Path, str] = {}
+    for name, entry in data.items():
+        for path in entry_files(entry, data_dir):
+            users.setdefault(path.resolve(), name)
+    return users
+
+
+@dataclass
+class Removal:
+    """What :meth:`Registry.remove` removed, deleted, and kept."""
+
+    removed: dict[str, dict]                  # name -> its entry; the name asked for first
+    left: list[str] = field(default_factory=list)   # with only: the related entries still registered
+    remaining: dict = field(default_factory=dict, repr=False)  # the registry after the removal
+    deleted: list[Path] = field(default_factory=list)
+    kept: dict[Path, str] = field(default_factory=dict)  # a file not deleted -> a remaining entry that uses it
+
+    def delete_unused(self, data_dir: Path) -> None:
+        """Delete the removed entries' files (never a folder), keeping those a remaining entry uses."""
+        users = file_users(self.remaining, data_dir)
+        for entry in self.removed.values():
+            for path in entry_files(entry, data_dir):
+                if not path.is_file() or path in self.deleted or path in self.kept:
+                    continue
+                key = path.resolve()
+                user = users.get(key) or next((u for folder, u in users.items() if folder in key.parents), None)
+                if user is not None:
+                    self.kept[path] = user
+                else:
+                    path.unlink()
+                    self.deleted.append(path)
+
+    def as_dict(self) -> dict:
+        return {"removed": self.removed, "still_registered": self.left, "deleted": [str(p) for p in self.deleted],
+                "kept": {str(p): user for p, user in self.kept.items()}}
 
 
 def check_names_free(name: str, outputs: dict[str, Path], *, data_dir: str | os.PathLike | None = None,
@@ -436,9 +523,10 @@ def add_path(reg: Registry, path: Path, name: str, *, formatting: str | None = N
             ranking = bool(rows) and "chosen" in rows[0] and "rejected" in rows[0]
     entry = build_entry(file_name_for(path, reg.data_dir), formatting=formatting, ranking=bool(ranking), columns=cols,
                         tags=ds.get("tags"))
-    reg.add(name, entry, force=force)
+    validate_entry(name, entry)
+    reg.check_free({name: path}, force=force)
     problems = [f for f in check_entry(name, entry, reg.data_dir) if f.severity == "error"]
-    if problems:
-        reg.remove(name)
+    if problems:  # checked before writing: a refused file leaves the registry (and an entry it would replace) as it was
         raise QfkError(f"'{path}' does not match the entry: {problems[0].message}; nothing was registered", problems[0].fix)
+    reg.add(name, entry, force=force)
     return entry

@@ -89,3 +89,12 @@ def tiny_model() -> Path:
 def isolated_data_dir(tmp_path, monkeypatch):
     """Every test registers into its own data dir, never the checkout's ./data."""
     monkeypatch.setenv("QFK_DATA_DIR", str(tmp_path / "data"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line of the fault tests' counts (tests/reliability.py), when any ran."""
+    from reliability import summary_line
+
+    line = summary_line()
+    if line:
+        terminalreporter.write_line(line)

@@ -180,21 +180,38 @@ def filter_(name, max_tokens, template, enable_thinking, new_name, force, data_d
 
 @datasets_group.command("remove")
 @click.argument("name")
-@click.option("--delete-files", is_flag=True, help="Also delete the data file and its .rejects.jsonl / .manifest.json.")
+@click.option("--only", is_flag=True, help="Remove NAME's entry alone; its splits, mix and filter entries stay registered.")
+@click.option("--delete-files", is_flag=True,
+              help="Also delete the data files and their .rejects.jsonl / .manifest.json (never one a remaining entry uses).")
 @data_dir_option
-def remove(name, delete_files, data_dir):
-    """Remove an entry (the data stays unless --delete-files).
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed, deleted and kept as JSON.")
+def remove(name, only, delete_files, data_dir, as_json):
+    """Remove dataset NAME with the entries that belong to it: its splits (NAME_val, NAME_test) and
+    its mix and filter entries (NAME__nN, NAME__max<N>). The data stays unless --delete-files; a
+    file another remaining entry still uses is never deleted.
 
     \b
     Examples:
-      qfk datasets remove old_data
+      qfk datasets remove old_data                    # also old_data_val, old_data__n500, ...
       qfk datasets remove old_data --delete-files
+      qfk datasets remove old_data__n500 --only       # just the mix entry
     """
     from ..registry import Registry
 
     reg = Registry.at(data_dir)
-    entry = reg.remove(name, delete_files=delete_files)
-    console().print(f"removed {name} ({entry.get('file_name')}){' and its files' if delete_files else ''}")
+    removal = reg.remove(name, only=only, delete_files=delete_files)
+    if as_json:
+        emit_json(removal.as_dict())
+        return
+    out = console()
+    for n, entry in removal.removed.items():
+        out.print(f"removed {n} ({entry.get('file_name') or 'no local file'})" if isinstance(entry, dict) else f"removed {n}")
+    for path in removal.deleted:
+        out.print(f"deleted {path}")
+    for path, user in removal.kept.items():
+        out.print(f"kept {path}: dataset {user} still uses it")
+    if removal.left:
+        out.print(f"still registered: {', '.join(removal.left)} (remove one with: qfk datasets remove {removal.left[0]})")
 
 
 @datasets_group.command("catalog")

@@ -36,7 +36,7 @@ import orjson
 
 from .. import __version__
 from ..errors import QfkError
-from ..io.atomic import AtomicFile, atomic_write_bytes, sha256_file
+from ..io.atomic import AtomicFile, atomic_write_bytes, sha256_file, sweep_stale_temps
 from ..io.readers import BadRecord, Batch, TableFile
 from ..io.sources import ResolvedSource, resolve_source, table_files
 from ..think import EMPTY_STYLES, ThinkTagError, ThinkTally, find_special_tokens, has_think_tags, normalize_response
@@ -366,10 +366,10 @@ def run_conversion(
 
     hasher = _Hasher(records.paths)
     hasher.start()
-    sink = _Outputs(paths, plan)
     res = ConvertResult(converter.name, name, paths["train"], paths["rejects"], paths["manifest"],
                         formatting=converter.formatting, ranking=converter.ranking, columns=converter.columns(),
                         tags=converter.tags(), token_limit=tokens.settings() if tokens else {})
+    sink = _Outputs(paths, plan)
     try:
         _write_rows(converter, records, sink, res, selector, _Screen(converter, dedup, tokens),
                     _Bar(total, src.spec) if progress else None)
@@ -431,9 +431,19 @@ class _Outputs:
 
     def __init__(self, paths: dict[str, Path], plan: SplitPlan | None):
         self.plan = plan
-        self.files = {s: AtomicFile(paths[s]) for s in (plan.names if plan else ["train"])}
-        self.rejects = AtomicFile(paths["rejects"])
-        self.staging = Staging(paths["train"].parent) if plan else None
+        for folder in {p.parent for p in paths.values()}:  # what killed runs left behind
+            sweep_stale_temps(folder)
+        self.files: dict[str, AtomicFile] = {}
+        self.rejects: AtomicFile | None = None
+        self.staging: Staging | None = None
+        try:
+            for s in plan.names if plan else ["train"]:
+                self.files[s] = AtomicFile(paths[s])
+            self.rejects = AtomicFile(paths["rejects"])
+            self.staging = Staging(paths["train"].parent) if plan else None
+        except BaseException:  # Ctrl-C or a full disk while opening them: no temporary file stays
+            self.abort()
+            raise
         self.reasons: Counter = Counter()
         self.split_rows: Counter = Counter()  # output rows per split
         self.split_units: Counter = Counter()  # source rows per split
@@ -474,7 +484,8 @@ class _Outputs:
     def abort(self) -> None:
         for fh in self.files.values():
             fh.abort()
-        self.rejects.abort()
+        if self.rejects is not None:
+            self.rejects.abort()
         self._close_staging()
 
     def _close_staging(self) -> None:

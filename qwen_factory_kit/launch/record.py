@@ -2,8 +2,13 @@
 
 Written by rank 0 only: at the start (recipe and its sha256, overrides, resolved arguments, the
 datasets' registry entries and qfk manifests with their file hashes, package versions, git state
-of the working folder, host, PYTORCH_CUDA_ALLOC_CONF), when training begins (steps, world size,
-resumed checkpoint) and at the end (status, metrics, files, timings).
+of the working folder, host, the environment variables of :data:`RECORDED_ENV`), when training
+begins (steps, world size, resumed checkpoint) and at the end (status, metrics, files, timings).
+
+No secret is written: of the environment only the variables named in :data:`RECORDED_ENV` are
+kept (never one whose name holds TOKEN, KEY, SECRET, PASSWORD...), and the value of every recipe
+argument or override named like a secret (``hf_hub_token``, ``swanlab_api_key``...) is replaced by
+``<redacted>`` in the arguments, overrides, command and recipe text (:mod:`qwen_factory_kit.redact`).
 """
 
 from __future__ import annotations
@@ -18,11 +23,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..redact import SECRET_ENV, redact, redact_assignments, redact_recipe_text
+
 RECORD_NAME = "qfk_run.json"
-#: environment variables of the training process kept in the record (qfk train sets the allocator's)
-RECORDED_ENV = ("PYTORCH_CUDA_ALLOC_CONF",)
 PACKAGES = ("qwen_factory_kit", "llamafactory", "torch", "transformers", "peft", "trl", "datasets", "accelerate",
             "deepspeed", "bitsandbytes", "flash_attn")
+
+#: the environment variables a run record keeps, with their values: what decides the devices, the
+#: processes, the distributed setup and the hubs of a run. No other variable is recorded.
+RECORDED_ENV = (
+    "CUDA_VISIBLE_DEVICES", "ASCEND_RT_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "NNODES", "NODE_RANK", "NPROC_PER_NODE",
+    "MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "FORCE_TORCHRUN", "RDZV_ID",
+    "MIN_NNODES", "MAX_NNODES", "MAX_RESTARTS", "OMP_NUM_THREADS", "PYTORCH_CUDA_ALLOC_CONF", "NCCL_P2P_DISABLE",
+    "NCCL_IB_DISABLE", "NCCL_SOCKET_IFNAME", "NCCL_DEBUG", "TORCH_NCCL_AVOID_RECORD_STREAMS", "USE_MODELSCOPE_HUB",
+    "USE_OPENMIND_HUB", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "DISABLE_VERSION_CHECK",
+    "LLAMAFACTORY_VERBOSITY", "QFK_DATA_DIR",
+)
+
+
+def recorded_environment(environ: dict) -> dict:
+    """The variables of :data:`RECORDED_ENV` set in ``environ``, never one named like a secret."""
+    return {k: environ[k] for k in RECORDED_ENV if k in environ and not SECRET_ENV.search(k)}
 
 
 def is_rank_zero() -> bool:
@@ -98,19 +119,21 @@ class RunRecord:
             "status": "starting",
             "started": now(),
             "recipe": None,
-            "overrides": overrides,
-            "args": args,
-            "command": [sys.executable, *argv],
+            "overrides": redact_assignments(overrides),
+            "args": redact(args),
+            "command": redact_assignments([sys.executable, *argv]),
             "cwd": os.getcwd(),
             "host": socket.gethostname(),
-            "env": {k: os.environ.get(k) for k in RECORDED_ENV},
+            "env": {"PYTORCH_CUDA_ALLOC_CONF": os.environ.get("PYTORCH_CUDA_ALLOC_CONF")},  # set by qfk train
             "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "environment": recorded_environment(dict(os.environ)),
         }
         if recipe:
             from ..io.atomic import sha256_file
 
             p = Path(recipe)
-            self.data["recipe"] = {"path": str(p), "sha256": sha256_file(p), "text": p.read_text(encoding="utf-8")}
+            self.data["recipe"] = {"path": str(p), "sha256": sha256_file(p),
+                                   "text": redact_recipe_text(p.read_text(encoding="utf-8"))}
 
     def start(self) -> None:
         if not is_rank_zero():

@@ -21,12 +21,13 @@ import sys
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import QfkError
 from ..findings import Finding, failures
 from ..lfbridge import child_environ
+from ..redact import redact_assignments
 from .callbacks import EVENT_PREFIX
 from .torchrun import Launch, compose
 
@@ -227,7 +228,8 @@ def run_training(recipe: str, overrides: list[str], *, nproc: int | None = None,
     if console is None:
         console = _stderr_console()
     progress = _Progress(console, (console.is_terminal and not verbose) if live is None else live)
-    result = TrainResult(1, str(out), str(out / LOG_NAME), launch.argv, dict(launch.env))
+    shown = replace(launch, argv=redact_assignments(launch.argv))  # what the log and the result show: no token
+    result = TrainResult(1, str(out), str(out / LOG_NAME), shown.argv, dict(launch.env))
     stop_file = Path(tempfile.gettempdir()) / f"qfk-stop-{os.getpid()}-{int(time.time() * 1000)}"
     proc = subprocess.Popen(launch.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env=training_environ(launch, stop_file), start_new_session=True, encoding="utf-8",
@@ -236,8 +238,9 @@ def run_training(recipe: str, overrides: list[str], *, nproc: int | None = None,
     tail: deque[str] = deque(maxlen=40)
     try:
         with open(out / LOG_NAME, "a", encoding="utf-8") as log:
-            log.write(f"\n===== qfk train {recipe} {' '.join(overrides)} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n"
-                      f"===== {launch.describe()}\n")
+            log.write(f"\n===== qfk train {recipe} {' '.join(redact_assignments(overrides))} "
+                      f"({time.strftime('%Y-%m-%d %H:%M:%S')})\n"
+                      f"===== {shown.describe()}\n")
             _follow(proc, log, result, progress, tail, verbose)
         result.returncode = proc.wait()
     finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import QfkError
+from ...redact import secret_keys
 from ..document import MODEL_KEYS, PATH_KEYS, recipe_datasets
 from .format import (
     BUNDLE_JSON,
@@ -70,6 +71,7 @@ def pack(recipe_path: str | os.PathLike, output_zip: str | os.PathLike, *, overr
     recipe = Path(recipe_path)
     overrides = list(overrides or ())
     args = load_recipe(recipe, overrides)
+    _refuse_secrets(recipe, args)
     text = recipe.read_bytes()
     out = _check_names(recipe, Path(output_zip), force)
     warnings = _recipe_warnings(args)
@@ -100,6 +102,15 @@ def _check_names(recipe: Path, out: Path, force: bool) -> Path:
     if out.exists() and not force:
         raise QfkError(f"{out} exists", "choose another -o, or add --force to replace it")
     return out
+
+
+def _refuse_secrets(recipe: Path, args: dict) -> None:
+    """A bundle is made to be shared: a recipe (or override) that sets a token or key is not packed."""
+    found = secret_keys(args)
+    if found:
+        raise QfkError(f"the recipe sets {found[0]}, a secret that a shared bundle would carry: refused, nothing was written",
+                       f"remove {found[0]} from the recipe and the overrides; give it when training "
+                       f"(qfk train {recipe.name} {found[0]}=...) or through the environment (HF_TOKEN)")
 
 
 def _recipe_warnings(args: dict) -> list[str]:
