@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import QfkError
+from ..io.atomic import disk_error
 
 SPLITS = ("train", "val", "test")
 TRAIN, VAL, TEST = 0, 1, 2
@@ -147,11 +148,18 @@ class Staging:
 
     def __init__(self, folder: Path):
         folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
         self.fh = tempfile.TemporaryFile(dir=folder, prefix=".qfk-staging-")
         self.have: Counter = Counter()
 
     def write(self, data: bytes) -> None:
-        self.fh.write(data)
+        try:
+            self.fh.write(data)
+        except OSError as exc:  # a full disk is the user's to fix, not a traceback
+            err = disk_error(exc, self.folder / "(staging for exact splits)")
+            if err is None:
+                raise
+            raise err from exc
 
     @staticmethod
     def unit(split: int, lines: list[bytes]) -> bytes:
