@@ -69,3 +69,12 @@ def write_jsonl(path, rows, *, raw_lines: list[str] | None = None) -> Path:
 def isolated_data_dir(tmp_path, monkeypatch):
     """Every test registers into its own data dir, never the checkout's ./data."""
     monkeypatch.setenv("QFK_DATA_DIR", str(tmp_path / "data"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The reliability suites' one line (tests/hostile_cases.py), when one of them ran."""
+    from hostile_cases import summary_line
+
+    line = summary_line()
+    if line:
+        terminalreporter.write_line(line)
