@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -109,8 +110,6 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 def _lines_of(text: str, key: str) -> str:
     """``lines 3, 9``: where ``"key":`` appears in ``text``."""
-    import re
-
     lines = [text.count("\n", 0, m.start()) + 1 for m in re.finditer(re.escape(json.dumps(key)) + r"\s*:", text)]
     return f"line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines[:4]))}" if lines else "a key written with escapes"
 
