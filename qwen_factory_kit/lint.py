@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from .errors import QfkError
 from .findings import Finding
+from .io.readers import BadRecord
 from .lfformat import ALPACA_DEFAULTS, SHAREGPT_TAGS, turn_problem
 from .think import PROBLEMS, ParsedResponse, ThinkTally, find_special_tokens, has_think_tags, parse_response
 
@@ -42,6 +43,17 @@ RULES: dict[str, tuple[str, str, str]] = {
                    "fix the order, or convert with qfk convert sharegpt (rejects such rows with a reason)"),
     "ends_without_answer": ("error", "the conversation does not end with an assistant turn: LLaMA-Factory drops the row "
                             "('Invalid message count')", "add the answer or remove the trailing user turn"),
+    # rows the reader cannot parse: ids are the readers' reject reasons (qwen_factory_kit.io.readers)
+    "invalid_json": ("error", "the line is not valid JSON: LLaMA-Factory's JSON loader fails on the whole file",
+                     "fix or drop the line (qfk convert rejects it with its reason)"),
+    "encoding_error": ("error", "the line is not valid UTF-8: LLaMA-Factory's JSON loader fails on the whole file",
+                       "save the file as UTF-8 (qfk convert --encoding NAME reads other encodings)"),
+    "not_an_object": ("error", "the row is not a JSON object", "make every line one {...} object"),
+    "cr_line_breaks": ("error", "carriage returns (CR) where line breaks (LF) belong: the rows on this line are not checked",
+                       "convert the line endings, for example: tr '\\r' '\\n' < IN > OUT"),
+    "blank_line": ("warn", "an empty line", "remove it"),
+    "nul_character": ("error", "a NUL character (\\x00) in a field: binary data or a mis-decoded file",
+                      "re-read the source with the right --encoding, or drop the row"),
     "response_not_string": ("error", "the response is not a string: LLaMA-Factory drops the row", "make it a string"),
     "empty_prompt": ("error", "empty prompt", "fill it or drop the row"),
     "empty_response": ("error", "empty response", "fill it or drop the row"),
@@ -214,8 +226,10 @@ def lint_rows(rows: Iterator[tuple[int, Any]], lay: Layout, *, template: str = "
 
 def _row_problems(n: int, row: Any, lay: Layout, seen: _Seen) -> list[Finding]:
     """The turn rule, the rules on each text of the row, then duplicates and conflicting answers."""
+    if type(row) is BadRecord:
+        return [_problem(row.reason if row.reason in RULES else "invalid_json", n, detail=row.detail)]
     if not isinstance(row, dict):
-        return [_problem("missing_column", n, detail="the row is not a JSON object")]
+        return [_problem("not_an_object", n, detail=f"got {type(row).__name__}")]
     out = _sharegpt_order(row, lay, n) if lay.formatting == "sharegpt" else []
     prompt_text, answer_text = [], []
     for kind, name, value in _texts(row, lay):
@@ -237,6 +251,8 @@ def _text_problems(n: int, kind: str, name: str, value: Any, lay: Layout) -> tup
     if not isinstance(value, str):
         return ([_problem("response_not_string", n, name, f"got {type(value).__name__}")] if kind == "response" else []), None
     out = []
+    if "\x00" in value:
+        out.append(_problem("nul_character", n, name))
     if "<|" in value and find_special_tokens(value):
         out.append(_problem("chat_special_tokens", n, name, ", ".join(find_special_tokens(value))))
     if not value.strip():
@@ -289,9 +305,12 @@ def _file_problems(seen: _Seen, template: str, enable_thinking: bool | None) -> 
 
 def resolve_target(target: str, data_dir: str | None) -> tuple[Path, dict | None]:
     """PATH or registered NAME -> (file, registry entry or None)."""
-    from .registry import Registry, manifest_for, resolve_file
+    from .registry import Registry, manifest_for, resolve_file, validate_entry
 
     p = Path(target)
+    if p.is_symlink() and not p.exists():
+        raise QfkError(f"{target} is a symbolic link that leads nowhere (its target is missing, or the links form a loop)",
+                       "point at the data file itself")
     if p.exists():
         reg = Registry.at(data_dir)
         for name, entry in (reg.read().items() if reg.path.exists() else []):
@@ -309,6 +328,7 @@ def resolve_target(target: str, data_dir: str | None) -> tuple[Path, dict | None
     if not reg.path.exists():
         raise QfkError(f"'{target}' is neither a file nor a dataset registered in {reg.path}", "give a path, or --data-dir DIR")
     entry = reg.get(target)
+    validate_entry(target, entry)
     f = resolve_file(entry, reg.data_dir)
     if f is None:
         raise QfkError(f"dataset '{target}' is a hub dataset: download and convert it first", "qfk convert ... then lint the output")
@@ -317,20 +337,26 @@ def resolve_target(target: str, data_dir: str | None) -> tuple[Path, dict | None
     return f, entry
 
 
-def iter_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    from .io.readers import BadRecord, TableFile
+def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(row number, row) of every row; a row the reader cannot parse comes as its :class:`BadRecord`."""
+    from .io.readers import TableFile
 
     files = sorted(x for x in path.iterdir() if x.is_file()) if path.is_dir() else [path]
     for f in files:
         for batch in TableFile(f).batches():
-            for pos, row in zip(batch.positions, batch.rows):
-                yield pos, (None if type(row) is BadRecord else row)
+            yield from zip(batch.positions, batch.rows)
+
+
+def iter_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(row number, row) of every row; None for a row the reader cannot parse."""
+    for pos, row in iter_records(path):
+        yield pos, (None if type(row) is BadRecord else row)
 
 
 def lint(target: str, *, data_dir: str | None = None, template: str = "qwen3", enable_thinking: bool | None = True,
          max_problems: int = 200) -> LintReport:
     path, entry = resolve_target(target, data_dir)
-    rows = iter_rows(path)
+    rows = iter_records(path)
     first = next(rows, None)
     if first is None:
         raise QfkError(f"{path} holds no rows", "check the file")

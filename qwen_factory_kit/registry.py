@@ -117,6 +117,29 @@ def resolve_file(entry: dict, data_dir: Path) -> Path | None:
     return Path(fn) if os.path.isabs(fn) else data_dir / fn
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """``json.loads``'s object hook that refuses a key given twice (json keeps the last silently:
+    a rewrite would lose the first entry)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _lines_of(text: str, key: str) -> str:
+    """``lines 3, 9``: where ``"key":`` appears in ``text``."""
+    lines = [text.count("\n", 0, m.start()) + 1 for m in re.finditer(re.escape(json.dumps(key)) + r"\s*:", text)]
+    return f"line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines[:4]))}" if lines else "a key written with escapes"
+
+
 @dataclass
 class Registry:
     """``DATA_DIR/dataset_info.json`` with locked, validated, atomic updates."""
@@ -135,14 +158,22 @@ class Registry:
         """The current entries (an empty dict when the file does not exist)."""
         if not self.path.exists():
             return {}
-        text = self.path.read_text(encoding="utf-8-sig")
+        try:
+            text = self.path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise QfkError(f"{self.path} is not UTF-8 text ({exc.reason} at byte {exc.start}); it was left untouched",
+                           "save it as UTF-8 (LLaMA-Factory reads it as UTF-8), then run the command again") from None
         if not text.strip():
             return {}
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise QfkError(f"{self.path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}; it was left untouched",
                            f"fix it by hand (the last good version may be in {self.path}.bak), then run the command again") from None
+        except _DuplicateKey as dup:
+            raise QfkError(f"{self.path} holds the key \"{dup.key}\" twice in one object ({_lines_of(text, dup.key)}): "
+                           "JSON keeps only the last one; it was left untouched",
+                           "keep one of them (rename the other), then run the command again") from None
         if not isinstance(data, dict):
             raise QfkError(f"{self.path} must hold a JSON object of dataset entries, not {type(data).__name__}",
                            "fix it by hand; it was left untouched")
@@ -344,15 +375,30 @@ def register_result(result, *, data_dir: str | os.PathLike | None = None, force:
 SAMPLE_ROWS = 2000
 
 
-def _sample_rows(path: Path) -> list[dict]:
+#: reader reject reasons on which LLaMA-Factory's JSON loader fails for the whole file
+UNLOADABLE = ("invalid_json", "encoding_error", "not_an_object")
+
+
+def _sample(path: Path) -> tuple[list[dict], str | None]:
+    """The first :data:`SAMPLE_ROWS` readable rows, and where the first row LLaMA-Factory cannot load
+    is (``line 7: not valid JSON ...``), or None."""
     from .io.readers import BadRecord, TableFile
 
     rows: list[dict] = []
+    unloadable = None
     for batch in TableFile(path).batches():
-        rows.extend(r for r in batch.rows if type(r) is not BadRecord)
+        for pos, r in zip(batch.positions, batch.rows):
+            if type(r) is not BadRecord:
+                rows.append(r)
+            elif unloadable is None and r.reason in UNLOADABLE:
+                unloadable = f"{batch.unit} {pos}: {r.detail}"
         if len(rows) >= SAMPLE_ROWS:
             break
-    return rows[:SAMPLE_ROWS]
+    return rows[:SAMPLE_ROWS], unloadable
+
+
+def _sample_rows(path: Path) -> list[dict]:
+    return _sample(path)[0]
 
 
 def check_entry(name: str, entry: dict, data_dir: Path):
@@ -370,7 +416,13 @@ def check_entry(name: str, entry: dict, data_dir: Path):
     found = _inspectable_file(name, entry, data_dir)
     if not isinstance(found, Path):
         return found
-    rows = _sample_rows(found)
+    try:
+        rows, unloadable = _sample(found)
+    except QfkError as exc:
+        return [Finding("file", "error", name, exc.message, exc.hint or "")]
+    if unloadable:
+        return [Finding("file", "error", name, f"{found} {unloadable}: LLaMA-Factory's JSON loader fails on the whole file",
+                        f"fix or drop that row; qfk convert rejects such rows with a reason (qfk lint {found} lists them all)")]
     if not rows:
         return [Finding("file", "error", name, f"{found} holds no readable rows: 'Cannot find valid samples'", "convert again")]
     out = _column_findings(name, entry, rows)
@@ -499,9 +551,10 @@ def manifest_for(entry: dict, data_dir: Path) -> dict | None:
     if found is None:
         return None
     try:
-        return json.loads(found.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        data = json.loads(found.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def add_path(reg: Registry, path: Path, name: str, *, formatting: str | None = None, ranking: bool | None = None,
@@ -523,6 +576,7 @@ def add_path(reg: Registry, path: Path, name: str, *, formatting: str | None = N
             ranking = bool(rows) and "chosen" in rows[0] and "rejected" in rows[0]
     entry = build_entry(file_name_for(path, reg.data_dir), formatting=formatting, ranking=bool(ranking), columns=cols,
                         tags=ds.get("tags"))
+    reg.read()  # a malformed registry stops the run before the file is read
     validate_entry(name, entry)
     reg.check_free({name: path}, force=force)
     problems = [f for f in check_entry(name, entry, reg.data_dir) if f.severity == "error"]

@@ -154,11 +154,13 @@ def normalize_response(text: str, *, empty: str = "explicit") -> str:
     """Rewrite ``text`` into canonical form; raise :class:`ThinkTagError` when it is malformed.
 
     A bare answer gets the empty block (``empty="explicit"``) or stays bare (``"omit"``); an
-    existing empty block follows the same policy.
+    existing empty block follows the same policy. A blank text has no answer (``think_empty_answer``).
     """
     parsed = parse_response(text)
     if parsed.problem:
         raise ThinkTagError(parsed.problem, parsed.detail)
+    if not parsed.answer.strip():
+        raise ThinkTagError("think_empty_answer", f"{PROBLEMS['think_empty_answer']} (the text is blank)")
     return format_response(parsed.answer, parsed.reasoning, empty=empty)
 
 

@@ -92,8 +92,8 @@ def isolated_data_dir(tmp_path, monkeypatch):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """One line of the fault tests' counts (tests/reliability.py), when any ran."""
-    from reliability import summary_line
+    """The reliability suites' one line (tests/hostile_cases.py), when one of them ran."""
+    from hostile_cases import summary_line
 
     line = summary_line()
     if line:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES, ROOT, write_jsonl
-from reliability import record
+from hostile_cases import record
 
 from qwen_factory_kit.cli.main import main
 from qwen_factory_kit.errors import QfkError

@@ -29,8 +29,9 @@ def lint(ctx, target, template, enable_thinking, data_dir, max_problems, against
     """Find what LLaMA-Factory would drop, truncate or train wrongly, before training.
 
     Every problem comes with its row number, rule id, severity and a fix. Exits 1 when there are
-    errors. Rules: malformed or non-canonical think blocks (including the '<think>\\n\\n<think>'
-    tutorial bug), chat special tokens inside fields, ShareGPT role order, non-string or empty
+    errors. Rules: lines that are not JSON objects (invalid JSON, not UTF-8, CR line breaks),
+    malformed or non-canonical think blocks (including the '<think>\\n\\n<think>' tutorial bug),
+    chat special tokens and NUL characters inside fields, ShareGPT role order, non-string or empty
     fields, duplicates and conflicting answers, mojibake, mixed think modes, and data/template
     combinations that train the wrong thing.
 

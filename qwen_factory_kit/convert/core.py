@@ -89,7 +89,9 @@ def text_field(row: dict, key: str, *, required: bool = True) -> str:
 
 
 def check_text(value: str, key: str, *, prompt: bool) -> str:
-    """Reject chat control tokens anywhere, and think tags in prompt-side fields."""
+    """Reject NUL characters and chat control tokens anywhere, and think tags in prompt-side fields."""
+    if "\x00" in value:
+        raise Reject("nul_character", f"field '{key}' contains a NUL character (\\x00): binary data or a mis-decoded file")
     if "<|" in value:
         tokens = find_special_tokens(value)
         if tokens:

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 from ..errors import QfkError
 from ..io.encoding import SAMPLE_BYTES, detect_encoding, normalize_encoding
-from ..io.readers import BATCH_ROWS, BadRecord, Batch
+from ..io.readers import BATCH_ROWS, CR_LINE_BREAKS, BadRecord, Batch
 from ..io.sources import ResolvedSource
 from ..langs import LANG_NAMES, known_codes, name as lang_name, normalize_code, tag
 from ..think import format_response
@@ -155,7 +155,10 @@ class ParallelSource:
                             row[lang] = raw.decode(enc).rstrip("\r\n")
                         except UnicodeDecodeError as exc:
                             row = BadRecord("encoding_error", f"{lang} line is not valid {enc}: {exc.reason} at byte {exc.start}",
-                                            {l: r.decode(e, "backslashreplace").rstrip("\r\n") for (l, e), r in zip(decoders, lines)})
+                                            _raw_texts(decoders, lines))
+                            break
+                        if "\r" in row[lang]:
+                            row = BadRecord("cr_line_breaks", f"{lang}: {CR_LINE_BREAKS}", _raw_texts(decoders, lines))
                             break
                     rows.append(row)
                     if len(rows) == BATCH_ROWS:
@@ -166,6 +169,11 @@ class ParallelSource:
             finally:
                 for h in handles:
                     h.close()
+
+
+def _raw_texts(decoders: list[tuple[str, str]], lines: tuple[bytes, ...]) -> dict[str, str]:
+    """The aligned lines as text whatever their bytes (for the rejects file)."""
+    return {lang: raw.decode(enc, "backslashreplace").rstrip("\r\n") for (lang, enc), raw in zip(decoders, lines)}
 
 
 def _count_stream(fh) -> int:

@@ -140,14 +140,14 @@ class ShareGPT(Converter):
         """(system text, canonical role of each message kept, (role, text) of the user/assistant turns,
         message numbers of the kept messages when some were left out). Empty system turns are left
         out; unknown roles, non-string values, empty turns and bad texts are rejected. Texts without
-        ``<|`` and ``think>`` skip the token and tag checks (same result, faster)."""
+        ``<|``, ``think>`` and NUL skip the token and tag checks (same result, faster)."""
         system = ""
         canon: list[str] = []
         turns: list[tuple[str, str]] = []
         positions: list[int] | None = None  # None while every message is kept (message number == index)
         empty = self.empty
         for i, (role, value) in enumerate(zip(roles, values)):
-            c = ROLE_ALIASES.get(role) or ROLE_ALIASES.get(role.lower() if isinstance(role, str) else role)
+            c = (ROLE_ALIASES.get(role) or ROLE_ALIASES.get(role.lower())) if isinstance(role, str) else None
             if c is None:
                 raise Reject("invalid_role", f"message {i} has role {role!r}; known roles: human/user, gpt/assistant, system, function_call, observation")
             if type(value) is not str:
@@ -164,7 +164,7 @@ class ShareGPT(Converter):
             if positions is not None:
                 positions.append(i)
             canon.append(c)
-            clean = "<|" not in text and "think>" not in text
+            clean = "<|" not in text and "think>" not in text and "\x00" not in text
             if c == SYSTEM:
                 system = text if clean else check_text(text, "system", prompt=True)
             elif c == ASSISTANT:

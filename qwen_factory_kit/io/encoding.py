@@ -25,10 +25,33 @@ def normalize_encoding(name: str) -> str:
         raise QfkError(f"unknown encoding '{name}'", "use a Python codec name such as utf-8, big5, cp950, gb18030, shift_jis") from None
 
 
+def wide_encoding(sample: bytes) -> str | None:
+    """``UTF-16`` or ``UTF-32`` when ``sample`` (a file's first bytes) is text in one of them, by its
+    byte-order mark or, without one, by the NUL byte beside every ASCII character; else None."""
+    if sample.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "UTF-32"
+    if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16"
+    head = sample[:512]
+    if len(head) >= 4:
+        even, odd = head[0::2], head[1::2]
+        for zeros, chars in ((odd, even), (even, odd)):
+            if zeros.count(0) >= 0.9 * len(zeros) and chars.count(0) <= 0.1 * len(chars):
+                return "UTF-16"
+    return None
+
+
+def refuse_wide_encoding(sample: bytes, display: str) -> None:
+    """Raise a :class:`QfkError` when ``sample`` (the first bytes of ``display``) is UTF-16/UTF-32 text,
+    which the line readers cannot split into lines."""
+    wide = wide_encoding(sample)
+    if wide:
+        raise QfkError(f"{display} is {wide}", f"convert it first: iconv -f {wide} -t UTF-8 {display} > {display}.utf8")
+
+
 def detect_encoding(sample: bytes, display: str) -> str:
     """Best encoding for ``sample`` (the first bytes of ``display``)."""
-    if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise QfkError(f"{display} is UTF-16", f"convert it first: iconv -f UTF-16 -t UTF-8 {display} > {display}.utf8")
+    refuse_wide_encoding(sample, display)
     if sample.startswith(b"\xef\xbb\xbf"):
         return "utf-8-sig"
     try:

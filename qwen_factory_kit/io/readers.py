@@ -12,6 +12,7 @@ use JSON Lines for large data).
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -19,12 +20,16 @@ from typing import Any, Iterator, Sequence
 import orjson
 
 from ..errors import QfkError
+from .encoding import refuse_wide_encoding
 
 #: Extensions the tabular readers understand (same set LLaMA-Factory loads, minus arrow/txt).
 TABLE_EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
 BOM = b"\xef\xbb\xbf"
 BLOCK_BYTES = 1 << 20
 BATCH_ROWS = 4096
+#: why a line holding a raw carriage return is rejected (reason ``cr_line_breaks``)
+CR_LINE_BREAKS = ("the line holds carriage returns (CR) where line breaks (LF) belong: convert the file's line endings, "
+                  "for example: tr '\\r' '\\n' < IN > OUT")
 
 
 @dataclass(slots=True)
@@ -79,6 +84,10 @@ class TableFile:
                 f"{self.display}: unsupported file type '{self.fmt or '(none)'}'",
                 f"convert it to one of {', '.join(TABLE_EXTENSIONS)}, or point at a folder of them",
             )
+        check_regular_file(self.path, self.display)
+        if self.fmt != ".parquet" and _utf8(self.encoding if self.fmt == ".csv" else None):
+            with open(self.path, "rb") as fh:
+                refuse_wide_encoding(fh.read(512), self.display)
 
     # -- counting ---------------------------------------------------------------------------
     def count(self) -> int:
@@ -108,7 +117,7 @@ class TableFile:
         return head.removeprefix(BOM).lstrip()[:1] == b"["
 
     def _decode_line(self, line: bytes):
-        if self.encoding and self.encoding.replace("-", "").lower() not in ("utf8", "utf8sig"):
+        if not _utf8(self.encoding):
             return line.decode(self.encoding)
         return line
 
@@ -132,17 +141,29 @@ class TableFile:
                     try:
                         obj = loads(decode(line))
                     except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
-                        if not line.strip():
-                            rows.append(BadRecord("blank_line", "the line is empty", ""))
-                        else:
-                            text = line.decode("utf-8", "replace").rstrip("\r\n")
-                            rows.append(BadRecord("invalid_json", f"not valid JSON: {exc}", text))
+                        rows.append(self._bad_line(line, exc))
                         continue
                     if type(obj) is not dict:
                         rows.append(BadRecord("not_an_object", f"expected a JSON object, got {type(obj).__name__}", obj))
                     else:
                         rows.append(obj)
                 yield Batch(self.display, "line", range(start, lineno + 1), rows)
+
+    def _bad_line(self, line: bytes, exc: Exception) -> BadRecord:
+        """Why a JSON Lines line did not parse: blank, not in the file's encoding, lone CR line
+        breaks (old Mac files: a raw CR can only stand between JSON values), or not JSON."""
+        if not line.strip():
+            return BadRecord("blank_line", "the line is empty", "")
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        enc = self.encoding if not _utf8(self.encoding) else "utf-8"
+        try:
+            line.decode(enc)
+        except UnicodeDecodeError as err:
+            return BadRecord("encoding_error", f"the line is not valid {enc}: {err.reason} at byte {err.start} "
+                                               "(pass --encoding, or save the file as UTF-8)", text)
+        if "\r" in text:
+            return BadRecord("cr_line_breaks", CR_LINE_BREAKS, text)
+        return BadRecord("invalid_json", f"not valid JSON: {exc}", text)
 
     def _json_array(self, batch_rows: int) -> Iterator[Batch]:
         try:
@@ -175,8 +196,12 @@ class TableFile:
         import pyarrow.csv as pcsv
 
         enc = self.encoding or "utf-8"
-        with open(self.path, newline="", encoding=enc if enc.lower() not in ("utf-8", "utf8") else "utf-8-sig") as fh:
-            header = next(_csv.reader(fh), None)
+        try:
+            with open(self.path, newline="", encoding=enc if enc.lower() not in ("utf-8", "utf8") else "utf-8-sig") as fh:
+                header = next(_csv.reader(fh), None)
+        except UnicodeDecodeError as exc:
+            raise QfkError(f"{self.display}: the start of the file is not valid {enc} ({exc.reason} at byte {exc.start})",
+                           "pass the file's encoding, for example --encoding cp1252, or save it as UTF-8") from None
         if not header:
             return
         header[0] = header[0].lstrip("\ufeff")
@@ -201,6 +226,27 @@ class TableFile:
                 pos += len(rows)
         except Exception as exc:
             raise QfkError(f"{self.display}: CSV error after data row {pos} ({exc})", "fix the quoting near that row") from None
+
+
+def _utf8(encoding: str | None) -> bool:
+    return not encoding or encoding.replace("-", "").replace("_", "").lower() in ("utf8", "utf8sig")
+
+
+def check_regular_file(path: Path, display: str) -> None:
+    """Raise a :class:`QfkError` unless ``path`` is a regular file this process can read (a FIFO
+    would block the reader forever; a link loop or a folder cannot be read as rows)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise QfkError(f"{display} does not exist", "check the path (a symbolic link to a missing file?)") from None
+    except OSError as exc:
+        raise QfkError(f"cannot open {display}: {exc.strerror}", "check the path (a symbolic link loop?)") from None
+    if stat.S_ISDIR(mode):
+        raise QfkError(f"{display} is a folder, not a data file", "point at the folder itself, or at one file in it")
+    if not stat.S_ISREG(mode):
+        raise QfkError(f"{display} is not a regular file (a FIFO, socket or device)", "copy the data into a regular file first")
+    if not os.access(path, os.R_OK):
+        raise QfkError(f"cannot read {display}: permission denied", f"check its permissions (ls -l {display})")
 
 
 def count_lines(path: str | os.PathLike) -> int:

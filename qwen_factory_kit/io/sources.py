@@ -58,6 +58,9 @@ def resolve_source(spec: str, *, cache_dir: str | os.PathLike | None = None) -> 
         raise QfkError(f"unknown source scheme in '{spec}'",
                        "use a local path, modelscope://OWNER/NAME[@REVISION] or hf://OWNER/NAME[@REVISION]")
     path = Path(spec).expanduser()
+    if not path.exists() and path.is_symlink():
+        raise QfkError(f"source '{spec}' is a symbolic link that leads nowhere (its target is missing, or the links form a loop)",
+                       "point at the data file or folder itself")
     if not path.exists():
         parent = path.parent if str(path.parent) not in ("", ".") else Path(".")
         near = sorted(p.name for p in parent.glob("*") if p.name[:3].lower() == path.name[:3].lower())[:5] if parent.is_dir() else []
@@ -116,7 +119,7 @@ def table_files(src: ResolvedSource, *, split: str | None = None, encoding: str 
     file names mention it (``train-00000-of-00001.parquet``), only those are used.
     """
     path = src.path
-    if path.is_file():
+    if not path.is_dir():  # a file (TableFile refuses a FIFO or a device)
         return [TableFile(path, display=_display(path, src), encoding=encoding)]
     files = sorted(
         (p for p in path.rglob("*") if _is_data_file(p) and not any(part.startswith(".") for part in p.relative_to(path).parts)),

@@ -269,7 +269,10 @@ def _check_dataset(name: str, registry: dict, reg, args: dict, *, wants_facts: b
     entry = registry.get(name)
     if entry is None:
         return [_undefined(name, registry, reg.path, args)], None
-    found = [replace(f, id="datasets") for f in check_entry(name, entry, reg.data_dir) if f.severity != "ok"]
+    checked = check_entry(name, entry, reg.data_dir)
+    found = [replace(f, id="datasets") for f in checked if f.severity != "ok"]
+    if any(f.id == "entry" and f.severity == "error" for f in checked):  # not an entry LLaMA-Factory reads
+        return found, None
     out = found + _check_ranking(name, entry, args.get("stage", "sft"))
     if failures(found) or entry.get("formatting", "alpaca") not in ("alpaca", "sharegpt"):
         return out, None
