@@ -22,9 +22,10 @@ import yaml
 
 from qwen_factory_kit import lfbridge
 from qwen_factory_kit.recipe import check
-from qwen_factory_kit.recipe.build import DatasetFacts, ensure_mix_entries
 from qwen_factory_kit.recipe.check import Machine
 from qwen_factory_kit.recipe.document import load_recipe, recipe_datasets
+from qwen_factory_kit.recipe.mix import ensure_mix_entries
+from qwen_factory_kit.recipe.request import DatasetFacts
 from qwen_factory_kit.registry import build_entry
 
 BARE = Machine(cuda=False)

@@ -15,8 +15,8 @@ import pytest
 
 from qwen_factory_kit import lfbridge
 from qwen_factory_kit.recipe import check, presets
-from qwen_factory_kit.recipe.build import DatasetFacts
 from qwen_factory_kit.recipe.check import Machine
+from qwen_factory_kit.recipe.request import DatasetFacts
 from qwen_factory_kit.registry import build_entry
 
 HYBRID = presets.ModelInfo("Qwen3-4B", "Qwen/Qwen3-4B", "4b", "hybrid")

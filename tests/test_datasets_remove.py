@@ -11,7 +11,7 @@ import pytest
 from conftest import EXAMPLES
 
 from qwen_factory_kit.convert import convert
-from qwen_factory_kit.recipe.build import ensure_mix_entries
+from qwen_factory_kit.recipe.mix import ensure_mix_entries
 from qwen_factory_kit.registry import Registry, related_names
 
 

@@ -12,9 +12,9 @@ import pytest
 from conftest import ROOT
 
 from qwen_factory_kit.recipe import check, presets
-from qwen_factory_kit.recipe.build import adapter_label, predict_dir
 from qwen_factory_kit.recipe.curated import rename_in_header
 from qwen_factory_kit.recipe.document import load_recipe
+from qwen_factory_kit.recipe.inference import adapter_label, predict_dir
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k")
 

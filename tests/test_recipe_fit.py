@@ -13,8 +13,9 @@ from conftest import ROOT, read_jsonl, write_jsonl
 
 from qwen_factory_kit.errors import QfkError
 from qwen_factory_kit.recipe import memory, presets, sizing
-from qwen_factory_kit.recipe.build import RecipeRequest, dataset_facts, new_recipe
+from qwen_factory_kit.recipe.build import RecipeRequest, new_recipe
 from qwen_factory_kit.recipe.document import load_recipe
+from qwen_factory_kit.recipe.request import dataset_facts
 from qwen_factory_kit.tokens import CUTOFF_CAP, cutoff_for
 
 GPU_WITH_LIGER = sizing.Gpu(cuda=True, memory_gb=79.2, count=1, liger=True, name="Test GPU")

@@ -14,8 +14,8 @@ from conftest import ROOT
 
 from qwen_factory_kit.errors import QfkError
 from qwen_factory_kit.recipe import presets
-from qwen_factory_kit.recipe.build import ensure_mix_entries, mix_counts, parse_mix
 from qwen_factory_kit.recipe.document import Recipe, load_recipe, parse_overrides, scalar
+from qwen_factory_kit.recipe.mix import ensure_mix_entries, mix_counts, parse_mix
 
 
 @pytest.fixture

@@ -95,8 +95,8 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
       qfk recipe new --method merge --from sft.yaml -o merge.yaml
       qfk recipe new --model ./tiny-qwen3 --method lora --dataset demo_medical use_cpu=true bf16=false max_steps=5
     """
-    from ..recipe.build import (RecipeRequest, invoked_command, new_recipe, next_command, parse_mix, recipe_warnings,
-                                save_recipe)
+    from ..recipe.build import RecipeRequest, invoked_command, new_recipe, next_command, recipe_warnings, save_recipe
+    from ..recipe.mix import parse_mix
     from ..recipe.document import parse_overrides, scalar
 
     if list_models:
@@ -148,7 +148,7 @@ def _adapter_choice(method: str, adapter: str | None, base: bool, sample: bool |
         if used:
             raise click.UsageError(f"{', '.join(used)}: for --method predict, not {method}")
     if base:
-        from ..recipe.build import is_no_adapter
+        from ..recipe.inference import is_no_adapter
 
         if adapter is not None and not is_no_adapter(adapter):
             raise click.UsageError(f"--base (no adapter) contradicts --adapter {adapter}")

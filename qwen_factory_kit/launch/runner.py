@@ -127,7 +127,7 @@ def prepare_training(recipe: str, overrides: list[str] | tuple[str, ...] = (), *
     5. compose the launch command (one process or torchrun).
 
     ``check=False`` skips 2 and 4. Raises :class:`TrainingRefused` when a check fails."""
-    from ..recipe.build import register_mix_entries
+    from ..recipe.mix import register_mix_entries
     from ..recipe.check import check_llamafactory, check_recipe
     from ..recipe.document import load_recipe
 

@@ -179,7 +179,7 @@ def write_args_files(plan: WebuiPlan) -> list[str]:
     import yaml
 
     from ..io.atomic import atomic_write_bytes
-    from ..recipe.build import ensure_mix_entries
+    from ..recipe.mix import ensure_mix_entries
 
     made: list[str] = []
     for a in plan.args_files:

@@ -247,7 +247,8 @@ def leak_findings(target: EvalTarget, dataset: str) -> list | None:
 # ---------------------------------------------------------------------------------------------
 def check_dataset(name: str, data_dir: Path) -> None:
     """The eval dataset is registered (else an error naming its close matches)."""
-    from ..recipe.build import RecipeRequest, require_registered
+    from ..recipe.mix import require_registered
+    from ..recipe.request import RecipeRequest
 
     require_registered(RecipeRequest(method="predict", datasets=[name]), data_dir)  # errors name --dataset
 

@@ -264,7 +264,7 @@ def _open_registry(reg) -> tuple[dict, Finding | None]:
 def _check_dataset(name: str, registry: dict, reg, args: dict, *, wants_facts: bool) -> tuple[list[Finding], Any]:
     """One dataset of the recipe: registered, its entry loadable, ranking against the stage, and its facts."""
     from ..registry import check_entry
-    from .build import dataset_facts
+    from .request import dataset_facts
 
     entry = registry.get(name)
     if entry is None:
@@ -358,7 +358,7 @@ def _mix_fix(args: dict, facts: list, over: list[str]) -> str:
     """The same proportions at the largest total that repeats no dataset more than MAX_REPEAT times,
     as ``dataset=`` with ``__nN`` entries (what ``qfk recipe new --mix-total`` would write)."""
     from ..registry import MIXED_RE, mixed_name
-    from .build import mix_counts
+    from .mix import mix_counts
 
     per = {f.name: int(f.entry.get("num_samples") or f.rows) for f in facts if f.rows}
     rows = {f.name: f.rows for f in facts if f.rows}

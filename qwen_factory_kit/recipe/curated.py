@@ -84,7 +84,7 @@ class Copied:
 def copy_curated(name: str, dest: str, *, force: bool = False) -> Copied:
     """Copy curated recipe ``name`` to ``dest`` and register the mix entries it names (when their
     base datasets are registered in its dataset_dir)."""
-    from .build import register_mix_entries
+    from .mix import register_mix_entries
     from .document import load_recipe
 
     path = copy(name, dest, force=force)
