@@ -306,8 +306,9 @@ def test_cutoff_fix_passes_on_the_real_medical_rows(real_samples, tmp_path, monk
     src = real_samples / "medical_r1" / "val_sample.jsonl"
     code, _, err = qfk("convert", "medical-r1", str(src), "--name", "medical_r1")
     assert code == 0, err
+    # recipe new would choose a cutoff that holds every row: ask for the old 2048 explicitly
     code, _, err = qfk("recipe", "new", "--model", "Qwen3-4B", "--method", "lora", "--dataset", "medical_r1", "-o", "med.yaml",
-                       "use_cpu=true", "bf16=false")
+                       "--cutoff-len", "2048", "use_cpu=true", "bf16=false")
     assert code == 0, err
 
     def cutoff(*overrides: str):

@@ -338,11 +338,11 @@ def test_recipe_checks_cutoff_fix_passes_with_the_filtered_dataset(tmp_path, mon
     def cutoff(*overrides: str) -> dict:
         code, out, err = qfk("recipe", "check", "med.yaml", *overrides, "--json")
         assert code in (0, 1), err
-        (found,) = [f for f in json.loads(out)["findings"] if f["check"] == "cutoff"]
+        (found,) = [f for f in json.loads(out)["findings"] if f["id"] == "cutoff"]
         return found
 
     cut = cutoff()
-    assert cut["status"] in ("fail", "warn") and "cutoff_len 110 cuts" in cut["message"]
+    assert cut["severity"] in ("error", "warn") and "cutoff_len 110 cuts" in cut["message"]
     printed = re.search(r"qfk (datasets filter \S+ --max-tokens \d+), then (dataset=\S+)", cut["fix"])
     command, override = (printed[1].split(), printed[2]) if printed else (  # as recipe check prints it
         ["datasets", "filter", "med", "--max-tokens", "110"], "dataset=med__max110")
@@ -350,5 +350,5 @@ def test_recipe_checks_cutoff_fix_passes_with_the_filtered_dataset(tmp_path, mon
     code, _, err = qfk(*command)
     assert code == 0, err
     after = cutoff(override)
-    assert after["status"] == "ok", after
-    assert "med__max110" in after["message"]
+    assert after["severity"] == "ok", after
+    assert "med__max110" in f"{after.get('where') or ''}: {after['message']}"

@@ -346,7 +346,8 @@ def test_check_think_and_sampling_on_inference_recipes(work, qfk, tiny_config):
     (work / "bare.yaml").write_text("\n".join(l for l in (work / "p.yaml").read_text().splitlines()
                                                if not l.startswith(("temperature", "top_p", "top_k", "do_sample"))))
     assert _has(_check(qfk, "bare.yaml"), "sampling", "warn", "not Qwen3's")
-    assert _has(_check(qfk, "p.yaml", "do_sample=false"), "sampling", "warn", "greedy")
+    assert _has(_check(qfk, "p.yaml", "do_sample=false", "enable_thinking=true"), "sampling", "warn", "greedy")
+    assert _has(_check(qfk, "p.yaml", "do_sample=false"), "sampling", "ok", "deterministic")  # non-thinking: reproducible
     assert _has(_check(qfk, "p.yaml", "template=qwen3_nothink"), "template", "warn", "think switch")
 
 

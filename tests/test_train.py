@@ -282,8 +282,9 @@ def test_plugin_converters_in_llamafactory_pipeline(tmp_path):
     tok = load_tokenizer()
     ds = preprocess(data, "raw_r1", template="qwen3", enable_thinking=True, tokenizer=tok)
     texts = [trained_text(tok, ex) for ex in ds]
-    assert len(texts) == 2  # the row with a chat control token is dropped, as qfk convert rejects it
-    assert texts[0].startswith("<think>\nstep one\n</think>\n\na1") and texts[1].startswith("<think>\n\n</think>\n\na2")
+    # dropped as qfk convert rejects them: the empty think (empty_field) and the chat control token
+    assert len(texts) == 1
+    assert texts[0].startswith("<think>\nstep one\n</think>\n\na1")
     chat = preprocess(data, "raw_chat", template="qwen3", enable_thinking=False, tokenizer=tok)
     from qwen_factory_kit.convert import convert
 
