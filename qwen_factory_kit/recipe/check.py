@@ -510,15 +510,12 @@ def _hybrid_sibling(model: presets.ModelInfo) -> presets.ModelInfo | None:
 
 
 def token_summary(args: dict, fact: Any, cutoff: int, max_rows: int) -> dict:
-    """``qfk stats``'s summary of a dataset's first ``max_rows`` rows, rendered and tokenized exactly as LLaMA-Factory will."""
-    from itertools import islice
+    """``qfk stats``'s summary of a dataset's first ``max_rows`` rows, rendered and tokenized exactly as
+    LLaMA-Factory will (cached: the same data and settings are not tokenized again)."""
+    from ..tokens import file_stats
 
-    from ..lint import iter_rows
-    from ..tokens import token_stats
-
-    return token_stats(islice(iter_rows(fact.file), max_rows), fact.entry, path=str(fact.file),
-                       template=args.get("template") or "qwen3", enable_thinking=args.get("enable_thinking", True),
-                       cutoff_len=cutoff).summary()
+    return file_stats(fact.file, fact.entry, template=args.get("template") or "qwen3",
+                      enable_thinking=args.get("enable_thinking", True), cutoff_len=cutoff, max_rows=max_rows).summary()
 
 
 def check_cutoff(args: dict, facts: list, *, max_rows: int = 2000,

@@ -147,22 +147,18 @@ class Sizing:
 def measure_lengths(facts: list, *, template: str, enable_thinking: bool | None, max_rows: int) -> tuple[Lengths | None, str]:
     """Token lengths of the first ``max_rows`` rows of each training dataset (``qfk stats``' numbers),
     or None and why not (preference data, a format the kit does not render)."""
-    from itertools import islice
-
-    from ..lfbridge import load_tokenizer
-    from ..lint import iter_rows
-    from ..tokens import NO_LIMIT, token_stats
+    from ..tokens import NO_LIMIT, TokenizerRef, file_stats
 
     for f in facts:
         if f.ranking:
             return None, "preference data: the kit measures SFT rows only"
         if f.file is None or f.entry.get("formatting", "alpaca") not in ("alpaca", "sharegpt"):
             return None, f"{f.name}: not an alpaca/sharegpt file the kit can render"
-    tokenizer = load_tokenizer()
+    tokenizer = TokenizerRef()  # loaded once, and only when a dataset's lengths are not cached
     by_dataset = {}
     for f in facts:
-        st = token_stats(islice(iter_rows(f.file), max_rows), f.entry, path=str(f.file), tokenizer=tokenizer,
-                         template=template, enable_thinking=enable_thinking, cutoff_len=NO_LIMIT)
+        st = file_stats(f.file, f.entry, tokenizer=tokenizer, template=template, enable_thinking=enable_thinking,
+                        cutoff_len=NO_LIMIT, max_rows=max_rows)
         by_dataset[f.name] = [r.total for r in st.rows]
     return Lengths(by_dataset, {f.name: f.rows for f in facts}, max_rows, template, enable_thinking), ""
 

@@ -1,0 +1,167 @@
+"""The fast paths give what the plain paths give: token lengths equal to LLaMA-Factory's own
+``input_ids``, the statistics cache, and the light import set of ``qfk convert``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLES, ROOT
+
+from qwen_factory_kit import tokens
+from qwen_factory_kit.convert import convert
+
+sys.path.insert(0, str(ROOT / "bench"))
+import workloads  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------
+# token statistics
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bench_rows(tmp_path_factory) -> dict[str, Path]:
+    """A few hundred rows of the benchmark workloads, converted by qfk."""
+    tmp = tmp_path_factory.mktemp("bench")
+    out = {}
+    chat = workloads.make_finetome(tmp / "finetome.parquet", 300, seed=3, row_group_size=100)
+    out["alpaca"] = convert("sharegpt", str(chat), output=str(tmp / "alpaca.jsonl")).output
+    out["sharegpt"] = convert("sharegpt", str(chat), output=str(tmp / "sharegpt.jsonl"), format="sharegpt").output
+    med = workloads.make_medical(tmp / "medical.jsonl", 200, seed=3)
+    out["medical"] = convert("medical-r1", str(med), output=str(tmp / "medical_out.jsonl")).output
+    return out
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from qwen_factory_kit.lfbridge import load_tokenizer
+
+    return load_tokenizer()
+
+
+def _register(data: Path, path: Path) -> str:
+    from qwen_factory_kit.registry import Registry, add_path
+
+    add_path(Registry.at(data), path, "ds")
+    return "ds"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,et", [("alpaca", True), ("alpaca", None), ("sharegpt", False), ("medical", True),
+                                     ("medical", False)])
+def test_stats_lengths_equal_llamafactory_input_ids_on_bench_rows(bench_rows, tok, tmp_path, kind, et):
+    from qwen_factory_kit.lfbridge import preprocess
+    from qwen_factory_kit.registry import Registry
+
+    data = tmp_path / "data"
+    name = _register(data, bench_rows[kind])
+    entry = Registry.at(data).get(name)
+    st = tokens.file_stats(bench_rows[kind], entry, tokenizer=tok, enable_thinking=et, cutoff_len=tokens.NO_LIMIT, cache=False)
+    lf = preprocess(data, name, tokenizer=tok, enable_thinking=et, cutoff_len=tokens.NO_LIMIT)
+    assert len(st.rows) >= 190 and not st.dropped
+    assert [r.total for r in st.rows] == [len(ex["input_ids"]) for ex in lf]
+    assert [r.response for r in st.rows] == [sum(1 for t in ex["labels"] if t != -100) for ex in lf]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,cutoff,lost", [("alpaca", 400, "answer"), ("medical", 700, "think_close")])
+def test_stats_cut_rows_equal_the_per_row_encoding(bench_rows, tok, kind, cutoff, lost):
+    """Rows over cutoff_len: what is lost is what LLaMA-Factory's processor cuts, row by row."""
+    from qwen_factory_kit.io.readers import file_rows
+    from qwen_factory_kit.registry import build_entry
+
+    entry = build_entry("x.jsonl", columns={"system": "system", "history": "history"} if kind == "alpaca" else None)
+    st = tokens.file_stats(bench_rows[kind], entry, tokenizer=tok, cutoff_len=cutoff, cache=False)
+    enc = tokens.Encoder(entry, tokenizer=tok, cutoff_len=cutoff)
+    want = []
+    for n, row in file_rows(bench_rows[kind]):
+        ids, labels = enc.encode(row, limit=False)
+        cut = tokens._lost(labels, enc.encode(row, limit=True)[1]) if len(ids) > cutoff else None
+        want.append((n, len(ids), sum(1 for t in labels if t != -100), cut))
+    assert [(r.row, r.total, r.response, r.lost) for r in st.rows] == want
+    assert lost in {r.lost for r in st.rows}
+
+
+def _fake_stats(calls: list):
+    def fake(rows, entry, *, path="", tokenizer=None, template="qwen3", enable_thinking=True, cutoff_len=2048, progress=False):
+        calls.append(cutoff_len)
+        st = tokens.Stats(path, cutoff_len, template, enable_thinking)
+        for n, row in rows:
+            st.rows.append(tokens.RowStats(n, 10 * n, n, 9 * n, "answer" if 10 * n > cutoff_len else None))
+        return st
+    return fake
+
+
+def test_stats_cache_second_call_does_not_tokenize(tmp_path, monkeypatch):
+    monkeypatch.setenv("QFK_CACHE_DIR", str(tmp_path / "cache"))
+    calls: list = []
+    monkeypatch.setattr(tokens, "token_stats", _fake_stats(calls))
+    monkeypatch.setattr(tokens.TokenizerRef, "identity", lambda self: "id:test")
+    data = tmp_path / "rows.jsonl"
+    data.write_bytes((EXAMPLES / "medical_r1" / "rows.jsonl").read_bytes())
+    entry = {"file_name": "rows.jsonl", "formatting": "alpaca"}
+    loads = []
+    monkeypatch.setattr(tokens.TokenizerRef, "get", lambda self: loads.append(1))
+
+    def stats(**kw):
+        return tokens.file_stats(data, entry, tokenizer=tokens.TokenizerRef(),
+                                 **(dict(template="qwen3", enable_thinking=True, cutoff_len=30) | kw))
+
+    first = stats()
+    assert calls == [30] and loads == [1]
+    again = stats()
+    assert calls == [30] and loads == [1]  # neither tokenized nor a tokenizer loaded
+    assert again.summary() == first.summary() and again.rows and again.path == str(data)
+    for changed in (dict(cutoff_len=60), dict(enable_thinking=False), dict(template="qwen3_nothink"), dict(max_rows=3)):
+        stats(**changed)
+    assert calls == [30, 60, 30, 30, 30]  # every setting is part of the key
+    stats(cache=False)
+    assert len(calls) == 6  # no cache: always measured
+    with open(data, "ab") as fh:
+        fh.write(b'{"instruction": "q", "input": "", "output": "a"}\n')
+    stats()
+    assert len(calls) == 7  # new data, new sha256
+    monkeypatch.setattr(tokens.TokenizerRef, "identity", lambda self: "id:other")
+    stats()
+    assert len(calls) == 8  # another tokenizer
+
+
+def test_stats_cli_reuses_the_cache(tmp_path, monkeypatch, qfk):
+    monkeypatch.setenv("QFK_CACHE_DIR", str(tmp_path / "cache"))
+    calls: list = []
+    monkeypatch.setattr(tokens, "token_stats", _fake_stats(calls))
+    monkeypatch.setattr(tokens.TokenizerRef, "get", lambda self: object())
+    data = tmp_path / "data"
+    convert("medical-r1", str(EXAMPLES / "medical_r1" / "rows.jsonl"), data_dir=str(data), register=True, name="med")
+    outs = []
+    for extra in ((), (), ("--no-cache",)):
+        code, out, err = qfk("stats", "med", "--data-dir", data, "--cutoff-len", "30", "--json", *extra)
+        assert code == 0, err
+        outs.append(json.loads(out))
+    assert len(calls) == 2 and outs[0] == outs[1] == outs[2]
+    assert list((tmp_path / "cache" / "stats").glob("*.json"))
+
+
+# ---------------------------------------------------------------------------------------------
+# startup: qfk convert imports neither torch nor LLaMA-Factory
+# ---------------------------------------------------------------------------------------------
+HEAVY = ("torch", "llamafactory", "transformers", "datasets", "pandas", "matplotlib", "modelscope", "tokenizers")
+
+
+def test_convert_path_imports_no_heavy_package(tmp_path):
+    code = f"""
+import json, sys
+from qwen_factory_kit.cli.main import main
+assert main(["convert", "--help"]) == 0
+assert main(["convert", "medical-r1", "--help"]) == 0
+assert main(["convert", "medical-r1", {str(EXAMPLES / "medical_r1" / "rows.jsonl")!r}, "-o", {str(tmp_path / "m.jsonl")!r},
+             "--no-register", "--json"]) == 0
+print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}})))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "qwen_factory_kit" in loaded and "orjson" in loaded
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
