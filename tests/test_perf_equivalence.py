@@ -165,3 +165,92 @@ print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}})))
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert "qwen_factory_kit" in loaded and "orjson" in loaded
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+# ---------------------------------------------------------------------------------------------
+# --workers: the same bytes whatever the number of processes
+# ---------------------------------------------------------------------------------------------
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _convert_with(workers: int, kind: str, src: Path, out: Path, **opts) -> dict[str, bytes]:
+    out.mkdir()
+    res = convert(kind, str(src), output=str(out / "rows.jsonl"), workers=workers, **opts)
+    assert res.read == res.written + res.rejected
+    return _files(out)
+
+
+@pytest.fixture
+def small_batches(monkeypatch):
+    """Batches of a few hundred rows, so that a small source still makes many of them."""
+    from qwen_factory_kit.convert import moses
+    from qwen_factory_kit.io import readers
+
+    monkeypatch.setattr(readers, "BATCH_ROWS", 300)
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 1 << 16)
+    monkeypatch.setattr(moses, "BATCH_ROWS", 300)
+
+
+WORKLOADS = {  # converter: (source name, maker, options, a reject reason the run must show)
+    "moses": ("corpus", lambda p: workloads.make_moses(p, 4000, seed=5),
+              dict(val_size=40, test_size=0.05, max_length_ratio=3.0), "duplicate"),
+    "medical-r1": ("rows.jsonl", lambda p: workloads.make_medical(p, 1500, seed=5),
+                   dict(limit=1200, val_size=0.1, test_size=100, dedup=True, fix_escaped_newlines=True), "empty_field"),
+    "sharegpt": ("chats.parquet", lambda p: workloads.make_finetome(p, 3000, seed=5, row_group_size=700),
+                 dict(dedup=True, min_score=4.0), "below_min_score"),
+}
+
+
+@pytest.mark.parametrize("kind", [pytest.param("moses"), pytest.param("medical-r1", marks=pytest.mark.slow),
+                                  pytest.param("sharegpt", marks=pytest.mark.slow)])
+def test_workers_write_the_same_bytes(tmp_path, small_batches, kind):
+    name, make, opts, reason = WORKLOADS[kind]
+    src = make(tmp_path / name)
+    one = _convert_with(1, kind, src, tmp_path / "w1", **opts)
+    three = _convert_with(3, kind, src, tmp_path / "w3", **opts)
+    assert one == three  # rows, splits, rejects and manifest, byte for byte
+    splits = {"rows_val.jsonl", "rows_test.jsonl"} if "val_size" in opts else set()
+    assert set(one) == {"rows.jsonl", "rows.rejects.jsonl", "rows.manifest.json"} | splits
+    assert f'"reason":"{reason}"'.encode() in one["rows.rejects.jsonl"]
+
+
+def test_workers_option_on_the_command_line(tmp_path, small_batches, qfk_json):
+    src = workloads.make_moses(tmp_path / "corpus", 1000, seed=2)
+    a = qfk_json("convert", "moses", src, "-o", tmp_path / "a" / "rows.jsonl", "--workers", "2", "--no-register")
+    b = qfk_json("convert", "moses", src, "-o", tmp_path / "b" / "rows.jsonl", "--workers", "1", "--no-register")
+    assert a["rows_out"] == b["rows_out"] > 0
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def _slow_square(state, n):
+    import time
+
+    time.sleep(0.01 * (n % 3))
+    if n == 13:
+        from qwen_factory_kit.errors import QfkError
+
+        raise QfkError("thirteen", "a hint that crosses the process boundary")
+    return state + n * n
+
+
+def test_ordered_map_keeps_the_order_and_the_error_hints():
+    from qwen_factory_kit.convert.workers import ordered_map
+    from qwen_factory_kit.errors import QfkError
+
+    got = list(ordered_map(_slow_square, range(12), workers=3, setup=int, setup_args=(100,)))
+    assert got == [(n, 100 + n * n) for n in range(12)]
+    with pytest.raises(QfkError) as err:
+        list(ordered_map(_slow_square, range(20), workers=2, setup=int, setup_args=(0,)))
+    assert err.value.message == "thirteen" and err.value.hint == "a hint that crosses the process boundary"
+
+
+def test_worker_count():
+    from qwen_factory_kit.convert.workers import SMALL_SOURCE_BYTES, available_cores, worker_count
+    from qwen_factory_kit.errors import QfkError
+
+    assert worker_count(3, 0) == 3
+    assert worker_count(None, SMALL_SOURCE_BYTES - 1) == 1  # a small source: no process started
+    assert worker_count(None, SMALL_SOURCE_BYTES) == available_cores()
+    with pytest.raises(QfkError, match="--workers"):
+        worker_count(0, 0)

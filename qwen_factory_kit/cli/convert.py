@@ -36,6 +36,9 @@ def common_options(fn):
         click.option("--register/--no-register", default=True, show_default=True,
                      help="Add the output (and NAME_val / NAME_test) to DATA_DIR/dataset_info.json."),
         click.option("--force", is_flag=True, help="Replace a registered dataset of the same name that points to another file."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="Processes converting in parallel (default: the cores available; 1 for a small source). "
+                          "The output is the same byte for byte whatever the number."),
         click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout."),
         click.option("--progress/--no-progress", default=True, help="Progress bar on a terminal."),
     ]
@@ -99,7 +102,8 @@ def convert_group() -> None:
     one split with all its directions). --max-tokens N rejects (too_long) a source row with an output
     row longer than N tokens as LLaMA-Factory will encode it (a Moses line with all its directions):
     removed, never cut. A --name already registered for another file stops the run before any row
-    is read.
+    is read. Batches are converted by --workers processes (default: the cores available); the
+    output is the same byte for byte whatever their number.
 
     \b
     Examples:

@@ -23,7 +23,7 @@ for _cls in (MedicalR1, ShareGPT, Moses, Columns, Preference):
         CONVERTERS[_name] = _cls
 
 RUN_OPTIONS = ("output", "name", "data_dir", "limit", "seed", "val_size", "test_size", "dedup", "split", "encoding",
-               "cache_dir", "progress", "max_tokens", "template", "enable_thinking")
+               "cache_dir", "progress", "max_tokens", "template", "enable_thinking", "workers")
 
 
 def get_converter(name: str, **options: Any) -> Converter:

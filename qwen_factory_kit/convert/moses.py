@@ -19,7 +19,8 @@ import string
 import unicodedata
 import zipfile
 from dataclasses import dataclass, field
-from itertools import permutations
+from functools import partial
+from itertools import islice, permutations
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -127,32 +128,48 @@ class ParallelSource:
         return sum(self._counts.values())
 
     def batches(self) -> Iterator[Batch]:
+        """Aligned lines in batches of their raw bytes (decoded where the rows are built: :func:`decode_aligned`)."""
         self.count()  # never stream a misaligned group
         for g in self.groups:
             handles = [f.open() for f in g.files]
             try:
-                decoders = [(f.lang, f.encoding) for f in g.files]
+                parse = partial(decode_aligned, tuple((f.lang, f.encoding) for f in g.files))
+                lines = zip(*handles)
                 lineno = 0
-                rows: list = []
-                for lines in zip(*handles):
-                    lineno += 1
-                    row = {}
-                    for (lang, enc), raw in zip(decoders, lines):
-                        try:
-                            row[lang] = raw.decode(enc).rstrip("\r\n")
-                        except UnicodeDecodeError as exc:
-                            row = BadRecord("encoding_error", f"{lang} line is not valid {enc}: {exc.reason} at byte {exc.start}",
-                                            {l: r.decode(e, "backslashreplace").rstrip("\r\n") for (l, e), r in zip(decoders, lines)})
-                            break
-                    rows.append(row)
-                    if len(rows) == BATCH_ROWS:
-                        yield Batch(g.display, "line", range(lineno - len(rows) + 1, lineno + 1), rows)
-                        rows = []
-                if rows:
-                    yield Batch(g.display, "line", range(lineno - len(rows) + 1, lineno + 1), rows)
+                while chunk := list(islice(lines, BATCH_ROWS)):
+                    yield Batch(g.display, "line", range(lineno + 1, lineno + len(chunk) + 1), raw=chunk, parse=parse)
+                    lineno += len(chunk)
             finally:
                 for h in handles:
                     h.close()
+
+
+def decode_aligned(decoders: tuple[tuple[str, str], ...], raw: list[tuple[bytes, ...]]) -> list:
+    """Aligned raw lines -> rows ``{lang: text}``, or a :class:`BadRecord` for a line that is not
+    valid in its file's encoding (``decoders``: (lang, encoding) per file)."""
+    rows: list = []
+    for lines in raw:
+        row: dict | BadRecord = {}
+        for (lang, enc), line in zip(decoders, lines):
+            try:
+                row[lang] = _decode(line, enc).rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                row = BadRecord("encoding_error", f"{lang} line is not valid {enc}: {exc.reason} at byte {exc.start}",
+                                {l: r.decode(e, "backslashreplace").rstrip("\r\n") for (l, e), r in zip(decoders, lines)})
+                break
+        rows.append(row)
+    return rows
+
+
+def _decode(line: bytes, encoding: str) -> str:
+    """``line.decode(encoding)``; utf-8-sig (the default) through the fast utf-8 codec, same result."""
+    if encoding != "utf-8-sig":
+        return line.decode(encoding)
+    try:
+        text = line.decode()
+    except UnicodeDecodeError:
+        return line.decode(encoding)  # raises the codec's own error
+    return text[1:] if text[:1] == "\ufeff" else text
 
 
 def _count_stream(fh) -> int:
@@ -191,6 +208,7 @@ class Moses(Converter):
     name = "moses"
     summary = "Moses/OPUS parallel text (corpus.en + corpus.zh_tw + corpus.ja, *.txt.zip) -> translation rows, both directions"
     dedup_default = True
+    dedup_on_lines = True
 
     def __init__(self, *, langs: list[str] | None = None, directions: list[str] | None = None,
                  lang_map: dict[str, str] | None = None, instruction_template: str = DEFAULT_INSTRUCTION,
@@ -221,6 +239,7 @@ class Moses(Converter):
         self.max_chars = max_chars
         self.file_encodings = file_encodings or {}
         self._group_dirs: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+        self._plans: dict[tuple[str, ...], list[tuple[str, str, str]]] = {}
         self._found_langs: list[str] = []
 
     def columns(self) -> dict:
@@ -340,18 +359,24 @@ class Moses(Converter):
             if hi / max(lo, 1.0) > self.max_ratio:
                 raise Reject("length_ratio", f"length ratio {hi / max(lo, 1.0):.1f} > --max-length-ratio {self.max_ratio} "
                              f"({', '.join(f'{l}={v:.0f}' for l, v in lengths.items())})")
-        outs = []
-        for src, tgt in self._group_dirs[tuple(row)]:
-            out = {
-                "instruction": self.instruction_template.format(src_tag=tag(src), tgt_tag=tag(tgt), src=src, tgt=tgt,
-                                                                src_name=lang_name(src), tgt_name=lang_name(tgt)),
-                "input": texts[src],
-                "output": format_response(texts[tgt], None, empty=self.empty),
-            }
-            if self.system:
-                out["system"] = self.system
-            outs.append(out)
-        return outs
+        langs = tuple(row)
+        plan = self._plans.get(langs) or self._plan(langs)
+        answers = {lang: format_response(text, None, empty=self.empty) for lang, text in texts.items()}
+        system = self.system
+        if system:
+            return [{"instruction": ins, "input": texts[src], "output": answers[tgt], "system": system} for src, tgt, ins in plan]
+        return [{"instruction": ins, "input": texts[src], "output": answers[tgt]} for src, tgt, ins in plan]
+
+    def responses(self, out: dict) -> tuple[str]:
+        return (out["output"],)
+
+    def _plan(self, langs: tuple[str, ...]) -> list[tuple[str, str, str]]:
+        """(source, target, instruction) of each direction written for a group's languages."""
+        plan = [(src, tgt, self.instruction_template.format(src_tag=tag(src), tgt_tag=tag(tgt), src=src, tgt=tgt,
+                                                              src_name=lang_name(src), tgt_name=lang_name(tgt)))
+                for src, tgt in self._group_dirs[langs]]
+        self._plans[langs] = plan
+        return plan
 
 
 def by_lang_suffix(by_lang: dict, langs: list[str]) -> list[str]:

@@ -29,6 +29,7 @@ class ShareGPT(Converter):
     name = "sharegpt"
     aliases = ("finetome",)
     summary = "ShareGPT conversations (FineTome-100k) -> Alpaca with history/system, or ShareGPT"
+    dedup_on_lines = True
 
     def __init__(self, *, format: str = "alpaca", single_turn_only: bool = False, min_score: float | None = None,
                  conversations_key: str | None = None, **kw):
@@ -90,30 +91,28 @@ class ShareGPT(Converter):
         (no per-message dicts); rows with a null list or null message take :meth:`convert`."""
         fast = _arrow_messages(batch.arrow, self.key)
         if fast is None:
-            return super().convert_batch(batch, keep)
+            yield from super().convert_batch(batch, keep)
+            return
         roles, values, starts, dirty = fast
         scores = None
         if self.min_score is not None:
             names = batch.arrow.schema.names
             scores = batch.arrow.column("score").to_pylist() if "score" in names else [None] * len(batch)
-        out: list = []
-        append = out.append
         build = self._build
         for i in range(len(batch)):
             if keep is not None and not keep[i]:
-                append(None)
+                yield None
                 continue
             try:
                 if dirty is not None and dirty[i]:
-                    append(self.convert(batch.row(i)))
+                    yield self.convert(batch.row(i))
                     continue
                 if scores is not None:
                     self._check_score(scores[i])
                 s, e = starts[i], starts[i + 1]
-                append(build(roles[s:e], values[s:e]))
+                yield build(roles[s:e], values[s:e])
             except Reject as r:
-                append(r)
-        return out
+                yield r
 
     def _build(self, roles: list, values: list) -> list[dict]:
         """The ShareGPT rules on one conversation (roles and values as parallel lists): each

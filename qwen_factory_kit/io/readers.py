@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import orjson
 
@@ -37,33 +38,47 @@ class BadRecord:
 
 
 class Batch:
-    """Rows of one file with their positions. Columnar sources (Parquet, CSV) also carry the Arrow
-    record batch (``arrow``) and build the Python rows only when asked (:attr:`rows`), so that a
-    converter with a columnar fast path never pays for them."""
+    """Rows of one file with their positions. Columnar sources (Parquet, CSV) carry the Arrow
+    record batch (``arrow``), text sources their raw lines (``raw``, parsed by ``parse(raw)``), and
+    build the Python rows only when asked (:attr:`rows`): a converter with a columnar fast path never
+    pays for them, and a batch sent to a worker process travels as bytes and is parsed there."""
 
-    __slots__ = ("source", "unit", "positions", "_rows", "arrow")
+    __slots__ = ("source", "unit", "positions", "_rows", "arrow", "raw", "parse")
 
-    def __init__(self, source: str, unit: str, positions: Sequence[int], rows: list | None = None, arrow: Any = None):
+    def __init__(self, source: str, unit: str, positions: Sequence[int], rows: list | None = None, arrow: Any = None,
+                 raw: list | None = None, parse: Callable[[list], list] | None = None):
         self.source = source  # the file's display path
         self.unit = unit  # "line" | "row" | "item"
         self.positions = positions
         self._rows = rows
         self.arrow = arrow
+        self.raw = raw
+        self.parse = parse
 
     @property
     def rows(self) -> list:
         if self._rows is None:
-            self._rows = self.arrow.to_pylist()
+            self._rows = self.arrow.to_pylist() if self.arrow is not None else self.parse(self.raw)
         return self._rows
 
     def row(self, i: int) -> Any:
-        """Row ``i`` alone (cheap on an Arrow batch whose rows were never built)."""
-        if self._rows is None:
+        """Row ``i`` alone (cheap on a batch whose rows were never built)."""
+        if self._rows is not None:
+            return self._rows[i]
+        if self.arrow is not None:
             return self.arrow.slice(i, 1).to_pylist()[0]
-        return self._rows[i]
+        return self.parse(self.raw[i:i + 1])[0]
 
     def __len__(self) -> int:
         return len(self.positions)
+
+    def __getstate__(self) -> tuple:
+        """Pickled without the built rows when they can be built again (arrow or raw lines)."""
+        rows = self._rows if self.arrow is None and self.raw is None else None
+        return (self.source, self.unit, self.positions, rows, self.arrow, self.raw, self.parse)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.source, self.unit, self.positions, self._rows, self.arrow, self.raw, self.parse = state
 
 
 class TableFile:
@@ -92,7 +107,8 @@ class TableFile:
         return count_lines(self.path)
 
     # -- reading ----------------------------------------------------------------------------
-    def batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
+    def batches(self, batch_rows: int | None = None) -> Iterator[Batch]:
+        batch_rows = batch_rows or BATCH_ROWS
         if self.fmt == ".parquet":
             yield from self._parquet(batch_rows)
         elif self.fmt == ".csv":
@@ -107,15 +123,9 @@ class TableFile:
             head = fh.read(4096)
         return head.removeprefix(BOM).lstrip()[:1] == b"["
 
-    def _decode_line(self, line: bytes):
-        if self.encoding and self.encoding.replace("-", "").lower() not in ("utf8", "utf8sig"):
-            return line.decode(self.encoding)
-        return line
-
     def _jsonl(self) -> Iterator[Batch]:
         lineno = 0
-        loads = orjson.loads
-        decode = self._decode_line
+        parse = partial(parse_jsonl_lines, self.encoding)
         with open(self.path, "rb") as fh:
             first = True
             while True:
@@ -125,24 +135,8 @@ class TableFile:
                 if first:
                     lines[0] = lines[0].removeprefix(BOM)
                     first = False
-                rows: list = []
-                start = lineno + 1
-                for line in lines:
-                    lineno += 1
-                    try:
-                        obj = loads(decode(line))
-                    except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
-                        if not line.strip():
-                            rows.append(BadRecord("blank_line", "the line is empty", ""))
-                        else:
-                            text = line.decode("utf-8", "replace").rstrip("\r\n")
-                            rows.append(BadRecord("invalid_json", f"not valid JSON: {exc}", text))
-                        continue
-                    if type(obj) is not dict:
-                        rows.append(BadRecord("not_an_object", f"expected a JSON object, got {type(obj).__name__}", obj))
-                    else:
-                        rows.append(obj)
-                yield Batch(self.display, "line", range(start, lineno + 1), rows)
+                yield Batch(self.display, "line", range(lineno + 1, lineno + len(lines) + 1), raw=lines, parse=parse)
+                lineno += len(lines)
 
     def _json_array(self, batch_rows: int) -> Iterator[Batch]:
         try:
@@ -201,6 +195,29 @@ class TableFile:
                 pos += len(rows)
         except Exception as exc:
             raise QfkError(f"{self.display}: CSV error after data row {pos} ({exc})", "fix the quoting near that row") from None
+
+
+def parse_jsonl_lines(encoding: str | None, lines: list[bytes]) -> list:
+    """JSON Lines (bytes, in ``encoding``; None: UTF-8) -> rows: a dict, or a :class:`BadRecord`
+    for a blank line, invalid JSON or a value that is not an object."""
+    loads = orjson.loads
+    decode = encoding if encoding and encoding.replace("-", "").lower() not in ("utf8", "utf8sig") else None
+    rows: list = []
+    for line in lines:
+        try:
+            obj = loads(line.decode(decode) if decode else line)
+        except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+            if not line.strip():
+                rows.append(BadRecord("blank_line", "the line is empty", ""))
+            else:
+                text = line.decode("utf-8", "replace").rstrip("\r\n")
+                rows.append(BadRecord("invalid_json", f"not valid JSON: {exc}", text))
+            continue
+        if type(obj) is not dict:
+            rows.append(BadRecord("not_an_object", f"expected a JSON object, got {type(obj).__name__}", obj))
+        else:
+            rows.append(obj)
+    return rows
 
 
 def count_lines(path: str | os.PathLike) -> int:
