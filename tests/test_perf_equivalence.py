@@ -254,3 +254,90 @@ def test_worker_count():
     assert worker_count(None, SMALL_SOURCE_BYTES) == available_cores()
     with pytest.raises(QfkError, match="--workers"):
         worker_count(0, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# --shard I/N: the parts in order are the whole output
+# ---------------------------------------------------------------------------------------------
+SHARDED = {  # converter: (source name, maker, options)
+    "moses": ("corpus", lambda p: workloads.make_moses(p, 3000, seed=7), dict(dedup=False, limit=2500, max_length_ratio=3.0)),
+    "medical-r1": ("rows.jsonl", lambda p: workloads.make_medical(p, 900, seed=7), dict(limit=700)),
+    "sharegpt": ("chats.parquet", lambda p: workloads.make_finetome(p, 2000, seed=7, row_group_size=450), dict(min_score=4.2)),
+}
+
+
+@pytest.mark.parametrize("kind", ["moses", "medical-r1", pytest.param("sharegpt", marks=pytest.mark.slow)])
+def test_shards_concatenate_to_the_whole_output(tmp_path, small_batches, kind):
+    name, make, opts = SHARDED[kind]
+    src = make(tmp_path / name)
+    whole = convert(kind, str(src), output=str(tmp_path / "whole" / "rows.jsonl"), **opts)
+    parts = [convert(kind, str(src), output=str(tmp_path / "set" / "rows.jsonl"), shard=f"{i}/4", workers=1 + i % 2, **opts)
+             for i in range(4)]
+    folder, sidecars = tmp_path / "set" / "rows", tmp_path / "set" / "rows.shards"
+    assert sorted(p.name for p in folder.iterdir()) == [f"part-{i:05d}-of-00004.jsonl" for i in range(4)]  # data alone
+    assert b"".join(p.output.read_bytes() for p in parts) == whole.output.read_bytes()
+    assert b"".join(p.rejects.read_bytes() for p in parts) == whole.rejects.read_bytes()
+    assert sum(p.read for p in parts) == whole.read and sum(p.rows_out for p in parts) == whole.rows_out
+    rows = parts[-1].shard["last_row"]  # the source's rows, in four contiguous ranges
+    assert [(p.shard["first_row"], p.shard["last_row"]) for p in parts] == [(i * rows // 4 + 1, (i + 1) * rows // 4)
+                                                                              for i in range(4)]
+    manifest = json.loads((sidecars / "part-00002-of-00004.manifest.json").read_text())
+    assert manifest["options"]["shard"]["index"] == 2 and manifest["counts"]["read"] == parts[2].read
+
+
+def test_shard_refuses_what_it_cannot_do_exactly(tmp_path):
+    from qwen_factory_kit.errors import QfkError
+
+    src = workloads.make_moses(tmp_path / "corpus", 200, seed=1)
+    out = str(tmp_path / "o.jsonl")
+    with pytest.raises(QfkError, match="moses drops duplicates by default"):
+        convert("moses", str(src), output=out, shard="0/2")
+    with pytest.raises(QfkError, match="cannot drop duplicates"):
+        convert("medical-r1", str(EXAMPLES / "medical_r1" / "rows.jsonl"), output=out, shard="0/2", dedup=True)
+    with pytest.raises(QfkError, match="--val-size/--test-size cannot be used with --shard"):
+        convert("moses", str(src), output=out, shard="1/2", dedup=False, val_size=0.1)
+    for bad in ("2/2", "-1/2", "1", "a/b"):
+        with pytest.raises(QfkError, match="--shard must be I/N"):
+            convert("moses", str(src), output=out, shard=bad, dedup=False)
+    with pytest.raises(QfkError, match="holds no rows: the source has 200"):
+        convert("moses", str(src), output=out, shard="0/300", dedup=False)
+
+
+def _shard_set(tmp_path, parts: int = 3) -> tuple[Path, dict]:
+    src = workloads.make_moses(tmp_path / "corpus", 600, seed=4)
+    for i in range(parts):
+        convert("moses", str(src), data_dir=str(tmp_path / "data"), name="opus", dedup=False, shard=f"{i}/{parts}")
+    whole = convert("moses", str(src), output=str(tmp_path / "whole.jsonl"), dedup=False)
+    return tmp_path / "data" / "opus", {"rows": whole.rows_out}
+
+
+def test_datasets_add_registers_a_complete_shard_set(tmp_path, qfk):
+    folder, whole = _shard_set(tmp_path)
+    data = tmp_path / "data"
+    assert not (data / "dataset_info.json").exists()  # a part is not registered on its own
+    code, out, err = qfk("datasets", "add", folder, "--name", "opus", "--data-dir", data, "--json")
+    assert code == 0, err
+    entry = json.loads(out)["opus"]
+    assert entry["file_name"] == "opus" and entry["columns"]["system"] == "system" and entry["formatting"] == "alpaca"
+    parts = ",".join(str(p) for p in sorted(folder.iterdir()))
+    code, out, err = qfk("datasets", "add", parts, "--name", "opus2", "--data-dir", data, "--json")
+    assert code == 0, err
+    assert json.loads(out)["opus2"]["file_name"] == "opus"
+    code, _, err = qfk("datasets", "add", parts.rsplit(",", 1)[0], "--name", "opus3", "--data-dir", data)
+    assert code == 2 and "holds other files besides the parts" in err  # LLaMA-Factory would load the third too
+    (folder / "part-00001-of-00003.jsonl").write_bytes(b'{"instruction": "x", "input": "", "output": "y"}\n')
+    code, _, err = qfk("datasets", "add", folder, "--name", "opus4", "--data-dir", data)
+    assert code == 2 and "changed after it was written" in err
+    (folder / "part-00001-of-00003.jsonl").unlink()
+    code, _, err = qfk("datasets", "add", folder, "--name", "opus5", "--data-dir", data)
+    assert code == 2 and "incomplete shard set" in err
+
+
+@pytest.mark.slow
+def test_llamafactory_loads_a_registered_shard_set(tmp_path, qfk):
+    from qwen_factory_kit.lfbridge import preprocess
+
+    folder, whole = _shard_set(tmp_path)
+    assert qfk("datasets", "add", folder, "--name", "opus", "--data-dir", tmp_path / "data")[0] == 0
+    rows = preprocess(tmp_path / "data", "opus", enable_thinking=False, cutoff_len=1024)
+    assert len(rows) == whole["rows"]

@@ -43,6 +43,7 @@ from ..io.sources import ResolvedSource, resolve_source, table_files
 from ..think import EMPTY_STYLES, ThinkTagError, ThinkTally, find_special_tokens, has_think_tags, normalize_response
 from ..workspace import data_dir as resolve_data_dir
 from ..workspace import slug
+from .shards import Shard, check_options, no_rows
 from .splits import SPLITS, TRAIN, Selector, SplitPlan, Staging
 from .workers import ordered_map, worker_count
 
@@ -355,6 +356,7 @@ class ConvertResult:
     registered: list = field(default_factory=list)
     token_limit: dict = field(default_factory=dict)  # --max-tokens: {"max_tokens", "template", "enable_thinking"}
     splits_short: dict = field(default_factory=dict)  # split -> why it holds fewer rows than asked
+    shard: dict = field(default_factory=dict)  # --shard: {"index", "count", "first_row", "last_row"}
 
     def summary(self) -> dict:
         return {
@@ -372,6 +374,7 @@ class ConvertResult:
                        for k, v in self.splits.items()},
             "splits_short": self.splits_short,
             "token_limit": self.token_limit,
+            **({"shard": self.shard} if self.shard else {}),
             "think": self.think,
             "notes": self.notes,
             "formatting": self.formatting,
@@ -448,6 +451,7 @@ def run_conversion(
     enable_thinking: bool | None = True,
     before_rows: Callable[[str, dict[str, Path]], None] | None = None,
     workers: int | None = 1,
+    shard: str | Shard | None = None,
 ) -> ConvertResult:
     """Convert ``source`` with ``converter``; see the module docstring for what is written.
 
@@ -458,23 +462,31 @@ def run_conversion(
     ``workers``: processes converting batches (:mod:`.workers`; 1: none started, None: the cores
     available, or none for a small source); the output is the same byte for byte whatever the
     number. A script that asks for workers needs the ``if __name__ == "__main__":`` guard, as any
-    program using :mod:`multiprocessing` does."""
+    program using :mod:`multiprocessing` does. ``shard`` (``"I/N"``): convert part I of N of the
+    source alone (:mod:`.shards`: where it is written, what works with it)."""
     src = source if isinstance(source, ResolvedSource) else resolve_source(source, cache_dir=cache_dir)
     records = converter.open(src, split=split, encoding=encoding)
     name = slug(name) if name else converter.default_name(src)
     paths = output_paths(Path(output) if output else resolve_data_dir(data_dir) / f"{name}.jsonl")
     if limit is not None and limit < 1:
         raise QfkError(f"--limit must be at least 1, not {limit}")
+    dedup = converter.dedup_default if dedup is None else dedup
+    if shard is not None:
+        shard = shard if isinstance(shard, Shard) else Shard.parse(shard)
+        check_options(shard, val_size=val_size, test_size=test_size, dedup=dedup,
+                      converter=converter.name if converter.dedup_default else "")
+        paths = shard.paths(paths["train"])
     if before_rows is not None:
         asked = {"train": True, "val": bool(val_size), "test": bool(test_size)}
         before_rows(name, {s: paths[s] for s in SPLITS if asked[s]})
     tokens = _token_limit(converter, max_tokens, template, enable_thinking)
     progress = progress and sys.stderr.isatty()
-    total = records.count() if limit or val_size or test_size or progress else None
+    total = records.count() if limit or val_size or test_size or progress or shard else None
     if total == 0:
         raise QfkError(f"source '{src.spec}' holds no rows", "check the file (is it empty?) or the --split you asked for")
+    if shard is not None and shard.bounds(total)[0] == shard.bounds(total)[1]:
+        raise no_rows(shard, total)
     selector, plan = _sampling(total, limit, val_size, test_size, random.Random(seed))
-    dedup = converter.dedup_default if dedup is None else dedup
     workers = worker_count(workers, sum(p.stat().st_size for p in records.paths))
     if type(converter).__module__ == "__main__":  # a worker could not import its class
         workers = 1
@@ -487,11 +499,16 @@ def run_conversion(
     sink = None
     try:
         sink = _Outputs(paths, plan)
-        _write_rows(converter, records, sink, res, selector, _Screen(dedup, tokens), workers,
+        batches = records.batches()
+        if shard is not None:
+            res.shard = shard.describe(total)
+            batches = _in_part(batches, *shard.bounds(total), selector)
+        _write_rows(converter, batches, sink, res, selector, _Screen(dedup, tokens), workers,
                     _Bar(total, src.spec) if progress else None)
         _finish(converter, src, res, sink, hasher, paths,
                 dict(limit=limit, seed=seed, val_size=val_size, test_size=test_size, dedup=dedup, split=split,
-                     encoding=encoding, source_records=total, **res.token_limit))
+                     encoding=encoding, source_records=total, **res.token_limit,
+                     **({"shard": res.shard} if res.shard else {})))
     except BaseException:
         if sink is not None:
             sink.abort()
@@ -616,14 +633,31 @@ class _Outputs:
             self.staging.close()
 
 
-def _write_rows(converter: Converter, records, sink: _Outputs, res: ConvertResult, selector: Selector | None,
-                screen: _Screen, workers: int, bar: "_Bar | None") -> None:
+def _in_part(batches: Iterator[Batch], start: int, end: int, selector: Selector | None) -> Iterator[Batch]:
+    """The source rows ``[start, end)`` (``--shard``), in batches; the selector draws for the rows
+    before them, so that ``--limit`` picks the rows the whole source's run picks."""
+    seen = 0
+    for batch in batches:
+        n = len(batch)
+        a, b = min(max(start - seen, 0), n), min(end - seen, n)
+        if selector is not None:
+            for _ in range(a):
+                selector.pick()
+        if a < b:
+            yield batch if (a, b) == (0, n) else batch.slice(a, b)
+        seen += n
+        if seen >= end:
+            return
+
+
+def _write_rows(converter: Converter, batches: Iterator[Batch], sink: _Outputs, res: ConvertResult,
+                selector: Selector | None, screen: _Screen, workers: int, bar: "_Bar | None") -> None:
     """Convert the source batch by batch (in ``workers`` processes), writing the batches in source
     order; each batch's rows are picked (``--limit``) and given their first-pass split as it is read."""
     notes, converter.notes = converter.notes, Counter()  # open()'s notes, then each batch's
-    batches = (_drawn(batch, selector, sink.plan) for batch in records.batches())
+    drawn = (_drawn(batch, selector, sink.plan) for batch in batches)
     try:
-        for (batch, _, splits), converted in ordered_map(_convert, batches, workers=workers, setup=_Work,
+        for (batch, _, splits), converted in ordered_map(_convert, drawn, workers=workers, setup=_Work,
                                                          setup_args=(converter, screen.seen is not None)):
             _write_batch(converter, batch, splits, converted, sink, res, screen)
             notes.update(converted.notes)

@@ -72,6 +72,13 @@ class Batch:
     def __len__(self) -> int:
         return len(self.positions)
 
+    def slice(self, start: int, end: int) -> "Batch":
+        """Rows ``[start, end)`` of the batch (what is built of them stays unbuilt)."""
+        return Batch(self.source, self.unit, self.positions[start:end],
+                     rows=self._rows[start:end] if self._rows is not None else None,
+                     arrow=self.arrow.slice(start, end - start) if self.arrow is not None and self._rows is None else None,
+                     raw=self.raw[start:end] if self.raw is not None and self._rows is None else None, parse=self.parse)
+
     def __getstate__(self) -> tuple:
         """Pickled without the built rows when they can be built again (arrow or raw lines)."""
         rows = self._rows if self.arrow is None and self.raw is None else None
