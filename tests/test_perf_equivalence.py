@@ -341,3 +341,36 @@ def test_llamafactory_loads_a_registered_shard_set(tmp_path, qfk):
     assert qfk("datasets", "add", folder, "--name", "opus", "--data-dir", tmp_path / "data")[0] == 0
     rows = preprocess(tmp_path / "data", "opus", enable_thinking=False, cutoff_len=1024)
     assert len(rows) == whole["rows"]
+
+
+# ---------------------------------------------------------------------------------------------
+# --dedup in bounded memory: the runs spilled to disk give the verdicts of one set
+# ---------------------------------------------------------------------------------------------
+def test_dedup_spilled_to_disk_gives_the_same_rows(tmp_path, small_batches, monkeypatch):
+    from qwen_factory_kit.convert import dedup
+
+    src = workloads.make_moses(tmp_path / "corpus", 4000, seed=9)
+    kept = _convert_with(1, "moses", src, tmp_path / "memory")
+    monkeypatch.setattr(dedup, "RECENT", 150)  # a run every 150 rows kept: about 25 runs
+    spilled = _convert_with(1, "moses", src, tmp_path / "spilled")
+    assert kept == spilled
+    assert b'"reason":"duplicate"' in spilled["rows.rejects.jsonl"]
+    assert not [p for p in (tmp_path / "spilled").iterdir() if p.name.startswith(".qfk-dedup")]  # runs removed
+
+
+def test_seen_runs_answer_like_a_set(tmp_path, monkeypatch):
+    import hashlib
+
+    from qwen_factory_kit.convert import dedup
+
+    monkeypatch.setattr(dedup, "RECENT", 64)
+    seen = dedup.Seen(tmp_path)
+    digests = [hashlib.sha256(str(i).encode()).digest()[:16] for i in range(1000)]
+    for d in digests[:700]:
+        seen.add(d)
+        seen.settle()
+    assert len(seen.runs) == 10 and len(seen.recent) == 60
+    found = seen.on_disk(digests)
+    assert found[:640] == [True] * 640 and not any(found[640:])  # 640 spilled; the rest in memory or never seen
+    assert all(d in seen for d in digests[640:700]) and not any(d in seen for d in digests[700:])
+    seen.close()

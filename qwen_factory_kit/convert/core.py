@@ -8,12 +8,18 @@ why it is rejected. The core does the rest, in one pass over the source with con
 * samples ``--limit`` rows with seeded selection sampling (exactly N rows, spread over the
   whole source, in source order: never "the first N");
 * splits train/val/test with the same seeded method, the sizes exact in accepted rows (:mod:`.splits`);
-* optionally drops duplicates (a 16-byte digest per kept row);
+* optionally drops duplicates (a 16-byte digest per kept row, in bounded memory: :mod:`.dedup`);
 * with ``--max-tokens``, rejects the rows longer than that as LLaMA-Factory encodes them (:mod:`.length`);
 * writes JSON Lines (orjson bytes) to temporary files, and renames them into place only when
   the whole run succeeded (an interrupted run leaves the previous output intact);
 * writes ``<stem>.rejects.jsonl`` (every rejected row with its place and reason) and
   ``<stem>.manifest.json`` (options, source, hashes, counts, think mode, versions).
+
+Batches are converted to bytes by :class:`_Work` (the converter's rows, dumped, with their think
+tally and dedup digest), in ``--workers`` processes (:mod:`.workers`); everything that depends on
+the order of the rows (sampling, splits, duplicates, counting, writing, hashing) stays in the
+calling process, so the output is the same whatever the number of workers. ``--shard I/N``
+converts one contiguous part of the source (:mod:`.shards`).
 
 Invariant: ``read == written + rejected`` where the counts are in source rows (one Moses line
 may produce several output rows: see ``rows_out``).
@@ -43,6 +49,7 @@ from ..io.sources import ResolvedSource, resolve_source, table_files
 from ..think import EMPTY_STYLES, ThinkTagError, ThinkTally, find_special_tokens, has_think_tags, normalize_response
 from ..workspace import data_dir as resolve_data_dir
 from ..workspace import slug
+from .dedup import Seen
 from .shards import Shard, check_options, no_rows
 from .splits import SPLITS, TRAIN, Selector, SplitPlan, Staging
 from .workers import ordered_map, worker_count
@@ -239,7 +246,7 @@ class Converted(NamedTuple):
     row's responses, and the converter's notes counted on the batch."""
 
     kinds: bytearray
-    blob: bytes
+    blob: bytearray
     ends: list[int]
     counts: list[int]
     digests: list[bytes] | None
@@ -278,13 +285,13 @@ class _Work:
     def _convert(self, batch: Batch, keep: list[bool] | None) -> Converted:
         conv = self.converter
         kinds = bytearray(len(batch))
-        lines: list[bytes] = []
+        blob = bytearray()  # orjson gives each line a 4 KiB buffer: appended here, only the bytes are kept
         ends: list[int] = []
         counts: list[int] = []
         digests: list[bytes] | None = [] if self.dedup else None
         rejects: list[tuple[str, bytes]] = []
         tally = ThinkTally()
-        dumps, responses, size = orjson.dumps, conv.responses, 0
+        dumps, responses = orjson.dumps, conv.responses
         for i, outs in enumerate(conv.convert_batch(batch, keep)):
             if outs is None:
                 continue
@@ -293,26 +300,24 @@ class _Work:
                 rejects.append((outs.reason, reject_line(batch, i, outs)))
                 continue
             kinds[i] = ACCEPTED
-            row = [dumps(out, option=_DUMPS_OPTS) for out in outs]
-            lines += row
-            size += sum(map(len, row))
-            ends.append(size)
-            counts.append(len(row))
             for out in outs:
+                blob += dumps(out, option=_DUMPS_OPTS)
                 for text in responses(out):
                     tally.add_text(text)
+            ends.append(len(blob))
+            counts.append(len(outs))
             if digests is not None and not conv.dedup_on_lines:
                 digests.append(_digest(conv.dedup_key(batch, i, outs)))
-        blob = b"".join(lines)
         if digests is not None and conv.dedup_on_lines:
-            view = memoryview(blob)
-            digests = [_digest(view[a:b]) for a, b in zip([0, *ends], ends)]
+            with memoryview(blob) as view:
+                digests = [_digest(view[a:b]) for a, b in zip([0, *ends], ends)]
         notes, conv.notes = conv.notes, Counter()
         return Converted(kinds, blob, ends, counts, digests, rejects, (tally.reasoning, tally.empty_block, tally.no_block), notes)
 
 
 def _digest(key) -> bytes:
-    return hashlib.blake2b(key, digest_size=16).digest()
+    """128 bits of the row's sha256 (with SHA instructions the fastest of hashlib's)."""
+    return hashlib.sha256(key).digest()[:16]
 
 
 def _convert(work: _Work, item: tuple[Batch, list[bool] | None, Any]) -> Converted:
@@ -467,15 +472,12 @@ def run_conversion(
     src = source if isinstance(source, ResolvedSource) else resolve_source(source, cache_dir=cache_dir)
     records = converter.open(src, split=split, encoding=encoding)
     name = slug(name) if name else converter.default_name(src)
-    paths = output_paths(Path(output) if output else resolve_data_dir(data_dir) / f"{name}.jsonl")
     if limit is not None and limit < 1:
         raise QfkError(f"--limit must be at least 1, not {limit}")
     dedup = converter.dedup_default if dedup is None else dedup
-    if shard is not None:
-        shard = shard if isinstance(shard, Shard) else Shard.parse(shard)
-        check_options(shard, val_size=val_size, test_size=test_size, dedup=dedup,
-                      converter=converter.name if converter.dedup_default else "")
-        paths = shard.paths(paths["train"])
+    shard = _shard(shard, converter, val_size=val_size, test_size=test_size, dedup=dedup)
+    paths = output_paths(Path(output) if output else resolve_data_dir(data_dir) / f"{name}.jsonl")
+    paths = shard.paths(paths["train"]) if shard is not None else paths
     if before_rows is not None:
         asked = {"train": True, "val": bool(val_size), "test": bool(test_size)}
         before_rows(name, {s: paths[s] for s in SPLITS if asked[s]})
@@ -496,15 +498,17 @@ def run_conversion(
     res = ConvertResult(converter.name, name, paths["train"], paths["rejects"], paths["manifest"],
                         formatting=converter.formatting, ranking=converter.ranking, columns=converter.columns(),
                         tags=converter.tags(), token_limit=tokens.settings() if tokens else {})
+    if shard is not None:
+        res.shard = shard.describe(total)
     sink = None
     try:
         sink = _Outputs(paths, plan)
-        batches = records.batches()
-        if shard is not None:
-            res.shard = shard.describe(total)
-            batches = _in_part(batches, *shard.bounds(total), selector)
-        _write_rows(converter, batches, sink, res, selector, _Screen(dedup, tokens), workers,
-                    _Bar(total, src.spec) if progress else None)
+        batches = records.batches() if shard is None else _in_part(records.batches(), *shard.bounds(total), selector)
+        screen = _Screen(dedup, tokens, paths["train"].parent)
+        try:
+            _write_rows(converter, batches, sink, res, selector, screen, workers, _Bar(total, src.spec) if progress else None)
+        finally:
+            screen.close()
         _finish(converter, src, res, sink, hasher, paths,
                 dict(limit=limit, seed=seed, val_size=val_size, test_size=test_size, dedup=dedup, split=split,
                      encoding=encoding, source_records=total, **res.token_limit,
@@ -514,6 +518,16 @@ def run_conversion(
             sink.abort()
         raise
     return res
+
+
+def _shard(shard: str | Shard | None, converter: Converter, *, val_size, test_size, dedup: bool) -> Shard | None:
+    """``--shard I/N`` parsed, once the options that cannot be exact with it are refused."""
+    if shard is None:
+        return None
+    shard = shard if isinstance(shard, Shard) else Shard.parse(shard)
+    check_options(shard, val_size=val_size, test_size=test_size, dedup=dedup,
+                  converter=converter.name if converter.dedup_default else "")
+    return shard
 
 
 def _token_limit(converter: Converter, max_tokens: int | None, template: str, enable_thinking: bool | None):
@@ -536,24 +550,30 @@ def _sampling(total: int | None, limit: int | None, val_size, test_size,
 
 class _Screen:
     """The last checks of a converted row: a duplicate of a written row (``--dedup``, by the digest
-    the worker computed), then longer than ``--max-tokens`` (measured only for rows that are not
-    duplicates, on the rows read back from their lines)."""
+    the worker computed, in a bounded-memory set: :mod:`.dedup`), then longer than ``--max-tokens``
+    (measured only for rows that are not duplicates, on the rows read back from their lines)."""
 
-    def __init__(self, dedup: bool, tokens):
+    def __init__(self, dedup: bool, tokens, folder: Path):
         self.tokens = tokens
-        self.seen: set[bytes] | None = set() if dedup else None
+        self.seen: Seen | None = Seen(folder) if dedup else None
         self.active = dedup or tokens is not None
 
-    def __call__(self, digest: bytes | None, lines: bytes) -> Reject | None:
-        if self.seen is not None and digest in self.seen:
+    def __call__(self, digest: bytes | None, lines: bytes, on_disk: bool) -> Reject | None:
+        """``on_disk``: the digest was found among the rows spilled to disk (:meth:`Seen.on_disk`)."""
+        seen = self.seen
+        if seen is not None and (on_disk or digest in seen):
             return Reject("duplicate", "same content as an earlier row")
         if self.tokens is not None:
             too_long = self.tokens.check([orjson.loads(line) for line in bytes(lines).splitlines()])
             if too_long is not None:
                 return Reject(*too_long)
-        if self.seen is not None:
-            self.seen.add(digest)
+        if seen is not None:
+            seen.add(digest)
         return None
+
+    def close(self) -> None:
+        if self.seen is not None:
+            self.seen.close()
 
 
 class _Outputs:
@@ -696,6 +716,7 @@ def _write_batch(converter: Converter, batch: Batch, splits: list | None, conv: 
     rej_buf: list[bytes] = []
     reasons = sink.reasons
     blob, ends, counts, digests = memoryview(conv.blob), conv.ends, conv.counts, conv.digests
+    on_disk = screen.seen.on_disk(digests) if screen.seen is not None else None
     rejects = iter(conv.rejects)
     a = start = run = 0  # accepted row number; start of its lines; start of the lines not yet added
     for i, kind in enumerate(conv.kinds):
@@ -708,7 +729,8 @@ def _write_batch(converter: Converter, batch: Batch, splits: list | None, conv: 
             rej_buf.append(line)
             continue
         end = ends[a]
-        refused = screen(digests[a] if digests is not None else None, blob[start:end]) if screen.active else None
+        refused = (screen(digests[a] if digests is not None else None, blob[start:end], on_disk is not None and on_disk[a])
+                   if screen.active else None)
         if refused is not None:
             reasons[refused.reason] += 1
             rej_buf.append(reject_line(batch, i, refused))
@@ -728,6 +750,8 @@ def _write_batch(converter: Converter, batch: Batch, splits: list | None, conv: 
     if sink.staging is None and run < start:
         sink.add(conv.blob if run == 0 and start == len(conv.blob) else blob[run:start], 0, 0)
     sink.flush(rej_buf)
+    if screen.seen is not None:
+        screen.seen.settle()
 
 
 def _finish(converter: Converter, src: ResolvedSource, res: ConvertResult, sink: _Outputs, hasher: _Hasher,

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ..errors import QfkError
 
 #: batches queued per worker beyond the one it converts (bounds memory, keeps workers busy)
-AHEAD = 2
+AHEAD = 1
 #: sources smaller than this are converted in-process when the worker count is left to the kit
 #: (a worker would start only to stop again)
 SMALL_SOURCE_BYTES = 4 << 20
