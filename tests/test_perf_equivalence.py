@@ -187,9 +187,9 @@ def small_batches(monkeypatch):
     from qwen_factory_kit.convert import moses
     from qwen_factory_kit.io import readers
 
-    monkeypatch.setattr(readers, "BATCH_ROWS", 300)
+    monkeypatch.setattr(readers, "BATCH_ROWS", 256)
     monkeypatch.setattr(readers, "BLOCK_BYTES", 1 << 16)
-    monkeypatch.setattr(moses, "BATCH_ROWS", 300)
+    monkeypatch.setattr(moses, "BATCH_ROWS", 256)
 
 
 WORKLOADS = {  # converter: (source name, maker, options, a reject reason the run must show)
@@ -374,3 +374,20 @@ def test_seen_runs_answer_like_a_set(tmp_path, monkeypatch):
     assert found[:640] == [True] * 640 and not any(found[640:])  # 640 spilled; the rest in memory or never seen
     assert all(d in seen for d in digests[640:700]) and not any(d in seen for d in digests[700:])
     seen.close()
+
+
+@pytest.mark.parametrize("kind", ["moses", pytest.param("sharegpt", marks=pytest.mark.slow)])
+def test_limit_and_splits_do_not_depend_on_the_batch_size(tmp_path, monkeypatch, kind):
+    """--limit and the splits draw for blocks of DRAW_ROWS rows whatever the batches: a seed keeps its rows."""
+    from qwen_factory_kit.convert import moses
+    from qwen_factory_kit.io import readers
+
+    src = (workloads.make_moses(tmp_path / "corpus", 9000, seed=3) if kind == "moses" else
+           workloads.make_finetome(tmp_path / "chats.parquet", 9000, seed=3, row_group_size=2500))
+    opts = dict(limit=7000, val_size=0.1, test_size=300, **({"dedup": False} if kind == "moses" else {}))
+    outputs = []
+    for rows in (readers.DRAW_ROWS, 1024, 512):
+        monkeypatch.setattr(readers, "BATCH_ROWS", rows)
+        monkeypatch.setattr(moses, "BATCH_ROWS", rows)
+        outputs.append(_convert_with(1, kind, src, tmp_path / f"b{rows}", **opts))
+    assert outputs[0] == outputs[1] == outputs[2]

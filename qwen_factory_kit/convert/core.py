@@ -675,7 +675,7 @@ def _write_rows(converter: Converter, batches: Iterator[Batch], sink: _Outputs, 
     """Convert the source batch by batch (in ``workers`` processes), writing the batches in source
     order; each batch's rows are picked (``--limit``) and given their first-pass split as it is read."""
     notes, converter.notes = converter.notes, Counter()  # open()'s notes, then each batch's
-    drawn = (_drawn(batch, selector, sink.plan) for batch in batches)
+    drawn = _drawn(batches, selector, sink.plan)
     try:
         for (batch, _, splits), converted in ordered_map(_convert, drawn, workers=workers, setup=_Work,
                                                          setup_args=(converter, screen.seen is not None)):
@@ -689,15 +689,32 @@ def _write_rows(converter: Converter, batches: Iterator[Batch], sink: _Outputs, 
             bar.stop()
 
 
-def _drawn(batch: Batch, selector: Selector | None, plan: SplitPlan | None) -> tuple:
+def _drawn(batches: Iterator[Batch], selector: Selector | None, plan: SplitPlan | None) -> Iterator[tuple]:
     """``(batch, keep, splits)``: which rows ``--limit`` picks (None: all) and the first-pass split
     of each picked row (None without splits), drawn from the seeded generator in source order, the
-    same draws however far ahead of the writing the batches are read."""
-    keep = [selector.pick() for _ in range(len(batch))] if selector is not None else None
-    if plan is None:
-        return batch, keep, None
-    picked = keep if keep is not None else [True] * len(batch)
-    return batch, keep, [plan.assign() if k else None for k in picked]
+    same draws however far ahead of the writing the batches are read: for each block of batches
+    (:data:`~qwen_factory_kit.io.readers.DRAW_ROWS` rows, the batch size of earlier versions), every
+    pick, then every picked row's split, so that a seed keeps giving the rows it gave."""
+    if selector is None and plan is None:
+        for batch in batches:
+            yield batch, None, None
+        return
+    block: list[Batch] = []
+    for batch in batches:
+        block.append(batch)
+        if batch.draw_end:
+            yield from _draw_block(block, selector, plan)
+            block = []
+    yield from _draw_block(block, selector, plan)  # a block left open (the end of a --shard part)
+
+
+def _draw_block(block: list[Batch], selector: Selector | None, plan: SplitPlan | None) -> Iterator[tuple]:
+    keeps = [[selector.pick() for _ in range(len(b))] if selector is not None else None for b in block]
+    for batch, keep in zip(block, keeps):
+        splits = None
+        if plan is not None:
+            splits = [plan.assign() if k else None for k in (keep if keep is not None else [True] * len(batch))]
+        yield batch, keep, splits
 
 
 def _write_batch(converter: Converter, batch: Batch, splits: list | None, conv: Converted, sink: _Outputs,

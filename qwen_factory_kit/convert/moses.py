@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 from ..errors import QfkError
 from ..io.encoding import SAMPLE_BYTES, detect_encoding, normalize_encoding
-from ..io.readers import BATCH_ROWS, BadRecord, Batch
+from ..io.readers import BATCH_ROWS, BadRecord, Batch, draw_end
 from ..io.sources import ResolvedSource
 from ..langs import LANG_NAMES, known_codes, name as lang_name, normalize_code, tag
 from ..think import format_response
@@ -135,10 +135,11 @@ class ParallelSource:
             try:
                 parse = partial(decode_aligned, tuple((f.lang, f.encoding) for f in g.files))
                 lines = zip(*handles)
-                lineno = 0
+                lineno, total = 0, self._counts[g.display]
                 while chunk := list(islice(lines, BATCH_ROWS)):
-                    yield Batch(g.display, "line", range(lineno + 1, lineno + len(chunk) + 1), raw=chunk, parse=parse)
-                    lineno += len(chunk)
+                    end = lineno + len(chunk)
+                    yield Batch(g.display, "line", range(lineno + 1, end + 1), raw=chunk, parse=parse, draw_end=draw_end(end, total))
+                    lineno = end
             finally:
                 for h in handles:
                     h.close()

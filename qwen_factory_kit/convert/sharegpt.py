@@ -208,14 +208,12 @@ def _arrow_messages(rb, key: str | None):
     if not pa.types.is_string(typ.value_type.field(value_f).type) or not pa.types.is_string(typ.value_type.field(role_f).type):
         return None
     flat = col.flatten()
-    offsets = col.offsets.to_numpy()
-    starts = (offsets - offsets[0]).tolist()
+    offsets = col.offsets.to_pylist()  # (not to_numpy(): pyarrow would import pandas, half a second)
+    first = offsets[0]
+    starts = [o - first for o in offsets]
     dirty = None
     if col.null_count or flat.null_count or flat.field(role_f).null_count:
-        import numpy as np
-
-        bad = pc.or_(pc.is_null(flat), pc.is_null(flat.field(role_f))).to_numpy(zero_copy_only=False)
-        cum = np.concatenate([[0], np.cumsum(bad, dtype=np.int64)])
-        off = np.asarray(starts)
-        dirty = (((cum[off[1:]] - cum[off[:-1]]) > 0) | col.is_null().to_numpy(zero_copy_only=False)).tolist()
+        bad = pc.or_(pc.is_null(flat), pc.is_null(flat.field(role_f))).to_pylist()
+        null_rows = col.is_null().to_pylist()
+        dirty = [null_rows[i] or any(bad[starts[i]:starts[i + 1]]) for i in range(len(col))]
     return flat.field(role_f).to_pylist(), flat.field(value_f).to_pylist(), starts, dirty

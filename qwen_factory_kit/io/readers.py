@@ -25,7 +25,10 @@ from ..errors import QfkError
 TABLE_EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
 BOM = b"\xef\xbb\xbf"
 BLOCK_BYTES = 1 << 20
-BATCH_ROWS = 4096
+BATCH_ROWS = 1024
+#: rows that --limit and the splits draw for together (the batch size of earlier versions, kept so
+#: that a seed picks the same rows): a batch with ``draw_end`` closes such a block
+DRAW_ROWS = 4096
 
 
 @dataclass(slots=True)
@@ -43,10 +46,10 @@ class Batch:
     build the Python rows only when asked (:attr:`rows`): a converter with a columnar fast path never
     pays for them, and a batch sent to a worker process travels as bytes and is parsed there."""
 
-    __slots__ = ("source", "unit", "positions", "_rows", "arrow", "raw", "parse")
+    __slots__ = ("source", "unit", "positions", "_rows", "arrow", "raw", "parse", "draw_end")
 
     def __init__(self, source: str, unit: str, positions: Sequence[int], rows: list | None = None, arrow: Any = None,
-                 raw: list | None = None, parse: Callable[[list], list] | None = None):
+                 raw: list | None = None, parse: Callable[[list], list] | None = None, draw_end: bool = True):
         self.source = source  # the file's display path
         self.unit = unit  # "line" | "row" | "item"
         self.positions = positions
@@ -54,6 +57,7 @@ class Batch:
         self.arrow = arrow
         self.raw = raw
         self.parse = parse
+        self.draw_end = draw_end  # the last batch of a block of DRAW_ROWS rows (or of the file)
 
     @property
     def rows(self) -> list:
@@ -77,15 +81,16 @@ class Batch:
         return Batch(self.source, self.unit, self.positions[start:end],
                      rows=self._rows[start:end] if self._rows is not None else None,
                      arrow=self.arrow.slice(start, end - start) if self.arrow is not None and self._rows is None else None,
-                     raw=self.raw[start:end] if self.raw is not None and self._rows is None else None, parse=self.parse)
+                     raw=self.raw[start:end] if self.raw is not None and self._rows is None else None, parse=self.parse,
+                     draw_end=self.draw_end and end == len(self))
 
     def __getstate__(self) -> tuple:
         """Pickled without the built rows when they can be built again (arrow or raw lines)."""
         rows = self._rows if self.arrow is None and self.raw is None else None
-        return (self.source, self.unit, self.positions, rows, self.arrow, self.raw, self.parse)
+        return (self.source, self.unit, self.positions, rows, self.arrow, self.raw, self.parse, self.draw_end)
 
     def __setstate__(self, state: tuple) -> None:
-        self.source, self.unit, self.positions, self._rows, self.arrow, self.raw, self.parse = state
+        self.source, self.unit, self.positions, self._rows, self.arrow, self.raw, self.parse, self.draw_end = state
 
 
 class TableFile:
@@ -155,19 +160,21 @@ class TableFile:
             chunk = data[start:start + batch_rows]
             rows = [r if type(r) is dict else BadRecord("not_an_object", f"expected a JSON object, got {type(r).__name__}", r)
                     for r in chunk]
-            yield Batch(self.display, "item", range(start + 1, start + len(chunk) + 1), rows)
+            end = start + len(chunk)
+            yield Batch(self.display, "item", range(start + 1, end + 1), rows, draw_end=draw_end(end, len(data)))
 
     def _parquet(self, batch_rows: int) -> Iterator[Batch]:
         import pyarrow.parquet as pq
 
-        try:
-            pf = pq.ParquetFile(self.path)
+        try:  # without pre-buffering: pyarrow would otherwise read the whole file ahead
+            pf = pq.ParquetFile(self.path, pre_buffer=False)
         except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for corrupt files
             raise QfkError(f"{self.display}: cannot read Parquet ({exc})", "check that the download finished (compare the file size or sha256)") from None
-        pos = 0
+        pos, rows = 0, pf.metadata.num_rows
         for rb in pf.iter_batches(batch_size=batch_rows):
-            yield Batch(self.display, "row", range(pos + 1, pos + rb.num_rows + 1), arrow=rb)
-            pos += rb.num_rows
+            end = pos + rb.num_rows
+            yield Batch(self.display, "row", range(pos + 1, end + 1), arrow=rb, draw_end=draw_end(end, rows))
+            pos = end
 
     def _csv(self, batch_rows: int) -> Iterator[Batch]:
         import csv as _csv
@@ -202,6 +209,11 @@ class TableFile:
                 pos += len(rows)
         except Exception as exc:
             raise QfkError(f"{self.display}: CSV error after data row {pos} ({exc})", "fix the quoting near that row") from None
+
+
+def draw_end(rows_so_far: int, rows: int) -> bool:
+    """Whether a batch ending after ``rows_so_far`` of a file's ``rows`` closes a block of :data:`DRAW_ROWS`."""
+    return rows_so_far % DRAW_ROWS == 0 or rows_so_far == rows
 
 
 def parse_jsonl_lines(encoding: str | None, lines: list[bytes]) -> list:
