@@ -19,6 +19,7 @@ As with any program using :mod:`multiprocessing`, a script that asks for workers
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
@@ -26,6 +27,9 @@ from ..errors import QfkError
 
 #: batches queued per worker beyond the one it converts (bounds memory, keeps workers busy)
 AHEAD = 1
+#: the GIL switch interval while a pool runs (Python's default, 5 ms, kept the pool's threads
+#: waiting while this process converted a batch, and the workers waiting for their next one)
+SWITCH_INTERVAL = 0.0005
 #: sources smaller than this are converted in-process when the worker count is left to the kit
 #: (a worker would start only to stop again)
 SMALL_SOURCE_BYTES = 4 << 20
@@ -66,6 +70,8 @@ def ordered_map(task: Callable[[Any, Any], Any], items: Iterable, *, workers: in
     queued_max = (workers - 1) * (1 + AHEAD)
     pending: deque = deque()  # (item, future or _Here(result)), in order
     pool = ProcessPoolExecutor(workers - 1, mp_context=_context(), initializer=_start, initargs=(setup, setup_args))
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL)  # the pool's threads send and receive while this one converts
     try:
         for item in items:
             if sum(type(r) is not _Here for _, r in pending) < queued_max:
@@ -75,6 +81,7 @@ def ordered_map(task: Callable[[Any, Any], Any], items: Iterable, *, workers: in
             yield from _settle(pending, queued_max + 1, task, state)
         yield from _settle(pending, 0, task, state)
     finally:
+        sys.setswitchinterval(switch)
         pool.shutdown(wait=True, cancel_futures=True)
 
 
