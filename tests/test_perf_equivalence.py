@@ -165,3 +165,229 @@ print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}})))
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert "qwen_factory_kit" in loaded and "orjson" in loaded
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+# ---------------------------------------------------------------------------------------------
+# --workers: the same bytes whatever the number of processes
+# ---------------------------------------------------------------------------------------------
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _convert_with(workers: int, kind: str, src: Path, out: Path, **opts) -> dict[str, bytes]:
+    out.mkdir()
+    res = convert(kind, str(src), output=str(out / "rows.jsonl"), workers=workers, **opts)
+    assert res.read == res.written + res.rejected
+    return _files(out)
+
+
+@pytest.fixture
+def small_batches(monkeypatch):
+    """Batches of a few hundred rows, so that a small source still makes many of them."""
+    from qwen_factory_kit.convert import moses
+    from qwen_factory_kit.io import readers
+
+    monkeypatch.setattr(readers, "BATCH_ROWS", 256)
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 1 << 16)
+    monkeypatch.setattr(moses, "BATCH_ROWS", 256)
+
+
+WORKLOADS = {  # converter: (source name, maker, options, a reject reason the run must show)
+    "moses": ("corpus", lambda p: workloads.make_moses(p, 4000, seed=5),
+              dict(val_size=40, test_size=0.05, max_length_ratio=3.0), "duplicate"),
+    "medical-r1": ("rows.jsonl", lambda p: workloads.make_medical(p, 1500, seed=5),
+                   dict(limit=1200, val_size=0.1, test_size=100, dedup=True, fix_escaped_newlines=True), "empty_field"),
+    "sharegpt": ("chats.parquet", lambda p: workloads.make_finetome(p, 3000, seed=5, row_group_size=700),
+                 dict(dedup=True, min_score=4.0), "below_min_score"),
+}
+
+
+@pytest.mark.parametrize("kind", [pytest.param("moses"), pytest.param("medical-r1", marks=pytest.mark.slow),
+                                  pytest.param("sharegpt", marks=pytest.mark.slow)])
+def test_workers_write_the_same_bytes(tmp_path, small_batches, kind):
+    name, make, opts, reason = WORKLOADS[kind]
+    src = make(tmp_path / name)
+    one = _convert_with(1, kind, src, tmp_path / "w1", **opts)
+    three = _convert_with(3, kind, src, tmp_path / "w3", **opts)
+    assert one == three  # rows, splits, rejects and manifest, byte for byte
+    splits = {"rows_val.jsonl", "rows_test.jsonl"} if "val_size" in opts else set()
+    assert set(one) == {"rows.jsonl", "rows.rejects.jsonl", "rows.manifest.json"} | splits
+    assert f'"reason":"{reason}"'.encode() in one["rows.rejects.jsonl"]
+
+
+def test_workers_option_on_the_command_line(tmp_path, small_batches, qfk_json):
+    src = workloads.make_moses(tmp_path / "corpus", 1000, seed=2)
+    a = qfk_json("convert", "moses", src, "-o", tmp_path / "a" / "rows.jsonl", "--workers", "2", "--no-register")
+    b = qfk_json("convert", "moses", src, "-o", tmp_path / "b" / "rows.jsonl", "--workers", "1", "--no-register")
+    assert a["rows_out"] == b["rows_out"] > 0
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def _slow_square(state, n):
+    import time
+
+    time.sleep(0.01 * (n % 3))
+    if n == 13:
+        from qwen_factory_kit.errors import QfkError
+
+        raise QfkError("thirteen", "a hint that crosses the process boundary")
+    return state + n * n
+
+
+def test_ordered_map_keeps_the_order_and_the_error_hints():
+    from qwen_factory_kit.convert.workers import ordered_map
+    from qwen_factory_kit.errors import QfkError
+
+    got = list(ordered_map(_slow_square, range(12), workers=3, setup=int, setup_args=(100,)))
+    assert got == [(n, 100 + n * n) for n in range(12)]
+    with pytest.raises(QfkError) as err:
+        list(ordered_map(_slow_square, range(20), workers=2, setup=int, setup_args=(0,)))
+    assert err.value.message == "thirteen" and err.value.hint == "a hint that crosses the process boundary"
+
+
+def test_worker_count():
+    from qwen_factory_kit.convert.workers import SMALL_SOURCE_BYTES, available_cores, worker_count
+    from qwen_factory_kit.errors import QfkError
+
+    assert worker_count(3, 0) == 3
+    assert worker_count(None, SMALL_SOURCE_BYTES - 1) == 1  # a small source: no process started
+    assert worker_count(None, SMALL_SOURCE_BYTES) == available_cores()
+    with pytest.raises(QfkError, match="--workers"):
+        worker_count(0, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# --shard I/N: the parts in order are the whole output
+# ---------------------------------------------------------------------------------------------
+SHARDED = {  # converter: (source name, maker, options)
+    "moses": ("corpus", lambda p: workloads.make_moses(p, 3000, seed=7), dict(dedup=False, limit=2500, max_length_ratio=3.0)),
+    "medical-r1": ("rows.jsonl", lambda p: workloads.make_medical(p, 900, seed=7), dict(limit=700)),
+    "sharegpt": ("chats.parquet", lambda p: workloads.make_finetome(p, 2000, seed=7, row_group_size=450), dict(min_score=4.2)),
+}
+
+
+@pytest.mark.parametrize("kind", ["moses", "medical-r1", pytest.param("sharegpt", marks=pytest.mark.slow)])
+def test_shards_concatenate_to_the_whole_output(tmp_path, small_batches, kind):
+    name, make, opts = SHARDED[kind]
+    src = make(tmp_path / name)
+    whole = convert(kind, str(src), output=str(tmp_path / "whole" / "rows.jsonl"), **opts)
+    parts = [convert(kind, str(src), output=str(tmp_path / "set" / "rows.jsonl"), shard=f"{i}/4", workers=1 + i % 2, **opts)
+             for i in range(4)]
+    folder, sidecars = tmp_path / "set" / "rows", tmp_path / "set" / "rows.shards"
+    assert sorted(p.name for p in folder.iterdir()) == [f"part-{i:05d}-of-00004.jsonl" for i in range(4)]  # data alone
+    assert b"".join(p.output.read_bytes() for p in parts) == whole.output.read_bytes()
+    assert b"".join(p.rejects.read_bytes() for p in parts) == whole.rejects.read_bytes()
+    assert sum(p.read for p in parts) == whole.read and sum(p.rows_out for p in parts) == whole.rows_out
+    rows = parts[-1].shard["last_row"]  # the source's rows, in four contiguous ranges
+    assert [(p.shard["first_row"], p.shard["last_row"]) for p in parts] == [(i * rows // 4 + 1, (i + 1) * rows // 4)
+                                                                              for i in range(4)]
+    manifest = json.loads((sidecars / "part-00002-of-00004.manifest.json").read_text())
+    assert manifest["options"]["shard"]["index"] == 2 and manifest["counts"]["read"] == parts[2].read
+
+
+def test_shard_refuses_what_it_cannot_do_exactly(tmp_path):
+    from qwen_factory_kit.errors import QfkError
+
+    src = workloads.make_moses(tmp_path / "corpus", 200, seed=1)
+    out = str(tmp_path / "o.jsonl")
+    with pytest.raises(QfkError, match="moses drops duplicates by default"):
+        convert("moses", str(src), output=out, shard="0/2")
+    with pytest.raises(QfkError, match="cannot drop duplicates"):
+        convert("medical-r1", str(EXAMPLES / "medical_r1" / "rows.jsonl"), output=out, shard="0/2", dedup=True)
+    with pytest.raises(QfkError, match="--val-size/--test-size cannot be used with --shard"):
+        convert("moses", str(src), output=out, shard="1/2", dedup=False, val_size=0.1)
+    for bad in ("2/2", "-1/2", "1", "a/b"):
+        with pytest.raises(QfkError, match="--shard must be I/N"):
+            convert("moses", str(src), output=out, shard=bad, dedup=False)
+    with pytest.raises(QfkError, match="holds no rows: the source has 200"):
+        convert("moses", str(src), output=out, shard="0/300", dedup=False)
+
+
+def _shard_set(tmp_path, parts: int = 3) -> tuple[Path, dict]:
+    src = workloads.make_moses(tmp_path / "corpus", 600, seed=4)
+    for i in range(parts):
+        convert("moses", str(src), data_dir=str(tmp_path / "data"), name="opus", dedup=False, shard=f"{i}/{parts}")
+    whole = convert("moses", str(src), output=str(tmp_path / "whole.jsonl"), dedup=False)
+    return tmp_path / "data" / "opus", {"rows": whole.rows_out}
+
+
+def test_datasets_add_registers_a_complete_shard_set(tmp_path, qfk):
+    folder, whole = _shard_set(tmp_path)
+    data = tmp_path / "data"
+    assert not (data / "dataset_info.json").exists()  # a part is not registered on its own
+    code, out, err = qfk("datasets", "add", folder, "--name", "opus", "--data-dir", data, "--json")
+    assert code == 0, err
+    entry = json.loads(out)["opus"]
+    assert entry["file_name"] == "opus" and entry["columns"]["system"] == "system" and entry["formatting"] == "alpaca"
+    parts = ",".join(str(p) for p in sorted(folder.iterdir()))
+    code, out, err = qfk("datasets", "add", parts, "--name", "opus2", "--data-dir", data, "--json")
+    assert code == 0, err
+    assert json.loads(out)["opus2"]["file_name"] == "opus"
+    code, _, err = qfk("datasets", "add", parts.rsplit(",", 1)[0], "--name", "opus3", "--data-dir", data)
+    assert code == 2 and "holds other files besides the parts" in err  # LLaMA-Factory would load the third too
+    (folder / "part-00001-of-00003.jsonl").write_bytes(b'{"instruction": "x", "input": "", "output": "y"}\n')
+    code, _, err = qfk("datasets", "add", folder, "--name", "opus4", "--data-dir", data)
+    assert code == 2 and "changed after it was written" in err
+    (folder / "part-00001-of-00003.jsonl").unlink()
+    code, _, err = qfk("datasets", "add", folder, "--name", "opus5", "--data-dir", data)
+    assert code == 2 and "incomplete shard set" in err
+
+
+@pytest.mark.slow
+def test_llamafactory_loads_a_registered_shard_set(tmp_path, qfk):
+    from qwen_factory_kit.lfbridge import preprocess
+
+    folder, whole = _shard_set(tmp_path)
+    assert qfk("datasets", "add", folder, "--name", "opus", "--data-dir", tmp_path / "data")[0] == 0
+    rows = preprocess(tmp_path / "data", "opus", enable_thinking=False, cutoff_len=1024)
+    assert len(rows) == whole["rows"]
+
+
+# ---------------------------------------------------------------------------------------------
+# --dedup in bounded memory: the runs spilled to disk give the verdicts of one set
+# ---------------------------------------------------------------------------------------------
+def test_dedup_spilled_to_disk_gives_the_same_rows(tmp_path, small_batches, monkeypatch):
+    from qwen_factory_kit.convert import dedup
+
+    src = workloads.make_moses(tmp_path / "corpus", 4000, seed=9)
+    kept = _convert_with(1, "moses", src, tmp_path / "memory")
+    monkeypatch.setattr(dedup, "RECENT", 150)  # a run every 150 rows kept: about 25 runs
+    spilled = _convert_with(1, "moses", src, tmp_path / "spilled")
+    assert kept == spilled
+    assert b'"reason":"duplicate"' in spilled["rows.rejects.jsonl"]
+    assert not [p for p in (tmp_path / "spilled").iterdir() if p.name.startswith(".qfk-dedup")]  # runs removed
+
+
+def test_seen_runs_answer_like_a_set(tmp_path, monkeypatch):
+    import hashlib
+
+    from qwen_factory_kit.convert import dedup
+
+    monkeypatch.setattr(dedup, "RECENT", 64)
+    seen = dedup.Seen(tmp_path)
+    digests = [hashlib.sha256(str(i).encode()).digest()[:16] for i in range(1000)]
+    for d in digests[:700]:
+        seen.add(d)
+        seen.settle()
+    assert len(seen.runs) == 10 and len(seen.recent) == 60
+    found = seen.on_disk(digests)
+    assert found[:640] == [True] * 640 and not any(found[640:])  # 640 spilled; the rest in memory or never seen
+    assert all(d in seen for d in digests[640:700]) and not any(d in seen for d in digests[700:])
+    seen.close()
+
+
+@pytest.mark.parametrize("kind", ["moses", pytest.param("sharegpt", marks=pytest.mark.slow)])
+def test_limit_and_splits_do_not_depend_on_the_batch_size(tmp_path, monkeypatch, kind):
+    """--limit and the splits draw for blocks of DRAW_ROWS rows whatever the batches: a seed keeps its rows."""
+    from qwen_factory_kit.convert import moses
+    from qwen_factory_kit.io import readers
+
+    src = (workloads.make_moses(tmp_path / "corpus", 9000, seed=3) if kind == "moses" else
+           workloads.make_finetome(tmp_path / "chats.parquet", 9000, seed=3, row_group_size=2500))
+    opts = dict(limit=7000, val_size=0.1, test_size=300, **({"dedup": False} if kind == "moses" else {}))
+    outputs = []
+    for rows in (readers.DRAW_ROWS, 1024, 512):
+        monkeypatch.setattr(readers, "BATCH_ROWS", rows)
+        monkeypatch.setattr(moses, "BATCH_ROWS", rows)
+        outputs.append(_convert_with(1, kind, src, tmp_path / f"b{rows}", **opts))
+    assert outputs[0] == outputs[1] == outputs[2]

@@ -36,6 +36,13 @@ def common_options(fn):
         click.option("--register/--no-register", default=True, show_default=True,
                      help="Add the output (and NAME_val / NAME_test) to DATA_DIR/dataset_info.json."),
         click.option("--force", is_flag=True, help="Replace a registered dataset of the same name that points to another file."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="Processes converting in parallel (default: the cores available; 1 for a small source). "
+                          "The output is the same byte for byte whatever the number."),
+        click.option("--shard", metavar="I/N",
+                     help="Convert part I of N (from 0) of the source alone: its rows [I*T/N, (I+1)*T/N) to "
+                          "DATA_DIR/NAME/part-I-of-N.jsonl; the parts in order are the whole output. Not with "
+                          "--val-size/--test-size or --dedup. Register the set with: qfk datasets add DATA_DIR/NAME."),
         click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout."),
         click.option("--progress/--no-progress", default=True, help="Progress bar on a terminal."),
     ]
@@ -87,6 +94,9 @@ def print_summary(result, title: str | None = None) -> None:
     out.print(f"  rejects: {s['rejects']}\n  manifest: {s['manifest']}")
     if s["registered"]:
         out.print(f"  registered in dataset_info.json as: [bold]{', '.join(s['registered'])}[/]  (dataset: {s['registered'][0]})")
+    elif result.shard:
+        out.print(f"  part {result.shard['index']} of {result.shard['count']}; when every part is written, register the set: "
+                  f"qfk datasets add {result.output.parent} --name {s['name']}")
 
 
 @click.group("convert")
@@ -99,13 +109,16 @@ def convert_group() -> None:
     one split with all its directions). --max-tokens N rejects (too_long) a source row with an output
     row longer than N tokens as LLaMA-Factory will encode it (a Moses line with all its directions):
     removed, never cut. A --name already registered for another file stops the run before any row
-    is read.
+    is read. Batches are converted by --workers processes (default: the cores available); the
+    output is the same byte for byte whatever their number. --shard I/N converts one contiguous
+    part of the source (on another machine, say); qfk datasets add registers the set of parts.
 
     \b
     Examples:
       qfk convert medical-r1 modelscope://krisfu/delicate_medical_r1_data --val-size 0.1
       qfk convert finetome ./FineTome-100k --limit 20000 --seed 1
       qfk convert moses ./_dataset --langs en,zh_TW,ja --test-size 500
+      qfk convert moses ./opus --no-dedup --shard 0/4      # then 1/4, 2/4, 3/4; qfk datasets add data/opus_...
       qfk convert columns rows.csv --prompt question --response answer
       qfk convert preference pairs.jsonl --prompt prompt --chosen chosen --rejected rejected
     """

@@ -30,7 +30,7 @@ def datasets_group() -> None:
 
 
 @datasets_group.command("add")
-@click.argument("path", type=click.Path(exists=True))
+@click.argument("path")
 @click.option("--name", required=True, help="Dataset name (what recipes put in dataset:).")
 @click.option("--formatting", type=click.Choice(["alpaca", "sharegpt", "qfk_medical_r1", "qfk_sharegpt"]), default=None,
               help="Default: from the manifest, else alpaca. qfk_* keep raw rows for qfk train's plugin (qfk train only).")
@@ -42,7 +42,9 @@ def datasets_group() -> None:
 def add(path, name, formatting, ranking, columns, force, data_dir, as_json):
     """Register a file (or folder) under NAME with complete columns/tags blocks.
 
-    Formatting, ranking and columns come from the file's qfk manifest when there is one.
+    Formatting, ranking and columns come from the file's qfk manifest when there is one. The parts
+    written by qfk convert --shard I/N are registered as one dataset: give their folder (or the part
+    files, comma-separated); every part must be there, alone in the folder, unchanged.
 
     \b
     Examples:
@@ -50,12 +52,21 @@ def add(path, name, formatting, ranking, columns, force, data_dir, as_json):
       qfk datasets add /data/pairs.jsonl --name prefs --ranking
       qfk datasets add chats.jsonl --name chats --formatting sharegpt
       qfk datasets add raw_r1.jsonl --name raw_r1 --formatting qfk_medical_r1   # raw rows: qfk train only
+      qfk datasets add data/opus --name opus        # the parts of qfk convert ... --shard I/N
     """
+    from ..convert.shards import add_shard_set, shard_set
+    from ..errors import QfkError
     from ..registry import Registry, add_path
 
     reg = Registry.at(data_dir)
     extra = dict(c.split("=", 1) for c in columns if "=" in c)
-    entry = add_path(reg, Path(path), name, formatting=formatting, ranking=ranking, columns=extra, force=force)
+    shards = shard_set(path)
+    if shards is not None:
+        entry = add_shard_set(reg, shards, name, formatting=formatting, ranking=ranking, columns=extra, force=force)
+    elif not Path(path).exists():
+        raise QfkError(f"'{path}' does not exist", "give a data file, a folder, or the parts of a --shard run")
+    else:
+        entry = add_path(reg, Path(path), name, formatting=formatting, ranking=ranking, columns=extra, force=force)
     if as_json:
         emit_json({name: entry})
     else:

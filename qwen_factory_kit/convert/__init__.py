@@ -23,7 +23,7 @@ for _cls in (MedicalR1, ShareGPT, Moses, Columns, Preference):
         CONVERTERS[_name] = _cls
 
 RUN_OPTIONS = ("output", "name", "data_dir", "limit", "seed", "val_size", "test_size", "dedup", "split", "encoding",
-               "cache_dir", "progress", "max_tokens", "template", "enable_thinking")
+               "cache_dir", "progress", "max_tokens", "template", "enable_thinking", "workers", "shard")
 
 
 def get_converter(name: str, **options: Any) -> Converter:
@@ -46,7 +46,7 @@ def convert(converter: str, source: str, *, register: bool = False, force: bool 
     run before any row is read, unless ``force`` (which replaces that entry)."""
     run = {k: options.pop(k) for k in list(options) if k in RUN_OPTIONS}
     plugin = get_converter(converter, **options)
-    if not register:
+    if not register or run.get("shard"):  # a part is registered with its set: qfk datasets add FOLDER
         return run_conversion(plugin, source, **run)
     from ..registry import check_names_free, register_result
 

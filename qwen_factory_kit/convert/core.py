@@ -8,12 +8,18 @@ why it is rejected. The core does the rest, in one pass over the source with con
 * samples ``--limit`` rows with seeded selection sampling (exactly N rows, spread over the
   whole source, in source order: never "the first N");
 * splits train/val/test with the same seeded method, the sizes exact in accepted rows (:mod:`.splits`);
-* optionally drops duplicates (a 16-byte digest per kept row);
+* optionally drops duplicates (a 16-byte digest per kept row, in bounded memory: :mod:`.dedup`);
 * with ``--max-tokens``, rejects the rows longer than that as LLaMA-Factory encodes them (:mod:`.length`);
 * writes JSON Lines (orjson bytes) to temporary files, and renames them into place only when
   the whole run succeeded (an interrupted run leaves the previous output intact);
 * writes ``<stem>.rejects.jsonl`` (every rejected row with its place and reason) and
   ``<stem>.manifest.json`` (options, source, hashes, counts, think mode, versions).
+
+Batches are converted to bytes by :class:`_Work` (the converter's rows, dumped, with their think
+tally and dedup digest), in ``--workers`` processes (:mod:`.workers`); everything that depends on
+the order of the rows (sampling, splits, duplicates, counting, writing, hashing) stays in the
+calling process, so the output is the same whatever the number of workers. ``--shard I/N``
+converts one contiguous part of the source (:mod:`.shards`).
 
 Invariant: ``read == written + rejected`` where the counts are in source rows (one Moses line
 may produce several output rows: see ``rows_out``).
@@ -21,6 +27,7 @@ may produce several output rows: see ``rows_out``).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import platform
@@ -30,7 +37,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator, NamedTuple
 
 import orjson
 
@@ -42,7 +49,10 @@ from ..io.sources import ResolvedSource, resolve_source, table_files
 from ..think import EMPTY_STYLES, ThinkTagError, ThinkTally, find_special_tokens, has_think_tags, normalize_response
 from ..workspace import data_dir as resolve_data_dir
 from ..workspace import slug
+from .dedup import Seen
+from .shards import Shard, check_options, no_rows
 from .splits import SPLITS, TRAIN, Selector, SplitPlan, Staging
+from .workers import ordered_map, worker_count
 
 _DUMPS_OPTS = orjson.OPT_APPEND_NEWLINE
 
@@ -147,6 +157,9 @@ class Converter:
     dedup_default: ClassVar[bool] = False
     #: fields of an output row that hold a response (for the think-mode tally)
     response_fields: ClassVar[tuple[str, ...]] = ("output",)
+    #: True when every output row of a run has its keys in one order: ``--dedup`` then compares the
+    #: written lines (the same verdict as :meth:`dedup_key`, without serialising the rows again)
+    dedup_on_lines: ClassVar[bool] = False
 
     def __init__(self, *, empty_think: str = "explicit", **options: Any):
         if empty_think not in EMPTY_STYLES:
@@ -172,24 +185,22 @@ class Converter:
     def convert(self, row: dict) -> list[dict]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def convert_batch(self, batch: Batch, keep: list[bool] | None) -> list:
-        """Convert a batch: one entry per row, a list of output rows, a :class:`Reject`, or None
-        for a row not selected by ``keep``. Converters with a columnar fast path override this
-        (and must give exactly what :meth:`convert` gives, row by row)."""
-        out: list = []
-        append = out.append
+    def convert_batch(self, batch: Batch, keep: list[bool] | None) -> Iterator:
+        """Convert a batch, row by row in order: a list of output rows, a :class:`Reject`, or None
+        for a row not selected by ``keep`` (a generator: the core writes each row before the next is
+        made). Converters with a columnar fast path override this (and must give exactly what
+        :meth:`convert` gives, row by row)."""
         convert = self.convert
         for i, row in enumerate(batch.rows):
             if keep is not None and not keep[i]:
-                append(None)
+                yield None
             elif type(row) is BadRecord:
-                append(Reject(row.reason, row.detail))
+                yield Reject(row.reason, row.detail)
             else:
                 try:
-                    append(convert(row))
+                    yield convert(row)
                 except Reject as r:
-                    append(r)
-        return out
+                    yield r
 
     def responses(self, out: dict) -> Iterable[str]:
         for key in self.response_fields:
@@ -223,6 +234,108 @@ class Converter:
 
 
 # ---------------------------------------------------------------------------------------------
+# One batch, converted to bytes (in a worker process, or in-process with one worker)
+# ---------------------------------------------------------------------------------------------
+#: what :attr:`Converted.kinds` says of a row
+SKIPPED, REJECTED, ACCEPTED = 0, 1, 2
+
+
+class Converted(NamedTuple):
+    """A batch, converted to bytes. ``kinds``: per row :data:`SKIPPED` (not selected),
+    :data:`REJECTED` or :data:`ACCEPTED`; per accepted row, in order: the end of its lines in
+    ``blob``, its number of output rows, its ``--dedup`` digest (``digests``, None without dedup);
+    per rejected row, in order: ``(reason, rejects-file line)``; the think tally of every accepted
+    row's responses, and the converter's notes counted on the batch."""
+
+    kinds: bytearray
+    blob: bytearray
+    ends: list[int]
+    counts: list[int]
+    digests: list[bytes] | None
+    rejects: list[tuple[str, bytes]]
+    tally: tuple[int, int, int]
+    notes: Counter
+
+
+def reject_line(batch: Batch, i: int, reject: Reject) -> bytes:
+    """The rejects-file line of row ``i``: its place, the reason, and the record as read."""
+    row = batch.row(i)
+    raw = row.raw if type(row) is BadRecord else row
+    return orjson.dumps({"source": batch.source, batch.unit: batch.positions[i], "reason": reject.reason,
+                         "detail": reject.detail, "record": raw},
+                        option=_DUMPS_OPTS | orjson.OPT_SERIALIZE_NUMPY, default=str)
+
+
+class _Work:
+    """What a worker holds: the converter (with the state ``open()`` gave it) and whether to digest rows."""
+
+    def __init__(self, converter: Converter, dedup: bool):
+        self.converter, self.dedup = converter, dedup
+
+    def convert(self, batch: Batch, keep: list[bool] | None) -> Converted:
+        """The batch's rows converted, dumped, tallied and digested. The garbage collector is off
+        meanwhile: the batch's thousands of young dicts would make it scan them again and again
+        (conversion makes no reference cycles that need it; it runs again after the batch)."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._convert(batch, keep)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _convert(self, batch: Batch, keep: list[bool] | None) -> Converted:
+        conv = self.converter
+        kinds = bytearray(len(batch))
+        blob = bytearray()  # orjson gives each line a 4 KiB buffer: appended here, only the bytes are kept
+        ends: list[int] = []
+        counts: list[int] = []
+        digests: list[bytes] | None = [] if self.dedup else None
+        rejects: list[tuple[str, bytes]] = []
+        tally = ThinkTally()
+        dumps, responses = orjson.dumps, conv.responses
+        for i, outs in enumerate(conv.convert_batch(batch, keep)):
+            if outs is None:
+                continue
+            if type(outs) is Reject:
+                kinds[i] = REJECTED
+                rejects.append((outs.reason, reject_line(batch, i, outs)))
+                continue
+            kinds[i] = ACCEPTED
+            for out in outs:
+                blob += dumps(out, option=_DUMPS_OPTS)
+                for text in responses(out):
+                    tally.add_text(text)
+            ends.append(len(blob))
+            counts.append(len(outs))
+            if digests is not None and not conv.dedup_on_lines:
+                digests.append(_digest(conv.dedup_key(batch, i, outs)))
+        if digests is not None and conv.dedup_on_lines:
+            with memoryview(blob) as view:
+                digests = [_digest(view[a:b]) for a, b in zip([0, *ends], ends)]
+        notes, conv.notes = conv.notes, Counter()
+        return Converted(kinds, blob, ends, counts, digests, rejects, (tally.reasoning, tally.empty_block, tally.no_block), notes)
+
+
+def _digest(key) -> bytes:
+    """128 bits of the row's sha256 (with SHA instructions the fastest of hashlib's)."""
+    return hashlib.sha256(key).digest()[:16]
+
+
+def _convert(work: _Work, item: tuple[Batch, list[bool] | None, Any]) -> Converted:
+    return work.convert(item[0], item[1])
+
+
+def _tally(converter: Converter, lines: bytes) -> ThinkTally:
+    """The think tally of one accepted row's responses, read back from its lines."""
+    tally = ThinkTally()
+    for line in lines.splitlines():
+        for text in converter.responses(orjson.loads(line)):
+            tally.add_text(text)
+    return tally
+
+
+# ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
 @dataclass
@@ -250,6 +363,7 @@ class ConvertResult:
     registered: list = field(default_factory=list)
     token_limit: dict = field(default_factory=dict)  # --max-tokens: {"max_tokens", "template", "enable_thinking"}
     splits_short: dict = field(default_factory=dict)  # split -> why it holds fewer rows than asked
+    shard: dict = field(default_factory=dict)  # --shard: {"index", "count", "first_row", "last_row"}
 
     def summary(self) -> dict:
         return {
@@ -267,6 +381,7 @@ class ConvertResult:
                        for k, v in self.splits.items()},
             "splits_short": self.splits_short,
             "token_limit": self.token_limit,
+            **({"shard": self.shard} if self.shard else {}),
             "think": self.think,
             "notes": self.notes,
             "formatting": self.formatting,
@@ -342,46 +457,79 @@ def run_conversion(
     template: str = "qwen3",
     enable_thinking: bool | None = True,
     before_rows: Callable[[str, dict[str, Path]], None] | None = None,
+    workers: int | None = 1,
+    shard: str | Shard | None = None,
 ) -> ConvertResult:
     """Convert ``source`` with ``converter``; see the module docstring for what is written.
 
     ``max_tokens``: reject as ``too_long`` every row whose LLaMA-Factory encoding (``template``,
     ``enable_thinking``, the entry the converter registers) is longer (:mod:`.length`); the
     tokenizer is loaded only then. ``before_rows(name, outputs)`` gets the dataset name and the
-    file of each split asked for before any row is read (``convert()`` checks the registry there)."""
+    file of each split asked for before any row is read (``convert()`` checks the registry there).
+    ``workers``: processes converting batches (:mod:`.workers`; 1: none started, None: the cores
+    available, or none for a small source); the output is the same byte for byte whatever the
+    number. A script that asks for workers needs the ``if __name__ == "__main__":`` guard, as any
+    program using :mod:`multiprocessing` does. ``shard`` (``"I/N"``): convert part I of N of the
+    source alone (:mod:`.shards`: where it is written, what works with it)."""
     src = source if isinstance(source, ResolvedSource) else resolve_source(source, cache_dir=cache_dir)
     records = converter.open(src, split=split, encoding=encoding)
     name = slug(name) if name else converter.default_name(src)
-    paths = output_paths(Path(output) if output else resolve_data_dir(data_dir) / f"{name}.jsonl")
     if limit is not None and limit < 1:
         raise QfkError(f"--limit must be at least 1, not {limit}")
+    dedup = converter.dedup_default if dedup is None else dedup
+    shard = _shard(shard, converter, val_size=val_size, test_size=test_size, dedup=dedup)
+    paths = output_paths(Path(output) if output else resolve_data_dir(data_dir) / f"{name}.jsonl")
+    paths = shard.paths(paths["train"]) if shard is not None else paths
     if before_rows is not None:
         asked = {"train": True, "val": bool(val_size), "test": bool(test_size)}
         before_rows(name, {s: paths[s] for s in SPLITS if asked[s]})
     tokens = _token_limit(converter, max_tokens, template, enable_thinking)
     progress = progress and sys.stderr.isatty()
-    total = records.count() if limit or val_size or test_size or progress else None
+    total = records.count() if limit or val_size or test_size or progress or shard else None
     if total == 0:
         raise QfkError(f"source '{src.spec}' holds no rows", "check the file (is it empty?) or the --split you asked for")
+    if shard is not None and shard.bounds(total)[0] == shard.bounds(total)[1]:
+        raise no_rows(shard, total)
     selector, plan = _sampling(total, limit, val_size, test_size, random.Random(seed))
-    dedup = converter.dedup_default if dedup is None else dedup
+    workers = worker_count(workers, sum(p.stat().st_size for p in records.paths))
+    if type(converter).__module__ == "__main__":  # a worker could not import its class
+        workers = 1
 
     hasher = _Hasher(records.paths)
     hasher.start()
     res = ConvertResult(converter.name, name, paths["train"], paths["rejects"], paths["manifest"],
                         formatting=converter.formatting, ranking=converter.ranking, columns=converter.columns(),
                         tags=converter.tags(), token_limit=tokens.settings() if tokens else {})
-    sink = _Outputs(paths, plan)
+    if shard is not None:
+        res.shard = shard.describe(total)
+    sink = None
     try:
-        _write_rows(converter, records, sink, res, selector, _Screen(converter, dedup, tokens),
-                    _Bar(total, src.spec) if progress else None)
+        sink = _Outputs(paths, plan)
+        batches = records.batches() if shard is None else _in_part(records.batches(), *shard.bounds(total), selector)
+        screen = _Screen(dedup, tokens, paths["train"].parent)
+        try:
+            _write_rows(converter, batches, sink, res, selector, screen, workers, _Bar(total, src.spec) if progress else None)
+        finally:
+            screen.close()
         _finish(converter, src, res, sink, hasher, paths,
                 dict(limit=limit, seed=seed, val_size=val_size, test_size=test_size, dedup=dedup, split=split,
-                     encoding=encoding, source_records=total, **res.token_limit))
+                     encoding=encoding, source_records=total, **res.token_limit,
+                     **({"shard": res.shard} if res.shard else {})))
     except BaseException:
-        sink.abort()
+        if sink is not None:
+            sink.abort()
         raise
     return res
+
+
+def _shard(shard: str | Shard | None, converter: Converter, *, val_size, test_size, dedup: bool) -> Shard | None:
+    """``--shard I/N`` parsed, once the options that cannot be exact with it are refused."""
+    if shard is None:
+        return None
+    shard = shard if isinstance(shard, Shard) else Shard.parse(shard)
+    check_options(shard, val_size=val_size, test_size=test_size, dedup=dedup,
+                  converter=converter.name if converter.dedup_default else "")
+    return shard
 
 
 def _token_limit(converter: Converter, max_tokens: int | None, template: str, enable_thinking: bool | None):
@@ -403,27 +551,31 @@ def _sampling(total: int | None, limit: int | None, val_size, test_size,
 
 
 class _Screen:
-    """The last checks of a converted row: a duplicate of a written row (``--dedup``), then longer
-    than ``--max-tokens`` (measured only for rows that are not duplicates)."""
+    """The last checks of a converted row: a duplicate of a written row (``--dedup``, by the digest
+    the worker computed, in a bounded-memory set: :mod:`.dedup`), then longer than ``--max-tokens``
+    (measured only for rows that are not duplicates, on the rows read back from their lines)."""
 
-    def __init__(self, converter: Converter, dedup: bool, tokens):
-        self.converter, self.tokens = converter, tokens
-        self.seen: set[bytes] | None = set() if dedup else None
+    def __init__(self, dedup: bool, tokens, folder: Path):
+        self.tokens = tokens
+        self.seen: Seen | None = Seen(folder) if dedup else None
         self.active = dedup or tokens is not None
 
-    def __call__(self, batch: Batch, i: int, outs: list[dict]) -> list[dict] | Reject:
-        key = None
-        if self.seen is not None:
-            key = hashlib.blake2b(self.converter.dedup_key(batch, i, outs), digest_size=16).digest()
-            if key in self.seen:
-                return Reject("duplicate", "same content as an earlier row")
+    def __call__(self, digest: bytes | None, lines: bytes, on_disk: bool) -> Reject | None:
+        """``on_disk``: the digest was found among the rows spilled to disk (:meth:`Seen.on_disk`)."""
+        seen = self.seen
+        if seen is not None and (on_disk or digest in seen):
+            return Reject("duplicate", "same content as an earlier row")
         if self.tokens is not None:
-            too_long = self.tokens.check(outs)
+            too_long = self.tokens.check([orjson.loads(line) for line in bytes(lines).splitlines()])
             if too_long is not None:
                 return Reject(*too_long)
-        if key is not None:
-            self.seen.add(key)
-        return outs
+        if seen is not None:
+            seen.add(digest)
+        return None
+
+    def close(self) -> None:
+        if self.seen is not None:
+            self.seen.close()
 
 
 class _Outputs:
@@ -438,7 +590,7 @@ class _Outputs:
         self.files: dict[str, AtomicFile] = {}
         self.rejects: AtomicFile | None = None
         self.staging: Staging | None = None
-        try:
+        try:  # an interrupt while opening them leaves no temporary file behind
             for s in plan.names if plan else ["train"]:
                 self.files[s] = AtomicFile(paths[s])
             self.rejects = AtomicFile(paths["rejects"])
@@ -452,20 +604,30 @@ class _Outputs:
         self.tally = ThinkTally()
         self._chunks: list[bytes] = []
 
-    def add(self, split: int, lines: list[bytes]) -> None:
+    def add(self, data: bytes, rows: int, units: int) -> None:
+        """Accepted source rows (``units``, giving ``rows`` output lines ``data``) for train, without splits."""
+        self._chunks.append(data)
+        self.split_rows["train"] += rows
+        self.split_units["train"] += units
+
+    def stage(self, split: int, lines: bytes) -> None:
         """One accepted source row's output lines, for ``split`` (its first-pass split)."""
-        if self.staging is not None:
-            self._chunks.append(Staging.unit(split, lines))
-            self.staging.have[split] += 1
-        else:
-            self._chunks.extend(lines)
-            self.split_rows["train"] += len(lines)
-            self.split_units["train"] += 1
+        self._chunks.append(Staging.unit(split, bytes(lines).splitlines(keepends=True)))
+        self.staging.have[split] += 1
+
+    def count_think(self, counts: tuple[int, int, int], sign: int = 1) -> None:
+        tally = self.tally
+        tally.reasoning += sign * counts[0]
+        tally.empty_block += sign * counts[1]
+        tally.no_block += sign * counts[2]
 
     def flush(self, rej_buf: list[bytes]) -> None:
-        if self._chunks:
-            (self.staging or self.files["train"]).write(b"".join(self._chunks))
-            self._chunks = []
+        if self.staging is not None and self._chunks:
+            self.staging.write(b"".join(self._chunks))
+        elif self._chunks:  # a batch's lines, a few large pieces: written without copying them
+            for chunk in self._chunks:
+                self.files["train"].write(chunk)
+        self._chunks = []
         if rej_buf:
             self.rejects.write(b"".join(rej_buf))
 
@@ -495,47 +657,122 @@ class _Outputs:
             self.staging.close()
 
 
-def _write_rows(converter: Converter, records, sink: _Outputs, res: ConvertResult, selector: Selector | None,
-                screen: _Screen, bar: "_Bar | None") -> None:
-    """Convert the source batch by batch; the selector picks the rows before they are converted."""
+def _in_part(batches: Iterator[Batch], start: int, end: int, selector: Selector | None) -> Iterator[Batch]:
+    """The source rows ``[start, end)`` (``--shard``), in batches; the selector draws for the rows
+    before them, so that ``--limit`` picks the rows the whole source's run picks."""
+    seen = 0
+    for batch in batches:
+        n = len(batch)
+        a, b = min(max(start - seen, 0), n), min(end - seen, n)
+        if selector is not None:
+            for _ in range(a):
+                selector.pick()
+        if a < b:
+            yield batch if (a, b) == (0, n) else batch.slice(a, b)
+        seen += n
+        if seen >= end:
+            return
+
+
+def _write_rows(converter: Converter, batches: Iterator[Batch], sink: _Outputs, res: ConvertResult,
+                selector: Selector | None, screen: _Screen, workers: int, bar: "_Bar | None") -> None:
+    """Convert the source batch by batch (in ``workers`` processes), writing the batches in source
+    order; each batch's rows are picked (``--limit``) and given their first-pass split as it is read."""
+    notes, converter.notes = converter.notes, Counter()  # open()'s notes, then each batch's
+    drawn = _drawn(batches, selector, sink.plan)
     try:
-        for batch in records.batches():
-            keep = [selector.pick() for _ in range(len(batch))] if selector is not None else None
-            _write_batch(converter, batch, converter.convert_batch(batch, keep), sink, res, screen)
+        for (batch, _, splits), converted in ordered_map(_convert, drawn, workers=workers, setup=_Work,
+                                                         setup_args=(converter, screen.seen is not None)):
+            _write_batch(converter, batch, splits, converted, sink, res, screen)
+            notes.update(converted.notes)
             if bar is not None:
                 bar.advance(len(batch))
     finally:
+        converter.notes = notes
         if bar is not None:
             bar.stop()
 
 
-def _write_batch(converter: Converter, batch: Batch, results: list, sink: _Outputs, res: ConvertResult,
-                 screen: _Screen) -> None:
-    """Each converted row of a batch to its split (or, rejected or a duplicate, to the rejects)."""
+def _drawn(batches: Iterator[Batch], selector: Selector | None, plan: SplitPlan | None) -> Iterator[tuple]:
+    """``(batch, keep, splits)``: which rows ``--limit`` picks (None: all) and the first-pass split
+    of each picked row (None without splits), drawn from the seeded generator in source order, the
+    same draws however far ahead of the writing the batches are read: for each block of batches
+    (:data:`~qwen_factory_kit.io.readers.DRAW_ROWS` rows, the batch size of earlier versions), every
+    pick, then every picked row's split, so that a seed keeps giving the rows it gave."""
+    if selector is None and plan is None:
+        for batch in batches:
+            yield batch, None, None
+        return
+    block: list[Batch] = []
+    for batch in batches:
+        block.append(batch)
+        if batch.draw_end:
+            yield from _draw_block(block, selector, plan)
+            block = []
+    yield from _draw_block(block, selector, plan)  # a block left open (the end of a --shard part)
+
+
+def _draw_block(block: list[Batch], selector: Selector | None, plan: SplitPlan | None) -> Iterator[tuple]:
+    keeps = [[selector.pick() for _ in range(len(b))] if selector is not None else None for b in block]
+    for batch, keep in zip(block, keeps):
+        splits = None
+        if plan is not None:
+            splits = [plan.assign() if k else None for k in (keep if keep is not None else [True] * len(batch))]
+        yield batch, keep, splits
+
+
+def _write_batch(converter: Converter, batch: Batch, splits: list | None, conv: Converted, sink: _Outputs,
+                 res: ConvertResult, screen: _Screen) -> None:
+    """Count a converted batch and write it: its accepted rows to their splits, its rejects (and
+    the rows the screen refuses) to the rejects file, in source order."""
+    res.read += len(conv.kinds) - conv.kinds.count(SKIPPED)
+    sink.count_think(conv.tally)
+    if sink.plan is None and not screen.active:  # every accepted row goes to train as it is
+        res.written += len(conv.ends)
+        sink.add(conv.blob, sum(conv.counts), len(conv.ends))
+        for reason, _ in conv.rejects:
+            sink.reasons[reason] += 1
+        sink.flush([line for _, line in conv.rejects])
+        return
     rej_buf: list[bytes] = []
-    unit, source_name = batch.unit, batch.source
-    dumps = orjson.dumps
-    assign = sink.plan.assign if sink.plan is not None else None
-    for i, (pos, outs) in enumerate(zip(batch.positions, results)):
-        if outs is None:
+    reasons = sink.reasons
+    blob, ends, counts, digests = memoryview(conv.blob), conv.ends, conv.counts, conv.digests
+    on_disk = screen.seen.on_disk(digests) if screen.seen is not None else None
+    rejects = iter(conv.rejects)
+    a = start = run = 0  # accepted row number; start of its lines; start of the lines not yet added
+    for i, kind in enumerate(conv.kinds):
+        if kind == SKIPPED:
             continue
-        res.read += 1
-        target = assign() if assign is not None else TRAIN
-        if screen.active and type(outs) is not Reject:
-            outs = screen(batch, i, outs)
-        if type(outs) is Reject:
-            sink.reasons[outs.reason] += 1
-            row = batch.row(i)
-            raw = row.raw if type(row) is BadRecord else row
-            rej_buf.append(dumps({"source": source_name, unit: pos, "reason": outs.reason, "detail": outs.detail,
-                                  "record": raw}, option=_DUMPS_OPTS | orjson.OPT_SERIALIZE_NUMPY, default=str))
+        target = splits[i] if splits is not None else TRAIN
+        if kind == REJECTED:
+            reason, line = next(rejects)
+            reasons[reason] += 1
+            rej_buf.append(line)
             continue
-        res.written += 1
-        for out in outs:
-            for text in converter.responses(out):
-                sink.tally.add_text(text)
-        sink.add(target, [dumps(out, option=_DUMPS_OPTS) for out in outs])
+        end = ends[a]
+        refused = (screen(digests[a] if digests is not None else None, blob[start:end], on_disk is not None and on_disk[a])
+                   if screen.active else None)
+        if refused is not None:
+            reasons[refused.reason] += 1
+            rej_buf.append(reject_line(batch, i, refused))
+            tally = _tally(converter, blob[start:end].tobytes())
+            sink.count_think((tally.reasoning, tally.empty_block, tally.no_block), -1)
+            if sink.staging is None and run < start:
+                sink.add(blob[run:start], 0, 0)
+            run = end
+        else:
+            res.written += 1
+            if sink.staging is not None:
+                sink.stage(target, blob[start:end])
+            else:
+                sink.split_rows["train"] += counts[a]
+                sink.split_units["train"] += 1
+        a, start = a + 1, end
+    if sink.staging is None and run < start:
+        sink.add(conv.blob if run == 0 and start == len(conv.blob) else blob[run:start], 0, 0)
     sink.flush(rej_buf)
+    if screen.seen is not None:
+        screen.seen.settle()
 
 
 def _finish(converter: Converter, src: ResolvedSource, res: ConvertResult, sink: _Outputs, hasher: _Hasher,

@@ -26,6 +26,7 @@ _ESCAPED_NL = re.compile(r"(?<!\\)\\n")
 class MedicalR1(Converter):
     name = "medical-r1"
     summary = "question/think/answer reasoning rows (krisfu/delicate_medical_r1_data) -> Alpaca with <think>"
+    dedup_on_lines = True
 
     def __init__(self, *, min_quality: float | None = None, fix_escaped_newlines: bool = False,
                  instruction_as: str = "ignore", allow_missing_think: bool = False, **kw):

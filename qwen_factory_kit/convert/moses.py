@@ -19,13 +19,14 @@ import string
 import unicodedata
 import zipfile
 from dataclasses import dataclass, field
-from itertools import permutations
+from functools import partial
+from itertools import islice, permutations
 from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import QfkError
 from ..io.encoding import SAMPLE_BYTES, detect_encoding, normalize_encoding
-from ..io.readers import BATCH_ROWS, CR_LINE_BREAKS, BadRecord, Batch
+from ..io.readers import BATCH_ROWS, CR_LINE_BREAKS, BadRecord, Batch, draw_end
 from ..io.sources import ResolvedSource
 from ..langs import LANG_NAMES, known_codes, name as lang_name, normalize_code, tag
 from ..think import format_response
@@ -41,12 +42,16 @@ def translation_prompt(src: str, tgt: str, text: str, *, instruction_template: s
     """The prompt side of a translation row from ``src`` to ``tgt`` as :meth:`Moses.convert` writes it:
     ``instruction`` (the template with the language tags), ``input`` (the source text) and
     ``system`` when there is one. ``qfk translate`` asks a model with exactly this prompt."""
-    row = {"instruction": instruction_template.format(src_tag=tag(src), tgt_tag=tag(tgt), src=src, tgt=tgt,
-                                                      src_name=lang_name(src), tgt_name=lang_name(tgt)),
-           "input": text}
+    row = {"instruction": instruction(src, tgt, instruction_template), "input": text}
     if system:
         row["system"] = system
     return row
+
+
+def instruction(src: str, tgt: str, template: str = DEFAULT_INSTRUCTION) -> str:
+    """The instruction of a translation from ``src`` to ``tgt``: ``template`` with the language tags,
+    codes and names filled in."""
+    return template.format(src_tag=tag(src), tgt_tag=tag(tgt), src=src, tgt=tgt, src_name=lang_name(src), tgt_name=lang_name(tgt))
 
 
 def instruction_direction(text: str, template: str = DEFAULT_INSTRUCTION) -> tuple[str, str] | None:
@@ -140,40 +145,57 @@ class ParallelSource:
         return sum(self._counts.values())
 
     def batches(self) -> Iterator[Batch]:
+        """Aligned lines in batches of their raw bytes (decoded where the rows are built: :func:`decode_aligned`)."""
         self.count()  # never stream a misaligned group
         for g in self.groups:
             handles = [f.open() for f in g.files]
             try:
-                decoders = [(f.lang, f.encoding) for f in g.files]
-                lineno = 0
-                rows: list = []
-                for lines in zip(*handles):
-                    lineno += 1
-                    row = {}
-                    for (lang, enc), raw in zip(decoders, lines):
-                        try:
-                            row[lang] = raw.decode(enc).rstrip("\r\n")
-                        except UnicodeDecodeError as exc:
-                            row = BadRecord("encoding_error", f"{lang} line is not valid {enc}: {exc.reason} at byte {exc.start}",
-                                            _raw_texts(decoders, lines))
-                            break
-                        if "\r" in row[lang]:
-                            row = BadRecord("cr_line_breaks", f"{lang}: {CR_LINE_BREAKS}", _raw_texts(decoders, lines))
-                            break
-                    rows.append(row)
-                    if len(rows) == BATCH_ROWS:
-                        yield Batch(g.display, "line", range(lineno - len(rows) + 1, lineno + 1), rows)
-                        rows = []
-                if rows:
-                    yield Batch(g.display, "line", range(lineno - len(rows) + 1, lineno + 1), rows)
+                parse = partial(decode_aligned, tuple((f.lang, f.encoding) for f in g.files))
+                lines = zip(*handles)
+                lineno, total = 0, self._counts[g.display]
+                while chunk := list(islice(lines, BATCH_ROWS)):
+                    end = lineno + len(chunk)
+                    yield Batch(g.display, "line", range(lineno + 1, end + 1), raw=chunk, parse=parse, draw_end=draw_end(end, total))
+                    lineno = end
             finally:
                 for h in handles:
                     h.close()
 
 
-def _raw_texts(decoders: list[tuple[str, str]], lines: tuple[bytes, ...]) -> dict[str, str]:
+def _raw_texts(decoders: tuple[tuple[str, str], ...], lines: tuple[bytes, ...]) -> dict[str, str]:
     """The aligned lines as text whatever their bytes (for the rejects file)."""
     return {lang: raw.decode(enc, "backslashreplace").rstrip("\r\n") for (lang, enc), raw in zip(decoders, lines)}
+
+
+def decode_aligned(decoders: tuple[tuple[str, str], ...], raw: list[tuple[bytes, ...]]) -> list:
+    """Aligned raw lines -> rows ``{lang: text}``, or a :class:`BadRecord` for a line that is not
+    valid in its file's encoding (``decoders``: (lang, encoding) per file)."""
+    rows: list = []
+    for lines in raw:
+        row: dict | BadRecord = {}
+        for (lang, enc), line in zip(decoders, lines):
+            try:
+                row[lang] = _decode(line, enc).rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                row = BadRecord("encoding_error", f"{lang} line is not valid {enc}: {exc.reason} at byte {exc.start}",
+                                _raw_texts(decoders, lines))
+                break
+            if "\r" in row[lang]:
+                row = BadRecord("cr_line_breaks", f"{lang}: {CR_LINE_BREAKS}", _raw_texts(decoders, lines))
+                break
+        rows.append(row)
+    return rows
+
+
+def _decode(line: bytes, encoding: str) -> str:
+    """``line.decode(encoding)``; utf-8-sig (the default) through the fast utf-8 codec, same result."""
+    if encoding != "utf-8-sig":
+        return line.decode(encoding)
+    try:
+        text = line.decode()
+    except UnicodeDecodeError:
+        return line.decode(encoding)  # raises the codec's own error
+    return text[1:] if text[:1] == "\ufeff" else text
 
 
 def _count_stream(fh) -> int:
@@ -212,6 +234,7 @@ class Moses(Converter):
     name = "moses"
     summary = "Moses/OPUS parallel text (corpus.en + corpus.zh_tw + corpus.ja, *.txt.zip) -> translation rows, both directions"
     dedup_default = True
+    dedup_on_lines = True
 
     def __init__(self, *, langs: list[str] | None = None, directions: list[str] | None = None,
                  lang_map: dict[str, str] | None = None, instruction_template: str = DEFAULT_INSTRUCTION,
@@ -242,6 +265,7 @@ class Moses(Converter):
         self.max_chars = max_chars
         self.file_encodings = file_encodings or {}
         self._group_dirs: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+        self._plans: dict[tuple[str, ...], list[tuple[str, str, str]]] = {}
         self._found_langs: list[str] = []
 
     def columns(self) -> dict:
@@ -361,15 +385,22 @@ class Moses(Converter):
             if hi / max(lo, 1.0) > self.max_ratio:
                 raise Reject("length_ratio", f"length ratio {hi / max(lo, 1.0):.1f} > --max-length-ratio {self.max_ratio} "
                              f"({', '.join(f'{l}={v:.0f}' for l, v in lengths.items())})")
-        outs = []
-        for src, tgt in self._group_dirs[tuple(row)]:
-            out = translation_prompt(src, tgt, texts[src], instruction_template=self.instruction_template, system=self.system)
-            system = out.pop("system", None)
-            out["output"] = format_response(texts[tgt], None, empty=self.empty)
-            if system:
-                out["system"] = system  # after output: the key order of the files written so far
-            outs.append(out)
-        return outs
+        langs = tuple(row)
+        plan = self._plans.get(langs) or self._plan(langs)
+        answers = {lang: format_response(text, None, empty=self.empty) for lang, text in texts.items()}
+        system = self.system
+        if system:
+            return [{"instruction": ins, "input": texts[src], "output": answers[tgt], "system": system} for src, tgt, ins in plan]
+        return [{"instruction": ins, "input": texts[src], "output": answers[tgt]} for src, tgt, ins in plan]
+
+    def responses(self, out: dict) -> tuple[str]:
+        return (out["output"],)
+
+    def _plan(self, langs: tuple[str, ...]) -> list[tuple[str, str, str]]:
+        """(source, target, instruction) of each direction written for a group's languages."""
+        plan = [(src, tgt, instruction(src, tgt, self.instruction_template)) for src, tgt in self._group_dirs[langs]]
+        self._plans[langs] = plan
+        return plan
 
 
 def by_lang_suffix(by_lang: dict, langs: list[str]) -> list[str]:

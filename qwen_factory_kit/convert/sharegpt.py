@@ -29,6 +29,7 @@ class ShareGPT(Converter):
     name = "sharegpt"
     aliases = ("finetome",)
     summary = "ShareGPT conversations (FineTome-100k) -> Alpaca with history/system, or ShareGPT"
+    dedup_on_lines = True
 
     def __init__(self, *, format: str = "alpaca", single_turn_only: bool = False, min_score: float | None = None,
                  conversations_key: str | None = None, **kw):
@@ -90,30 +91,28 @@ class ShareGPT(Converter):
         (no per-message dicts); rows with a null list or null message take :meth:`convert`."""
         fast = _arrow_messages(batch.arrow, self.key)
         if fast is None:
-            return super().convert_batch(batch, keep)
+            yield from super().convert_batch(batch, keep)
+            return
         roles, values, starts, dirty = fast
         scores = None
         if self.min_score is not None:
             names = batch.arrow.schema.names
             scores = batch.arrow.column("score").to_pylist() if "score" in names else [None] * len(batch)
-        out: list = []
-        append = out.append
         build = self._build
         for i in range(len(batch)):
             if keep is not None and not keep[i]:
-                append(None)
+                yield None
                 continue
             try:
                 if dirty is not None and dirty[i]:
-                    append(self.convert(batch.row(i)))
+                    yield self.convert(batch.row(i))
                     continue
                 if scores is not None:
                     self._check_score(scores[i])
                 s, e = starts[i], starts[i + 1]
-                append(build(roles[s:e], values[s:e]))
+                yield build(roles[s:e], values[s:e])
             except Reject as r:
-                append(r)
-        return out
+                yield r
 
     def _build(self, roles: list, values: list) -> list[dict]:
         """The ShareGPT rules on one conversation (roles and values as parallel lists): each
@@ -209,14 +208,12 @@ def _arrow_messages(rb, key: str | None):
     if not pa.types.is_string(typ.value_type.field(value_f).type) or not pa.types.is_string(typ.value_type.field(role_f).type):
         return None
     flat = col.flatten()
-    offsets = col.offsets.to_numpy()
-    starts = (offsets - offsets[0]).tolist()
+    offsets = col.offsets.to_pylist()  # (not to_numpy(): pyarrow would import pandas, half a second)
+    first = offsets[0]
+    starts = [o - first for o in offsets]
     dirty = None
     if col.null_count or flat.null_count or flat.field(role_f).null_count:
-        import numpy as np
-
-        bad = pc.or_(pc.is_null(flat), pc.is_null(flat.field(role_f))).to_numpy(zero_copy_only=False)
-        cum = np.concatenate([[0], np.cumsum(bad, dtype=np.int64)])
-        off = np.asarray(starts)
-        dirty = (((cum[off[1:]] - cum[off[:-1]]) > 0) | col.is_null().to_numpy(zero_copy_only=False)).tolist()
+        bad = pc.or_(pc.is_null(flat), pc.is_null(flat.field(role_f))).to_pylist()
+        null_rows = col.is_null().to_pylist()
+        dirty = [null_rows[i] or any(bad[starts[i]:starts[i + 1]]) for i in range(len(col))]
     return flat.field(role_f).to_pylist(), flat.field(value_f).to_pylist(), starts, dirty

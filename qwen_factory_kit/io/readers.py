@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import orjson
 
@@ -26,7 +27,10 @@ from .encoding import refuse_wide_encoding
 TABLE_EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
 BOM = b"\xef\xbb\xbf"
 BLOCK_BYTES = 1 << 20
-BATCH_ROWS = 4096
+BATCH_ROWS = 1024
+#: rows that --limit and the splits draw for together (the batch size of earlier versions, kept so
+#: that a seed picks the same rows): a batch with ``draw_end`` closes such a block
+DRAW_ROWS = 4096
 #: why a line holding a raw carriage return is rejected (reason ``cr_line_breaks``)
 CR_LINE_BREAKS = ("the line holds carriage returns (CR) where line breaks (LF) belong: convert the file's line endings, "
                   "for example: tr '\\r' '\\n' < IN > OUT")
@@ -42,33 +46,56 @@ class BadRecord:
 
 
 class Batch:
-    """Rows of one file with their positions. Columnar sources (Parquet, CSV) also carry the Arrow
-    record batch (``arrow``) and build the Python rows only when asked (:attr:`rows`), so that a
-    converter with a columnar fast path never pays for them."""
+    """Rows of one file with their positions. Columnar sources (Parquet, CSV) carry the Arrow
+    record batch (``arrow``), text sources their raw lines (``raw``, parsed by ``parse(raw)``), and
+    build the Python rows only when asked (:attr:`rows`): a converter with a columnar fast path never
+    pays for them, and a batch sent to a worker process travels as bytes and is parsed there."""
 
-    __slots__ = ("source", "unit", "positions", "_rows", "arrow")
+    __slots__ = ("source", "unit", "positions", "_rows", "arrow", "raw", "parse", "draw_end")
 
-    def __init__(self, source: str, unit: str, positions: Sequence[int], rows: list | None = None, arrow: Any = None):
+    def __init__(self, source: str, unit: str, positions: Sequence[int], rows: list | None = None, arrow: Any = None,
+                 raw: list | None = None, parse: Callable[[list], list] | None = None, draw_end: bool = True):
         self.source = source  # the file's display path
         self.unit = unit  # "line" | "row" | "item"
         self.positions = positions
         self._rows = rows
         self.arrow = arrow
+        self.raw = raw
+        self.parse = parse
+        self.draw_end = draw_end  # the last batch of a block of DRAW_ROWS rows (or of the file)
 
     @property
     def rows(self) -> list:
         if self._rows is None:
-            self._rows = self.arrow.to_pylist()
+            self._rows = self.arrow.to_pylist() if self.arrow is not None else self.parse(self.raw)
         return self._rows
 
     def row(self, i: int) -> Any:
-        """Row ``i`` alone (cheap on an Arrow batch whose rows were never built)."""
-        if self._rows is None:
+        """Row ``i`` alone (cheap on a batch whose rows were never built)."""
+        if self._rows is not None:
+            return self._rows[i]
+        if self.arrow is not None:
             return self.arrow.slice(i, 1).to_pylist()[0]
-        return self._rows[i]
+        return self.parse(self.raw[i:i + 1])[0]
 
     def __len__(self) -> int:
         return len(self.positions)
+
+    def slice(self, start: int, end: int) -> "Batch":
+        """Rows ``[start, end)`` of the batch (what is built of them stays unbuilt)."""
+        return Batch(self.source, self.unit, self.positions[start:end],
+                     rows=self._rows[start:end] if self._rows is not None else None,
+                     arrow=self.arrow.slice(start, end - start) if self.arrow is not None and self._rows is None else None,
+                     raw=self.raw[start:end] if self.raw is not None and self._rows is None else None, parse=self.parse,
+                     draw_end=self.draw_end and end == len(self))
+
+    def __getstate__(self) -> tuple:
+        """Pickled without the built rows when they can be built again (arrow or raw lines)."""
+        rows = self._rows if self.arrow is None and self.raw is None else None
+        return (self.source, self.unit, self.positions, rows, self.arrow, self.raw, self.parse, self.draw_end)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.source, self.unit, self.positions, self._rows, self.arrow, self.raw, self.parse, self.draw_end = state
 
 
 class TableFile:
@@ -101,7 +128,8 @@ class TableFile:
         return count_lines(self.path)
 
     # -- reading ----------------------------------------------------------------------------
-    def batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
+    def batches(self, batch_rows: int | None = None) -> Iterator[Batch]:
+        batch_rows = batch_rows or BATCH_ROWS
         if self.fmt == ".parquet":
             yield from self._parquet(batch_rows)
         elif self.fmt == ".csv":
@@ -116,15 +144,9 @@ class TableFile:
             head = fh.read(4096)
         return head.removeprefix(BOM).lstrip()[:1] == b"["
 
-    def _decode_line(self, line: bytes):
-        if not _utf8(self.encoding):
-            return line.decode(self.encoding)
-        return line
-
     def _jsonl(self) -> Iterator[Batch]:
         lineno = 0
-        loads = orjson.loads
-        decode = self._decode_line
+        parse = partial(parse_jsonl_lines, self.encoding)
         with open(self.path, "rb") as fh:
             first = True
             while True:
@@ -134,36 +156,8 @@ class TableFile:
                 if first:
                     lines[0] = lines[0].removeprefix(BOM)
                     first = False
-                rows: list = []
-                start = lineno + 1
-                for line in lines:
-                    lineno += 1
-                    try:
-                        obj = loads(decode(line))
-                    except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
-                        rows.append(self._bad_line(line, exc))
-                        continue
-                    if type(obj) is not dict:
-                        rows.append(BadRecord("not_an_object", f"expected a JSON object, got {type(obj).__name__}", obj))
-                    else:
-                        rows.append(obj)
-                yield Batch(self.display, "line", range(start, lineno + 1), rows)
-
-    def _bad_line(self, line: bytes, exc: Exception) -> BadRecord:
-        """Why a JSON Lines line did not parse: blank, not in the file's encoding, lone CR line
-        breaks (old Mac files: a raw CR can only stand between JSON values), or not JSON."""
-        if not line.strip():
-            return BadRecord("blank_line", "the line is empty", "")
-        text = line.decode("utf-8", "replace").rstrip("\r\n")
-        enc = self.encoding if not _utf8(self.encoding) else "utf-8"
-        try:
-            line.decode(enc)
-        except UnicodeDecodeError as err:
-            return BadRecord("encoding_error", f"the line is not valid {enc}: {err.reason} at byte {err.start} "
-                                               "(pass --encoding, or save the file as UTF-8)", text)
-        if "\r" in text:
-            return BadRecord("cr_line_breaks", CR_LINE_BREAKS, text)
-        return BadRecord("invalid_json", f"not valid JSON: {exc}", text)
+                yield Batch(self.display, "line", range(lineno + 1, lineno + len(lines) + 1), raw=lines, parse=parse)
+                lineno += len(lines)
 
     def _json_array(self, batch_rows: int) -> Iterator[Batch]:
         try:
@@ -175,19 +169,21 @@ class TableFile:
             chunk = data[start:start + batch_rows]
             rows = [r if type(r) is dict else BadRecord("not_an_object", f"expected a JSON object, got {type(r).__name__}", r)
                     for r in chunk]
-            yield Batch(self.display, "item", range(start + 1, start + len(chunk) + 1), rows)
+            end = start + len(chunk)
+            yield Batch(self.display, "item", range(start + 1, end + 1), rows, draw_end=draw_end(end, len(data)))
 
     def _parquet(self, batch_rows: int) -> Iterator[Batch]:
         import pyarrow.parquet as pq
 
-        try:
-            pf = pq.ParquetFile(self.path)
+        try:  # without pre-buffering: pyarrow would otherwise read the whole file ahead
+            pf = pq.ParquetFile(self.path, pre_buffer=False)
         except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for corrupt files
             raise QfkError(f"{self.display}: cannot read Parquet ({exc})", "check that the download finished (compare the file size or sha256)") from None
-        pos = 0
+        pos, rows = 0, pf.metadata.num_rows
         for rb in pf.iter_batches(batch_size=batch_rows):
-            yield Batch(self.display, "row", range(pos + 1, pos + rb.num_rows + 1), arrow=rb)
-            pos += rb.num_rows
+            end = pos + rb.num_rows
+            yield Batch(self.display, "row", range(pos + 1, end + 1), arrow=rb, draw_end=draw_end(end, rows))
+            pos = end
 
     def _csv(self, batch_rows: int) -> Iterator[Batch]:
         import csv as _csv
@@ -247,6 +243,47 @@ def check_regular_file(path: Path, display: str) -> None:
         raise QfkError(f"{display} is not a regular file (a FIFO, socket or device)", "copy the data into a regular file first")
     if not os.access(path, os.R_OK):
         raise QfkError(f"cannot read {display}: permission denied", f"check its permissions (ls -l {display})")
+
+
+def draw_end(rows_so_far: int, rows: int) -> bool:
+    """Whether a batch ending after ``rows_so_far`` of a file's ``rows`` closes a block of :data:`DRAW_ROWS`."""
+    return rows_so_far % DRAW_ROWS == 0 or rows_so_far == rows
+
+
+def bad_line(encoding: str | None, line: bytes, exc: Exception) -> BadRecord:
+    """Why a JSON Lines line did not parse: blank, not in the file's encoding, lone CR line
+    breaks (old Mac files: a raw CR can only stand between JSON values), or not JSON."""
+    if not line.strip():
+        return BadRecord("blank_line", "the line is empty", "")
+    text = line.decode("utf-8", "replace").rstrip("\r\n")
+    enc = encoding if not _utf8(encoding) else "utf-8"
+    try:
+        line.decode(enc)
+    except UnicodeDecodeError as err:
+        return BadRecord("encoding_error", f"the line is not valid {enc}: {err.reason} at byte {err.start} "
+                                           "(pass --encoding, or save the file as UTF-8)", text)
+    if "\r" in text:
+        return BadRecord("cr_line_breaks", CR_LINE_BREAKS, text)
+    return BadRecord("invalid_json", f"not valid JSON: {exc}", text)
+
+
+def parse_jsonl_lines(encoding: str | None, lines: list[bytes]) -> list:
+    """JSON Lines (bytes, in ``encoding``; None: UTF-8) -> rows: a dict, or a :class:`BadRecord`
+    for a blank line, invalid JSON or a value that is not an object."""
+    loads = orjson.loads
+    decode = None if _utf8(encoding) else encoding
+    rows: list = []
+    for line in lines:
+        try:
+            obj = loads(line.decode(decode) if decode else line)
+        except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+            rows.append(bad_line(encoding, line, exc))
+            continue
+        if type(obj) is not dict:
+            rows.append(BadRecord("not_an_object", f"expected a JSON object, got {type(obj).__name__}", obj))
+        else:
+            rows.append(obj)
+    return rows
 
 
 def count_lines(path: str | os.PathLike) -> int:
