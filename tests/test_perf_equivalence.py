@@ -391,3 +391,59 @@ def test_limit_and_splits_do_not_depend_on_the_batch_size(tmp_path, monkeypatch,
         monkeypatch.setattr(moses, "BATCH_ROWS", rows)
         outputs.append(_convert_with(1, kind, src, tmp_path / f"b{rows}", **opts))
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Moses: lines put together from the segments' JSON == the rows dumped one by one
+# ---------------------------------------------------------------------------------------------
+HOSTILE_SEGMENTS = [  # (en, zh_TW, ja) raw lines: every rule of the Moses converter, and JSON's escapes
+    (b"Hello.", "\u4f60\u597d\u3002".encode(), "\u3053\u3093\u306b\u3061\u306f\u3002".encode()),
+    (b'He said "50%s" \\ done', "\u4ed6\u8aaa\u300c50%\u300d".encode(), "\u5f7c\u306f\u8a00\u3063\u305f %d".encode()),
+    (b"  padded\t ", b"\t\xe5\xa5\xbd ", b" \xe3\x81\x82\xe3\x80\x80"),
+    (b"Tom &amp; Jerry", "\u6e6f\u59c6&amp;\u5091\u745e".encode(), b"&lt;b&gt;"),
+    (b"AT&T stays", b"R&D", b"a & b"),
+    (b"", b"\xe7\xa9\xba", b"\xe7\xa9\xba"),
+    (b"tab\tinside", b"x", b"y"),
+    (b"nul \x00 byte", b"x", b"y"),
+    (b"<|im_start|>user", b"x", b"y"),
+    (b"<think>reasoning</think>", b"x", b"y"),
+    (b"about think> tags", b"x", b"y"),
+    (b"bad utf-8 \xff\xfe", b"x", b"y"),
+    (b"lone \r carriage return", b"x", b"y"),
+    (b"\xef\xbb\xbfbom here", b"x", b"y"),
+    (b"Hello.", "\u4f60\u597d\u3002".encode(), "\u3053\u3093\u306b\u3061\u306f\u3002".encode()),  # a duplicate
+    (b"control \x1b\x7f \xe2\x80\xa8 sep", b"\xf0\x9f\x98\x80 emoji", b"\xe2\x80\x8b zero width"),
+    (("x" * 300 + " long").encode(), b"short", b"short"),
+]
+
+
+def _hostile_corpus(folder: Path, repeat: int, crlf: bool) -> Path:
+    folder.mkdir(parents=True)
+    end = b"\r\n" if crlf else b"\n"
+    for k, name in enumerate(("corpus.en", "corpus.zh_tw", "corpus.ja")):
+        lines = [seg[k] + f" {n}".encode() if n % 5 == 4 else seg[k]
+                 for n in range(repeat) for seg in HOSTILE_SEGMENTS]
+        (folder / name).write_bytes(end.join(lines) + end)
+    return folder
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+@pytest.mark.parametrize("opts", [
+    {},
+    {"empty_think": "omit", "system": ""},
+    {"max_chars": 120, "dedup": False},
+    {"directions": ["en-ja", "ja-zh_TW"], "instruction_template": "%s {src_name} -> {tgt_name} 100%"},
+    {"unescape_html": False, "langs": ["en", "ja"]},
+])
+def test_moses_lines_equal_the_rows_dumped_one_by_one(tmp_path, small_batches, monkeypatch, opts, crlf):
+    from qwen_factory_kit.convert.moses import Moses
+
+    src = _hostile_corpus(tmp_path / "corpus", 40, crlf)
+    fast = _convert_with(1, "moses", src, tmp_path / "fast", encoding="utf-8", **opts)
+    monkeypatch.setattr(Moses, "lines_batch", lambda self, batch, keep: None)
+    monkeypatch.setattr("qwen_factory_kit.convert.moses._decode_columns", lambda decoders, raw: None)
+    plain = _convert_with(1, "moses", src, tmp_path / "plain", encoding="utf-8", **opts)
+    assert fast == plain  # rows, rejects (reasons, places) and manifest (counts, notes, think tally)
+    counts = json.loads(fast["rows.manifest.json"])["counts"]
+    assert counts["written"] > 0 and counts["read"] == 40 * len(HOSTILE_SEGMENTS)
+    assert {"empty_segment", "nul_character", "chat_special_tokens", "encoding_error", "cr_line_breaks"} <= set(counts["rejected_by_reason"])

@@ -202,6 +202,14 @@ class Converter:
                 except Reject as r:
                     yield r
 
+    def lines_batch(self, batch: Batch, keep: list[bool] | None) -> Iterator | None:
+        """An optional faster path than :meth:`convert_batch` for converters that serialise their
+        rows themselves: per row None (not selected by ``keep``), a :class:`Reject`, or ``(lines,
+        rows, (reasoning, empty_block, no_block), dedup_key)``, where ``lines`` are exactly the
+        bytes the core would write for :meth:`convert`'s rows and ``dedup_key`` identifies them (or
+        None: the lines are compared). None (the default): no such path for this batch."""
+        return None
+
     def responses(self, out: dict) -> Iterable[str]:
         for key in self.response_fields:
             value = out.get(key)
@@ -286,6 +294,9 @@ class _Work:
 
     def _convert(self, batch: Batch, keep: list[bool] | None) -> Converted:
         conv = self.converter
+        lines = conv.lines_batch(batch, keep)
+        if lines is not None:
+            return self._from_lines(batch, lines)
         kinds = bytearray(len(batch))
         blob = bytearray()  # orjson gives each line a 4 KiB buffer: appended here, only the bytes are kept
         ends: list[int] = []
@@ -315,6 +326,34 @@ class _Work:
                 digests = [_digest(view[a:b]) for a, b in zip([0, *ends], ends)]
         notes, conv.notes = conv.notes, Counter()
         return Converted(kinds, blob, ends, counts, digests, rejects, (tally.reasoning, tally.empty_block, tally.no_block), notes)
+
+
+    def _from_lines(self, batch: Batch, items: Iterator) -> Converted:
+        """:meth:`_convert` for a converter's :meth:`Converter.lines_batch`."""
+        kinds = bytearray(len(batch))
+        blob = bytearray()
+        ends: list[int] = []
+        counts: list[int] = []
+        digests: list[bytes] | None = [] if self.dedup else None
+        rejects: list[tuple[str, bytes]] = []
+        reasoning = empty = none = 0
+        for i, item in enumerate(items):
+            if item is None:
+                continue
+            if type(item) is Reject:
+                kinds[i] = REJECTED
+                rejects.append((item.reason, reject_line(batch, i, item)))
+                continue
+            kinds[i] = ACCEPTED
+            data, count, (r, e, n), key = item
+            blob += data
+            ends.append(len(blob))
+            counts.append(count)
+            reasoning, empty, none = reasoning + r, empty + e, none + n
+            if digests is not None:
+                digests.append(_digest(data if key is None else key))
+        notes, self.converter.notes = self.converter.notes, Counter()
+        return Converted(kinds, blob, ends, counts, digests, rejects, (reasoning, empty, none), notes)
 
 
 def _digest(key) -> bytes:
@@ -550,6 +589,9 @@ def _sampling(total: int | None, limit: int | None, val_size, test_size,
     return selector, plan
 
 
+_DUPLICATE = Reject("duplicate", "same content as an earlier row")
+
+
 class _Screen:
     """The last checks of a converted row: a duplicate of a written row (``--dedup``, by the digest
     the worker computed, in a bounded-memory set: :mod:`.dedup`), then longer than ``--max-tokens``
@@ -564,7 +606,7 @@ class _Screen:
         """``on_disk``: the digest was found among the rows spilled to disk (:meth:`Seen.on_disk`)."""
         seen = self.seen
         if seen is not None and (on_disk or digest in seen):
-            return Reject("duplicate", "same content as an earlier row")
+            return _DUPLICATE
         if self.tokens is not None:
             too_long = self.tokens.check([orjson.loads(line) for line in bytes(lines).splitlines()])
             if too_long is not None:
@@ -572,6 +614,21 @@ class _Screen:
         if seen is not None:
             seen.add(digest)
         return None
+
+    def duplicates(self, digests: list[bytes]) -> list[bool] | None:
+        """Without ``--max-tokens``, the duplicate verdict of each of a batch's accepted rows at once
+        (the rows kept are added as they are met: a row may repeat one of its own batch); None
+        when the rows must be screened one by one (:meth:`__call__`)."""
+        if self.seen is None or self.tokens is not None:
+            return None
+        recent, add = self.seen.recent, self.seen.recent.add
+        dups = self.seen.on_disk(digests)
+        for a, digest in enumerate(digests):
+            if dups[a] or digest in recent:
+                dups[a] = True
+            else:
+                add(digest)
+        return dups
 
     def close(self) -> None:
         if self.seen is not None:
@@ -592,7 +649,7 @@ class _Outputs:
         self.staging: Staging | None = None
         try:  # an interrupt while opening them leaves no temporary file behind
             for s in plan.names if plan else ["train"]:
-                self.files[s] = AtomicFile(paths[s])
+                self.files[s] = AtomicFile(paths[s], background=True)
             self.rejects = AtomicFile(paths["rejects"])
             self.staging = Staging(paths["train"].parent) if plan else None
         except BaseException:  # Ctrl-C or a full disk while opening them: no temporary file stays
@@ -737,9 +794,11 @@ def _write_batch(converter: Converter, batch: Batch, splits: list | None, conv: 
     rej_buf: list[bytes] = []
     reasons = sink.reasons
     blob, ends, counts, digests = memoryview(conv.blob), conv.ends, conv.counts, conv.digests
-    on_disk = screen.seen.on_disk(digests) if screen.seen is not None else None
+    dups = screen.duplicates(digests) if screen.active else None
+    on_disk = screen.seen.on_disk(digests) if screen.seen is not None and dups is None else None
     rejects = iter(conv.rejects)
     a = start = run = 0  # accepted row number; start of its lines; start of the lines not yet added
+    written = rows_out = 0
     for i, kind in enumerate(conv.kinds):
         if kind == SKIPPED:
             continue
@@ -750,8 +809,12 @@ def _write_batch(converter: Converter, batch: Batch, splits: list | None, conv: 
             rej_buf.append(line)
             continue
         end = ends[a]
-        refused = (screen(digests[a] if digests is not None else None, blob[start:end], on_disk is not None and on_disk[a])
-                   if screen.active else None)
+        if dups is not None:
+            refused = _DUPLICATE if dups[a] else None
+        elif screen.active:
+            refused = screen(digests[a] if digests is not None else None, blob[start:end], on_disk is not None and on_disk[a])
+        else:
+            refused = None
         if refused is not None:
             reasons[refused.reason] += 1
             rej_buf.append(reject_line(batch, i, refused))
@@ -761,13 +824,16 @@ def _write_batch(converter: Converter, batch: Batch, splits: list | None, conv: 
                 sink.add(blob[run:start], 0, 0)
             run = end
         else:
-            res.written += 1
+            written += 1
             if sink.staging is not None:
                 sink.stage(target, blob[start:end])
             else:
-                sink.split_rows["train"] += counts[a]
-                sink.split_units["train"] += 1
+                rows_out += counts[a]
         a, start = a + 1, end
+    res.written += written
+    if sink.staging is None:
+        sink.split_rows["train"] += rows_out
+        sink.split_units["train"] += written
     if sink.staging is None and run < start:
         sink.add(conv.blob if run == 0 and start == len(conv.blob) else blob[run:start], 0, 0)
     sink.flush(rej_buf)

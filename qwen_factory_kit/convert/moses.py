@@ -18,18 +18,22 @@ import re
 import string
 import unicodedata
 import zipfile
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import islice, permutations
+from itertools import accumulate, islice, permutations
+from operator import itemgetter
 from pathlib import Path
 from typing import Callable, Iterator
+
+import orjson
 
 from ..errors import QfkError
 from ..io.encoding import SAMPLE_BYTES, detect_encoding, normalize_encoding
 from ..io.readers import BATCH_ROWS, CR_LINE_BREAKS, BadRecord, Batch, draw_end
 from ..io.sources import ResolvedSource
 from ..langs import LANG_NAMES, known_codes, name as lang_name, normalize_code, tag
-from ..think import format_response
+from ..think import EMPTY_BLOCK, format_response
 from ..workspace import slug
 from .core import Converter, Reject, check_text
 
@@ -169,7 +173,43 @@ def _raw_texts(decoders: tuple[tuple[str, str], ...], lines: tuple[bytes, ...]) 
 
 def decode_aligned(decoders: tuple[tuple[str, str], ...], raw: list[tuple[bytes, ...]]) -> list:
     """Aligned raw lines -> rows ``{lang: text}``, or a :class:`BadRecord` for a line that is not
-    valid in its file's encoding (``decoders``: (lang, encoding) per file)."""
+    valid in its file's encoding or holds a carriage return inside it (``decoders``: (lang,
+    encoding) per file). UTF-8 files are decoded a column at a time (:func:`_decode_columns`)."""
+    columns = _decode_columns(decoders, raw)
+    if columns is not None:
+        langs = [lang for lang, _ in decoders]
+        return [dict(zip(langs, texts)) for texts in zip(*columns)]
+    return _decode_rows(decoders, raw)
+
+
+def _decode_columns(decoders: tuple[tuple[str, str], ...], raw: list[tuple[bytes, ...]]) -> list[list[str]] | None:
+    """Each file's lines of the batch decoded in one call, or None when a line of the batch needs
+    the line-by-line path to give its exact result (not UTF-8, not valid, a byte order mark, or a
+    carriage return that is not part of a CRLF line end)."""
+    if not raw or any(enc not in ("utf-8", "utf-8-sig") for _, enc in decoders):
+        return None
+    columns = []
+    for col in zip(*raw):
+        try:
+            text = b"".join(col).decode()
+        except UnicodeDecodeError:
+            return None
+        if "\ufeff" in text:
+            return None
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+            if "\r" in text:
+                return None
+        lines = text.split("\n")
+        if text.endswith("\n"):
+            lines.pop()
+        if len(lines) != len(col):  # pragma: no cover - every line but a file's last ends with \n
+            return None
+        columns.append(lines)
+    return columns
+
+
+def _decode_rows(decoders: tuple[tuple[str, str], ...], raw: list[tuple[bytes, ...]]) -> list:
     rows: list = []
     for lines in raw:
         row: dict | BadRecord = {}
@@ -378,13 +418,7 @@ class Moses(Converter):
         return check_text(text, lang, prompt=True)
 
     def convert(self, row: dict) -> list[dict]:
-        texts = {lang: self._clean(text, lang) for lang, text in row.items()}
-        if self.max_ratio:
-            lengths = {l: weighted_length(t) for l, t in texts.items()}
-            lo, hi = min(lengths.values()), max(lengths.values())
-            if hi / max(lo, 1.0) > self.max_ratio:
-                raise Reject("length_ratio", f"length ratio {hi / max(lo, 1.0):.1f} > --max-length-ratio {self.max_ratio} "
-                             f"({', '.join(f'{l}={v:.0f}' for l, v in lengths.items())})")
+        texts = self._texts(row)
         langs = tuple(row)
         plan = self._plans.get(langs) or self._plan(langs)
         answers = {lang: format_response(text, None, empty=self.empty) for lang, text in texts.items()}
@@ -392,6 +426,51 @@ class Moses(Converter):
         if system:
             return [{"instruction": ins, "input": texts[src], "output": answers[tgt], "system": system} for src, tgt, ins in plan]
         return [{"instruction": ins, "input": texts[src], "output": answers[tgt]} for src, tgt, ins in plan]
+
+    def lines_batch(self, batch: Batch, keep: list[bool] | None) -> Iterator | None:
+        """The batch's rows as JSON Lines, without building the output rows: each segment is
+        serialised once and the six lines of a row are put together from those strings and the
+        plan's fixed parts (:class:`_Lines`). The bytes are those of :meth:`convert`'s rows dumped
+        by the core (tested); a row that any rule might refuse or change (an empty or too long
+        segment, ``&``, a tab, a NUL, ``<|``, ``think>``) goes through :meth:`convert`'s checks."""
+        if self.max_ratio:
+            return None
+        return self._lines_batch(batch, keep)
+
+    def _lines_batch(self, batch: Batch, keep: list[bool] | None) -> Iterator:
+        rows = batch.rows
+        suspect = _suspect_rows(rows, ("&", "\t", "\x00", "<|", "think>") if self.unescape else ("\t", "\x00", "<|", "think>"))
+        max_chars = self.max_chars
+        dumps = orjson.dumps
+        lines_of: dict[tuple[str, ...], _Lines] = {}
+        for i, row in enumerate(rows):
+            if keep is not None and not keep[i]:
+                yield None
+                continue
+            if type(row) is BadRecord:
+                yield Reject(row.reason, row.detail)
+                continue
+            texts = [t.strip() for t in row.values()]
+            if i in suspect or not all(texts) or (max_chars and max(map(len, texts)) > max_chars):
+                try:
+                    texts = list(self._texts(row).values())
+                except Reject as r:
+                    yield r
+                    continue
+            langs = tuple(row)
+            lines = lines_of.get(langs) or lines_of.setdefault(langs, _Lines(self, langs))
+            yield lines.of([dumps(t) for t in texts])
+
+    def _texts(self, row: dict) -> dict[str, str]:
+        """The row's segments, cleaned and checked (:class:`Reject` when a rule refuses the row)."""
+        texts = {lang: self._clean(text, lang) for lang, text in row.items()}
+        if self.max_ratio:
+            lengths = {l: weighted_length(t) for l, t in texts.items()}
+            lo, hi = min(lengths.values()), max(lengths.values())
+            if hi / max(lo, 1.0) > self.max_ratio:
+                raise Reject("length_ratio", f"length ratio {hi / max(lo, 1.0):.1f} > --max-length-ratio {self.max_ratio} "
+                             f"({', '.join(f'{l}={v:.0f}' for l, v in lengths.items())})")
+        return texts
 
     def responses(self, out: dict) -> tuple[str]:
         return (out["output"],)
@@ -401,6 +480,74 @@ class Moses(Converter):
         plan = [(src, tgt, instruction(src, tgt, self.instruction_template)) for src, tgt in self._group_dirs[langs]]
         self._plans[langs] = plan
         return plan
+
+
+class _Lines:
+    """A group's output lines put together from its segments' JSON strings. orjson escapes a string
+    the same wherever it stands, so the line of a direction is its fixed parts (the instruction, the
+    keys, the system prompt) around the source segment's JSON and the target's JSON after the
+    empty think block: the bytes ``orjson.dumps`` gives for the row :meth:`Moses.convert` makes.
+    A row's lines are one ``bytes % args`` of the group's template (fixed parts with ``%`` doubled)."""
+
+    def __init__(self, conv: Moses, langs: tuple[str, ...]):
+        dumps = orjson.dumps
+        plan = conv._plans.get(langs) or conv._plan(langs)
+        index = {lang: k for k, lang in enumerate(langs)}
+        explicit = conv.empty == "explicit"
+        empty = dumps(EMPTY_BLOCK)[:-1] if explicit else b'"'  # the opening quote, then the empty block
+        end = (b',"system":' + _escaped(dumps(conv.system)) if conv.system else b"") + b"}\n"
+        template, picks = b"", []
+        for src, tgt, ins in plan:
+            template += b'{"instruction":' + _escaped(dumps(ins)) + b',"input":%s,"output":' + empty + b"%s" + end
+            picks += (index[src], len(langs) + index[tgt])  # the source's JSON; the target's without its opening quote
+        self.template = template
+        self.pick = itemgetter(*picks) if len(picks) > 1 else (lambda q, k=picks[0]: (q[k],))
+        self.rows = len(plan)
+        self.tally = (0, len(plan), 0) if explicit else (0, 0, len(plan))
+        used = sorted({index[src] for src, _, _ in plan} | {index[tgt] for _, tgt, _ in plan})
+        self.used = None if len(used) == len(langs) else itemgetter(*used)
+        self.tag = "|".join(langs).encode() + b"\n"
+
+    def of(self, quoted: list[bytes]) -> tuple[bytes, int, tuple[int, int, int], bytes]:
+        """``(lines, rows, think tally, dedup key)`` of a row whose cleaned segments, JSON-encoded, are
+        ``quoted``. The key: the group's languages and the segments its lines hold (JSON strings,
+        self-delimiting)."""
+        lines = self.template % self.pick(quoted + [q[1:] for q in quoted])
+        key = self.tag + b"".join(quoted if self.used is None else _tuple(self.used(quoted)))
+        return lines, self.rows, self.tally, key
+
+
+def _escaped(fixed: bytes) -> bytes:
+    """A fixed part of a ``bytes %`` template."""
+    return fixed.replace(b"%", b"%%")
+
+
+def _tuple(value) -> tuple:
+    return value if type(value) is tuple else (value,)
+
+
+def _suspect_rows(rows: list, needles: tuple[str, ...]) -> set[int]:
+    """Rows of the batch where a segment holds one of ``needles`` (searched a column at a time)."""
+    suspect: set[int] = set()
+    dicts = [r for r in rows if type(r) is dict]
+    if len(dicts) != len(rows):  # bad records among them: row by row
+        return {i for i, r in enumerate(rows) if type(r) is dict and any(n in t for t in r.values() for n in needles)}
+    if not rows:
+        return suspect
+    for col in zip(*(r.values() for r in rows)):
+        joined = "\n".join(col)
+        starts = None
+        for needle in needles:
+            pos = joined.find(needle)
+            if pos < 0:
+                continue
+            if starts is None:
+                starts = list(accumulate((len(t) + 1 for t in col), initial=0))
+            while pos >= 0:
+                i = bisect_right(starts, pos) - 1
+                suspect.add(i)
+                pos = joined.find(needle, starts[i + 1])
+    return suspect
 
 
 def by_lang_suffix(by_lang: dict, langs: list[str]) -> list[str]:

@@ -47,12 +47,21 @@ def available_cores() -> int:
 
 def worker_count(asked: int | None, source_bytes: int) -> int:
     """How many processes convert (this one included): ``asked`` (at least 1), or when None the
-    cores available, except for a small source (:data:`SMALL_SOURCE_BYTES`), converted in-process."""
+    cores available, except for a small source (:data:`SMALL_SOURCE_BYTES`), converted in-process,
+    and for a program a worker could not start again (:func:`spawnable`)."""
     if asked is not None:
         if isinstance(asked, bool) or not isinstance(asked, int) or asked < 1:
             raise QfkError(f"--workers must be a whole number >= 1, not {asked!r}", "for example --workers 4 (1: no worker processes)")
-        return asked
-    return 1 if source_bytes < SMALL_SOURCE_BYTES else available_cores()
+        return asked if spawnable() else 1
+    return 1 if source_bytes < SMALL_SOURCE_BYTES or not spawnable() else available_cores()
+
+
+def spawnable() -> bool:
+    """Whether a spawned worker can import this program's ``__main__``: not when it was read from
+    standard input or ``python -c`` (a notebook or the REPL has no file, and is fine)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.exists(path)
 
 
 def ordered_map(task: Callable[[Any, Any], Any], items: Iterable, *, workers: int, setup: Callable[..., Any],
@@ -150,7 +159,13 @@ def _run(task: Callable[[Any, Any], Any], item: Any) -> Any:
 def _result(result) -> Any:
     if type(result) is _Here:
         return result.value
-    out = result.result()
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        out = result.result()
+    except BrokenProcessPool:
+        raise QfkError("a worker process stopped abruptly (killed, or out of memory?); nothing was written",
+                       "run the command again, with --workers 1 to convert in this process alone") from None
     if type(out) is _Raised:
         raise QfkError(out.message, out.hint)
     return out
