@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -447,3 +448,38 @@ def test_moses_lines_equal_the_rows_dumped_one_by_one(tmp_path, small_batches, m
     counts = json.loads(fast["rows.manifest.json"])["counts"]
     assert counts["written"] > 0 and counts["read"] == 40 * len(HOSTILE_SEGMENTS)
     assert {"empty_segment", "nul_character", "chat_special_tokens", "encoding_error", "cr_line_breaks"} <= set(counts["rejected_by_reason"])
+
+
+# ---------------------------------------------------------------------------------------------
+# --workers: results through shared-memory slots, or the pipe when a slot is too small
+# ---------------------------------------------------------------------------------------------
+def test_worker_results_through_slots_or_the_pipe_give_the_same_bytes(tmp_path, small_batches, monkeypatch):
+    from qwen_factory_kit.convert import workers
+
+    src = workloads.make_moses(tmp_path / "corpus", 3000, seed=4)
+    one = _convert_with(1, "moses", src, tmp_path / "one")
+    slots = _convert_with(2, "moses", src, tmp_path / "slots")
+    monkeypatch.setattr(workers, "SLOT_BYTES", 4096)  # every batch's lines are larger: the pipe
+    piped = _convert_with(2, "moses", src, tmp_path / "piped")
+    monkeypatch.setattr(workers, "SHM_DIR", str(tmp_path / "no-shm"))  # slots in the temporary folder
+    tmp_slots = _convert_with(2, "moses", src, tmp_path / "tmp_slots")
+    assert one == slots == piped == tmp_slots
+    assert json.loads(one["rows.manifest.json"])["counts"]["written"] > 2000
+
+
+def test_slot_files_are_removed_and_those_of_killed_runs_swept(tmp_path, monkeypatch):
+    from qwen_factory_kit.convert import workers
+
+    monkeypatch.setattr(workers, "SHM_DIR", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"qfk-slots-{dead.stdout.strip()}-0123abcd.tmp"
+    stale.write_bytes(b"x" * 100)
+    mine = tmp_path / f"qfk-slots-{os.getpid()}-89abcdef.tmp"  # a live process's file stays
+    mine.write_bytes(b"x")
+    slots = workers._Slots.open(3)
+    assert slots is not None and not stale.exists() and mine.exists()
+    made = Path(slots.path)
+    assert made.stat().st_size == 3 * workers.SLOT_BYTES
+    slots.view(1, 5)
+    slots.close()
+    assert not made.exists()

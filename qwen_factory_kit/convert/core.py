@@ -35,6 +35,7 @@ import random
 import sys
 import threading
 from collections import Counter
+from itertools import accumulate
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, NamedTuple
@@ -256,7 +257,7 @@ class Converted(NamedTuple):
     row's responses, and the converter's notes counted on the batch."""
 
     kinds: bytearray
-    blob: bytearray
+    blob: bytes | bytearray | memoryview  # a memoryview of a shared-memory slot when a worker made it
     ends: list[int]
     counts: list[int]
     digests: list[bytes] | None
@@ -331,8 +332,7 @@ class _Work:
     def _from_lines(self, batch: Batch, items: Iterator) -> Converted:
         """:meth:`_convert` for a converter's :meth:`Converter.lines_batch`."""
         kinds = bytearray(len(batch))
-        blob = bytearray()
-        ends: list[int] = []
+        pieces: list[bytes] = []
         counts: list[int] = []
         digests: list[bytes] | None = [] if self.dedup else None
         rejects: list[tuple[str, bytes]] = []
@@ -346,14 +346,14 @@ class _Work:
                 continue
             kinds[i] = ACCEPTED
             data, count, (r, e, n), key = item
-            blob += data
-            ends.append(len(blob))
+            pieces.append(data)
             counts.append(count)
             reasoning, empty, none = reasoning + r, empty + e, none + n
             if digests is not None:
                 digests.append(_digest(data if key is None else key))
         notes, self.converter.notes = self.converter.notes, Counter()
-        return Converted(kinds, blob, ends, counts, digests, rejects, (reasoning, empty, none), notes)
+        ends = list(accumulate(map(len, pieces)))
+        return Converted(kinds, b"".join(pieces), ends, counts, digests, rejects, (reasoning, empty, none), notes)
 
 
 def _digest(key) -> bytes:
@@ -649,7 +649,7 @@ class _Outputs:
         self.staging: Staging | None = None
         try:  # an interrupt while opening them leaves no temporary file behind
             for s in plan.names if plan else ["train"]:
-                self.files[s] = AtomicFile(paths[s], background=True)
+                self.files[s] = AtomicFile(paths[s])
             self.rejects = AtomicFile(paths["rejects"])
             self.staging = Staging(paths["train"].parent) if plan else None
         except BaseException:  # Ctrl-C or a full disk while opening them: no temporary file stays
@@ -738,7 +738,7 @@ def _write_rows(converter: Converter, batches: Iterator[Batch], sink: _Outputs, 
     notes, converter.notes = converter.notes, Counter()  # open()'s notes, then each batch's
     drawn = _drawn(batches, selector, sink.plan)
     try:
-        for (batch, _, splits), converted in ordered_map(_convert, drawn, workers=workers, setup=_Work,
+        for (batch, _, splits), converted in ordered_map(_convert, drawn, workers=workers, setup=_Work, payload="blob",
                                                          setup_args=(converter, screen.seen is not None)):
             _write_batch(converter, batch, splits, converted, sink, res, screen)
             notes.update(converted.notes)

@@ -96,15 +96,9 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class AtomicFile:
-    """A binary file that appears at ``path`` only on :meth:`commit`; keeps a running sha256.
+    """A binary file that appears at ``path`` only on :meth:`commit`; keeps a running sha256."""
 
-    ``background=True``: a thread writes and hashes the chunks given to :meth:`write` (a few
-    queued at most: bounded memory) and flushes them to the disk every :data:`SYNC_BYTES`, so the
-    caller goes on while they are written and the final fsync of a large file has little left to
-    do. The chunks must not change once given. A write error is raised by the next
-    :meth:`write` or by :meth:`commit`."""
-
-    def __init__(self, path: str | os.PathLike, *, buffering: int = 1 << 20, background: bool = False):
+    def __init__(self, path: str | os.PathLike, *, buffering: int = 1 << 20):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temp_path(self.path)
@@ -115,17 +109,8 @@ class AtomicFile:
         self._sha = hashlib.sha256()
         self.bytes = 0
         self.done = False
-        self._writer: _Writer | None = _Writer(self) if background else None
 
-    def write(self, data) -> None:
-        if self._writer is not None:
-            error = self._writer.put(data)
-            if error is not None:
-                raise self._failed(error) from None
-            return
-        self._write(data)
-
-    def _write(self, data) -> None:
+    def write(self, data: bytes) -> None:
         try:
             self._fh.write(data)
         except OSError as exc:
@@ -135,15 +120,11 @@ class AtomicFile:
 
     @property
     def sha256(self) -> str:
-        self._join()
         return self._sha.hexdigest()
 
     def commit(self) -> Path:
         if self.done:
             return self.path
-        error = self._join()
-        if error is not None:
-            raise self._failed(error) from None
         try:
             self._fh.flush()
             os.fsync(self._fh.fileno())
@@ -159,8 +140,6 @@ class AtomicFile:
         if self.done:
             return
         self.done = True
-        if self._writer is not None:
-            self._writer.stop()
         try:
             self._fh.close()
         except OSError:  # the buffered tail cannot be flushed (a full disk): the file goes anyway
@@ -170,10 +149,6 @@ class AtomicFile:
                 os.unlink(self.tmp)
             except FileNotFoundError:
                 pass
-
-    def _join(self) -> OSError | None:
-        """Wait for the background writer to write every chunk; its error, if any."""
-        return self._writer.finish() if self._writer is not None else None
 
     def _failed(self, exc: OSError) -> BaseException:
         """Abort after a failed write; the error to raise (a :class:`QfkError` for a full disk)."""
@@ -188,61 +163,6 @@ class AtomicFile:
             self.commit()
         else:
             self.abort()
-
-
-_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
-#: bytes a background writer lets pile up in the page cache before it flushes them to the disk
-SYNC_BYTES = 256 << 20
-
-
-class _Writer:
-    """The thread of an :class:`AtomicFile` with ``background=True``."""
-
-    def __init__(self, file: AtomicFile):
-        import queue
-        import threading
-
-        self.file = file
-        self.queue: queue.Queue = queue.Queue(maxsize=4)
-        self.error: OSError | None = None
-        self.stopped = False
-        self.synced = 0
-        self.thread = threading.Thread(target=self._run, name=f"qfk-write-{file.path.name}", daemon=True)
-        self.thread.start()
-
-    def put(self, data) -> OSError | None:
-        if self.error is None:
-            self.queue.put(data)
-        return self.error
-
-    def finish(self) -> OSError | None:
-        if self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join()
-        return self.error
-
-    def stop(self) -> None:
-        """Drop what is queued and end the thread (an abort)."""
-        self.stopped = True
-        if self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join()
-
-    def _run(self) -> None:
-        file, get = self.file, self.queue.get
-        while (data := get()) is not None:
-            if self.stopped or self.error is not None:
-                continue
-            try:
-                file._fh.write(data)
-                file._sha.update(data)
-                file.bytes += len(data)
-                if file.bytes - self.synced >= SYNC_BYTES:
-                    file._fh.flush()
-                    _datasync(file._fh.fileno())
-                    self.synced = file.bytes
-            except OSError as exc:
-                self.error = exc
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
