@@ -246,6 +246,37 @@ def test_ordered_map_keeps_the_order_and_the_error_hints():
     assert err.value.message == "thirteen" and err.value.hint == "a hint that crosses the process boundary"
 
 
+def _die_in_a_worker(state, n):
+    import multiprocessing
+    import os
+    import time
+
+    if multiprocessing.parent_process() is None:
+        time.sleep(0.05)  # the parent is slow: a worker surely starts and takes an item
+    elif n >= 5:  # killed outright, as the OOM killer would
+        os._exit(9)
+    return n
+
+
+def test_a_worker_that_dies_is_a_one_line_error():
+    from qwen_factory_kit.convert.workers import ordered_map
+    from qwen_factory_kit.errors import QfkError
+
+    with pytest.raises(QfkError) as err:
+        list(ordered_map(_die_in_a_worker, range(40), workers=2, setup=int))
+    assert "stopped abruptly" in err.value.message and "--workers 1" in err.value.hint
+
+
+def test_no_workers_for_a_program_read_from_stdin(tmp_path):
+    src = workloads.make_moses(tmp_path / "corpus", 200, seed=1)
+    script = (f"from qwen_factory_kit.convert import convert\n"
+              f"r = convert('moses', {str(src)!r}, output={str(tmp_path / 'o.jsonl')!r}, workers=2)\n"
+              f"print(r.rows_out)\n")
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr  # a spawned worker could not import "<stdin>": none is started
+    assert int(done.stdout.strip()) > 0
+
+
 def test_worker_count():
     from qwen_factory_kit.convert.workers import SMALL_SOURCE_BYTES, available_cores, worker_count
     from qwen_factory_kit.errors import QfkError
