@@ -245,3 +245,14 @@ def test_check_counts_rows_that_break_the_turn_rule(tmp_path):
     assert "qfk lint some" in some[0].fix
     every = check_entry("all", build_entry("all.jsonl", formatting="sharegpt"), tmp_path)
     assert [f.severity for f in every] == ["error"] and "system_not_first: 1" in every[0].message
+
+
+def test_datasets_list_names_entries_that_are_not_objects(tmp_path, qfk):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset_info.json").write_text('{"good": {"file_name": "x.jsonl"}, "bad": [1, 2], "worse": "text"}')
+    code, out, err = qfk("datasets", "list", "--data-dir", data)
+    assert code == 0, err
+    assert "good" in out and "not an entry (list)" in out and "not an entry (str)" in out
+    assert "2 entries are not a JSON object: bad, worse" in " ".join(out.split())
+    assert "qfk datasets remove bad" in " ".join(out.split())

@@ -91,6 +91,16 @@ def test_train_dry_run(tmp_path, monkeypatch, qfk):
     assert res["distributed"] and res["nproc"] == 2 and "torch.distributed.run" in res["argv"]
 
 
+def test_train_dry_run_shows_no_secret(tmp_path, monkeypatch, qfk):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_text("output_dir: saves/x\n")
+    for as_json in (["--json"], []):
+        code, out, err = qfk("train", "r.yaml", "hf_hub_token=hf_SECRET123", "lora_rank=8", "--dry-run", "--no-check", *as_json)
+        assert code == 0, err
+        assert "hf_SECRET123" not in out + err
+        assert "hf_hub_token=<redacted>" in out and "lora_rank=8" in out
+
+
 def test_train_refuses_a_merge_recipe(tmp_path, monkeypatch, qfk):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m.yaml").write_text("export_dir: models/x\n")

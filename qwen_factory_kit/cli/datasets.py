@@ -94,12 +94,21 @@ def list_(data_dir, as_json):
     from rich.table import Table
 
     table = Table("name", "file", "formatting", "ranking", "exists", title=str(reg.path))
+    bad = []
     for name, entry in data.items():
-        path = resolve_file(entry, reg.data_dir) if isinstance(entry, dict) else None
-        src = entry.get("file_name") or entry.get("hf_hub_url") or entry.get("ms_hub_url") or "?" if isinstance(entry, dict) else "?"
+        if not isinstance(entry, dict):  # LLaMA-Factory would fail on it: shown, and named below
+            bad.append(name)
+            table.add_row(name, f"[red]not an entry ({type(entry).__name__})[/]", "", "", "[red]no[/]")
+            continue
+        path = resolve_file(entry, reg.data_dir)
+        src = entry.get("file_name") or entry.get("hf_hub_url") or entry.get("ms_hub_url") or "?"
         table.add_row(name, str(src), str(entry.get("formatting", "alpaca")), str(entry.get("ranking", False)),
                       "yes" if path and path.exists() else ("hub" if path is None else "[red]no[/]"))
     console().print(table)
+    if bad:
+        console().print(f"[red]{len(bad)} entr{'y is' if len(bad) == 1 else 'ies are'} not a JSON object: "
+                        f"{', '.join(bad)}[/] (LLaMA-Factory cannot load them): fix them in {reg.path}, "
+                        f"or remove them with: qfk datasets remove {bad[0]}")
 
 
 @datasets_group.command("show")

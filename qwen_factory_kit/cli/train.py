@@ -46,7 +46,7 @@ def train(recipe, overrides, nproc, no_check, dry_run, verbose, as_json):
         raise
     _show_plan(plan, c, as_json)
     if dry_run:
-        launch = plan.launch
+        launch = plan.launch.redacted()  # a dry run's output ends up in logs and issues: no secrets
         if as_json:
             emit_json({"argv": launch.argv, "env": launch.env, "distributed": launch.distributed, "nproc": launch.nproc,
                        "nnodes": launch.nnodes})

@@ -32,6 +32,14 @@ class Launch:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
         return (env + " " if env else "") + " ".join(shlex.quote(a) for a in self.argv)
 
+    def redacted(self) -> "Launch":
+        """This launch as it may be shown: the values of secret ``key=value`` arguments and of
+        secret-named variables replaced (``hf_hub_token=...``, ``WANDB_API_KEY``)."""
+        from ..redact import REDACTED, SECRET_ENV, redact_assignments
+
+        env = {k: REDACTED if SECRET_ENV.search(k) else v for k, v in self.env.items()}
+        return Launch(redact_assignments(self.argv), env, self.distributed, self.nproc, self.nnodes)
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
