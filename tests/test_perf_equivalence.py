@@ -277,13 +277,16 @@ def test_no_workers_for_a_program_read_from_stdin(tmp_path):
     assert int(done.stdout.strip()) > 0
 
 
-def test_worker_count():
+def test_worker_count(monkeypatch):
+    from qwen_factory_kit.convert import workers
     from qwen_factory_kit.convert.workers import SMALL_SOURCE_BYTES, available_cores, worker_count
     from qwen_factory_kit.errors import QfkError
 
     assert worker_count(3, 0) == 3
     assert worker_count(None, SMALL_SOURCE_BYTES - 1) == 1  # a small source: no process started
-    assert worker_count(None, SMALL_SOURCE_BYTES) == available_cores()
+    assert worker_count(None, SMALL_SOURCE_BYTES) == min(available_cores(), 8)
+    monkeypatch.setattr(workers, "available_cores", lambda: 64)
+    assert worker_count(None, SMALL_SOURCE_BYTES) == 8 and worker_count(20, 0) == 20
     with pytest.raises(QfkError, match="--workers"):
         worker_count(0, 0)
 

@@ -37,7 +37,7 @@ def common_options(fn):
                      help="Add the output (and NAME_val / NAME_test) to DATA_DIR/dataset_info.json."),
         click.option("--force", is_flag=True, help="Replace a registered dataset of the same name that points to another file."),
         click.option("--workers", type=click.IntRange(min=1), default=None,
-                     help="Processes converting in parallel (default: the cores available; 1 for a small source). "
+                     help="Processes converting in parallel (default: the cores available, at most 8; 1 for a small source). "
                           "The output is the same byte for byte whatever the number."),
         click.option("--shard", metavar="I/N",
                      help="Convert part I of N (from 0) of the source alone: its rows [I*T/N, (I+1)*T/N) to "
@@ -109,7 +109,7 @@ def convert_group() -> None:
     one split with all its directions). --max-tokens N rejects (too_long) a source row with an output
     row longer than N tokens as LLaMA-Factory will encode it (a Moses line with all its directions):
     removed, never cut. A --name already registered for another file stops the run before any row
-    is read. Batches are converted by --workers processes (default: the cores available); the
+    is read. Batches are converted by --workers processes (default: the cores, at most 8); the
     output is the same byte for byte whatever their number. --shard I/N converts one contiguous
     part of the source (on another machine, say); qfk datasets add registers the set of parts.
 

@@ -33,6 +33,9 @@ SWITCH_INTERVAL = 0.0005
 #: sources smaller than this are converted in-process when the worker count is left to the kit
 #: (a worker would start only to stop again)
 SMALL_SOURCE_BYTES = 4 << 20
+#: the most processes the kit starts on its own: this process's share (reading, dedup, writing,
+#: hashing) is about half the work on 2 cores, so more workers wait on it (``--workers`` asks for more)
+DEFAULT_MAX_WORKERS = 8
 
 _STATE: Any = None  # the worker process's state, built by :func:`_start`
 
@@ -47,13 +50,14 @@ def available_cores() -> int:
 
 def worker_count(asked: int | None, source_bytes: int) -> int:
     """How many processes convert (this one included): ``asked`` (at least 1), or when None the
-    cores available, except for a small source (:data:`SMALL_SOURCE_BYTES`), converted in-process,
-    and for a program a worker could not start again (:func:`spawnable`)."""
+    cores available (at most :data:`DEFAULT_MAX_WORKERS`), except for a small source
+    (:data:`SMALL_SOURCE_BYTES`), converted in-process, and for a program a worker could not start
+    again (:func:`spawnable`)."""
     if asked is not None:
         if isinstance(asked, bool) or not isinstance(asked, int) or asked < 1:
             raise QfkError(f"--workers must be a whole number >= 1, not {asked!r}", "for example --workers 4 (1: no worker processes)")
         return asked if spawnable() else 1
-    return 1 if source_bytes < SMALL_SOURCE_BYTES or not spawnable() else available_cores()
+    return 1 if source_bytes < SMALL_SOURCE_BYTES or not spawnable() else min(available_cores(), DEFAULT_MAX_WORKERS)
 
 
 def spawnable() -> bool:
