@@ -35,8 +35,8 @@ import random
 import sys
 import threading
 from collections import Counter
-from itertools import accumulate
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, NamedTuple
 
@@ -97,6 +97,11 @@ def text_field(row: dict, key: str, *, required: bool = True) -> str:
     if required and not value:
         raise Reject("empty_field", f"field '{key}' is empty")
     return value
+
+
+#: what :func:`check_text` looks for (a NUL, chat control tokens, think tags): a text holding none
+#: of these passes it unchanged, and converters may skip the call (``_M0 not in t and ...``)
+CHECKED_MARKERS = ("\x00", "<|", "think>")
 
 
 def check_text(value: str, key: str, *, prompt: bool) -> str:
@@ -327,7 +332,6 @@ class _Work:
                 digests = [_digest(view[a:b]) for a, b in zip([0, *ends], ends)]
         notes, conv.notes = conv.notes, Counter()
         return Converted(kinds, blob, ends, counts, digests, rejects, (tally.reasoning, tally.empty_block, tally.no_block), notes)
-
 
     def _from_lines(self, batch: Batch, items: Iterator) -> Converted:
         """:meth:`_convert` for a converter's :meth:`Converter.lines_batch`."""

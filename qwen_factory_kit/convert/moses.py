@@ -33,9 +33,9 @@ from ..io.encoding import SAMPLE_BYTES, detect_encoding, normalize_encoding
 from ..io.readers import BATCH_ROWS, CR_LINE_BREAKS, BadRecord, Batch, draw_end
 from ..io.sources import ResolvedSource
 from ..langs import LANG_NAMES, known_codes, name as lang_name, normalize_code, tag
-from ..think import EMPTY_BLOCK, format_response
+from ..think import ThinkTally, format_response
 from ..workspace import slug
-from .core import Converter, Reject, check_text
+from .core import CHECKED_MARKERS, Converter, Reject, check_text
 
 DEFAULT_INSTRUCTION = "Translate {src_tag} to {tgt_tag}."
 DEFAULT_SYSTEM = "You are a professional translator. Translate the user's text faithfully and fluently, and reply with the translation only."
@@ -439,7 +439,8 @@ class Moses(Converter):
 
     def _lines_batch(self, batch: Batch, keep: list[bool] | None) -> Iterator:
         rows = batch.rows
-        suspect = _suspect_rows(rows, ("&", "\t", "\x00", "<|", "think>") if self.unescape else ("\t", "\x00", "<|", "think>"))
+        # what _clean() and check_text() look for: a row without any of it passes them unchanged
+        suspect = _suspect_rows(rows, ("\t", *CHECKED_MARKERS, *(("&",) if self.unescape else ())))
         max_chars = self.max_chars
         dumps = orjson.dumps
         lines_of: dict[tuple[str, ...], _Lines] = {}
@@ -493,19 +494,23 @@ class _Lines:
         dumps = orjson.dumps
         plan = conv._plans.get(langs) or conv._plan(langs)
         index = {lang: k for k, lang in enumerate(langs)}
-        explicit = conv.empty == "explicit"
-        empty = dumps(EMPTY_BLOCK)[:-1] if explicit else b'"'  # the opening quote, then the empty block
+        # a response without reasoning is format_response's prefix (the empty block, or nothing)
+        # and the answer: the prefix's JSON without its closing quote, then the answer's without its opening one
+        prefix = format_response("", None, empty=conv.empty)
+        opening = _escaped(dumps(prefix)[:-1])
         end = (b',"system":' + _escaped(dumps(conv.system)) if conv.system else b"") + b"}\n"
         template, picks = b"", []
         for src, tgt, ins in plan:
-            template += b'{"instruction":' + _escaped(dumps(ins)) + b',"input":%s,"output":' + empty + b"%s" + end
+            template += b'{"instruction":' + _escaped(dumps(ins)) + b',"input":%s,"output":' + opening + b"%s" + end
             picks += (index[src], len(langs) + index[tgt])  # the source's JSON; the target's without its opening quote
         self.template = template
-        self.pick = itemgetter(*picks) if len(picks) > 1 else (lambda q, k=picks[0]: (q[k],))
+        self.pick = itemgetter(*picks)  # two or more: a direction has a source and a target
         self.rows = len(plan)
-        self.tally = (0, len(plan), 0) if explicit else (0, 0, len(plan))
+        tally = ThinkTally()
+        tally.add_text(prefix + "answer")
+        self.tally = (tally.reasoning * self.rows, tally.empty_block * self.rows, tally.no_block * self.rows)
         used = sorted({index[src] for src, _, _ in plan} | {index[tgt] for _, tgt, _ in plan})
-        self.used = None if len(used) == len(langs) else itemgetter(*used)
+        self.used = None if len(used) == len(langs) else itemgetter(*used)  # two or more, as above
         self.tag = "|".join(langs).encode() + b"\n"
 
     def of(self, quoted: list[bytes]) -> tuple[bytes, int, tuple[int, int, int], bytes]:
@@ -513,17 +518,13 @@ class _Lines:
         ``quoted``. The key: the group's languages and the segments its lines hold (JSON strings,
         self-delimiting)."""
         lines = self.template % self.pick(quoted + [q[1:] for q in quoted])
-        key = self.tag + b"".join(quoted if self.used is None else _tuple(self.used(quoted)))
+        key = self.tag + b"".join(quoted if self.used is None else self.used(quoted))
         return lines, self.rows, self.tally, key
 
 
 def _escaped(fixed: bytes) -> bytes:
     """A fixed part of a ``bytes %`` template."""
     return fixed.replace(b"%", b"%%")
-
-
-def _tuple(value) -> tuple:
-    return value if type(value) is tuple else (value,)
 
 
 def _suspect_rows(rows: list, needles: tuple[str, ...]) -> set[int]:

@@ -13,7 +13,9 @@ from __future__ import annotations
 from ..errors import QfkError
 from ..lfformat import ASSISTANT, FUNCTION, OBSERVATION, SHAREGPT_TAGS, SYSTEM, USER, turn_problem
 from ..think import format_response
-from .core import Converter, Reject, check_text, get_field
+from .core import CHECKED_MARKERS, Converter, Reject, check_text, get_field
+
+_M0, _M1, _M2 = CHECKED_MARKERS
 
 ROLE_ALIASES = {
     "human": USER, "user": USER,
@@ -163,7 +165,7 @@ class ShareGPT(Converter):
             if positions is not None:
                 positions.append(i)
             canon.append(c)
-            clean = "<|" not in text and "think>" not in text and "\x00" not in text
+            clean = _M0 not in text and _M1 not in text and _M2 not in text  # nothing check_text looks for
             if c == SYSTEM:
                 system = text if clean else check_text(text, "system", prompt=True)
             elif c == ASSISTANT:

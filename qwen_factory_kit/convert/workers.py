@@ -2,8 +2,9 @@
 
 :func:`ordered_map` is all the core needs to convert batches in parallel: the parent reads the
 source and keeps everything that depends on the order of the rows (sampling, splits, duplicates,
-counting, writing, hashing); N - 1 worker processes get one batch at a time and send back its
-converted bytes, and the parent converts a batch itself whenever the workers have enough queued
+counting, writing, hashing); N - 1 worker processes get one batch at a time and hand back its
+converted bytes in shared memory (:class:`_Slots`; the pipe when they do not fit), and the parent
+converts a batch itself whenever the workers have enough queued
 (so it is never idle, and a short run is done before a worker has started). At most
 :data:`AHEAD` batches per worker are queued, so memory stays bounded whatever the size of the
 source. With N = 1 nothing is started. The output does not depend on N: every batch goes through
