@@ -517,3 +517,16 @@ def test_slot_files_are_removed_and_those_of_killed_runs_swept(tmp_path, monkeyp
     slots.view(1, 5)
     slots.close()
     assert not made.exists()
+
+
+def test_a_folder_with_parts_of_two_shard_runs_names_them(tmp_path, qfk):
+    src = workloads.make_moses(tmp_path / "corpus", 300, seed=3)
+    data = tmp_path / "data"
+    for spec in ("0/2", "1/2", "3/4"):
+        code, _, err = qfk("convert", "moses", src, "--no-dedup", "--shard", spec, "--data-dir", data, "--name", "c")
+        assert code == 0, err
+    code, _, err = qfk("datasets", "add", data / "c", "--name", "c", "--data-dir", data)
+    assert code == 2 and "different part counts (2 of 2, 1 of 4)" in err and "rm " in err
+    (data / "c" / "part-00003-of-00004.jsonl").unlink()  # the fix the hint names
+    code, out, err = qfk("datasets", "add", data / "c", "--name", "c", "--data-dir", data)
+    assert code == 0, err

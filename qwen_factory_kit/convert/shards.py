@@ -127,7 +127,12 @@ def _one_folder(parts: list[Path]) -> Path:
 def _checked(folder: Path, parts: list[Path]) -> dict:
     """Part 0's manifest, once every part is present and agrees with it."""
     counts = {int(PART_RE.match(p.name).group(2)) for p in parts if PART_RE.match(p.name)}
-    if len(counts) != 1 or len(parts) != next(iter(counts)):
+    if len(counts) > 1:
+        sets = ", ".join(f"{sum(p.name.endswith(f'-of-{n:05d}.jsonl') for p in parts)} of {n}" for n in sorted(counts))
+        raise QfkError(f"{folder} holds parts of runs with different part counts ({sets})",
+                       f"remove the parts of the run you do not want (rm {folder}/part-*-of-NNNNN.jsonl), "
+                       "or convert every part again with the same --shard I/N count")
+    if len(parts) != next(iter(counts)):
         have = ", ".join(p.name for p in parts)
         raise QfkError(f"incomplete shard set in {folder}: {have}",
                        "every part I of --shard I/N must be written (part-0000I-of-0000N.jsonl) before the set is registered")
