@@ -87,7 +87,8 @@ def print_summary(result, title: str | None = None) -> None:
     for reason, n in s["rejected_by_reason"].items():
         out.print(f"  [yellow]rejected[/] {n} x {reason}")
     for note, n in s["notes"].items():
-        out.print(f"  [cyan]note[/] {note}: {n}")
+        option = s["note_options"].get(note)
+        out.print(f"  [cyan]note[/] {note}: {n}" + (f" ({option})" if option else ""))
     t = s["think"]
     out.print(f"  think mode: {t['mode']} (reasoning {t['responses_with_reasoning']}, empty block {t['responses_with_empty_block']}, "
               f"no block {t['responses_without_block']})")

@@ -51,6 +51,7 @@ from ..think import EMPTY_STYLES, ThinkTagError, ThinkTally, find_special_tokens
 from ..workspace import data_dir as resolve_data_dir
 from ..workspace import slug
 from .dedup import Seen
+from .fit import fitting_converter, rejected_fields
 from .shards import Shard, check_options, no_rows
 from .splits import SPLITS, TRAIN, Selector, SplitPlan, Staging
 from .workers import ordered_map, worker_count
@@ -190,6 +191,11 @@ class Converter:
 
     def convert(self, row: dict) -> list[dict]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def note_option(self, note: str) -> str:
+        """For one of this run's notes, the option that changes what it counts ('' when none does):
+        the summary prints it beside the count."""
+        return ""
 
     def convert_batch(self, batch: Batch, keep: list[bool] | None) -> Iterator:
         """Convert a batch, row by row in order: a list of output rows, a :class:`Reject`, or None
@@ -398,6 +404,7 @@ class ConvertResult:
     splits: dict = field(default_factory=dict)  # split -> {"path", "rows"}
     think: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
+    note_options: dict = field(default_factory=dict)  # note -> the option that changes it (Converter.note_option)
     formatting: str = "alpaca"
     ranking: bool = False
     columns: dict = field(default_factory=dict)
@@ -427,6 +434,7 @@ class ConvertResult:
             **({"shard": self.shard} if self.shard else {}),
             "think": self.think,
             "notes": self.notes,
+            "note_options": self.note_options,
             "formatting": self.formatting,
             "ranking": self.ranking,
             "registered": self.registered,
@@ -853,15 +861,12 @@ def _finish(converter: Converter, src: ResolvedSource, res: ConvertResult, sink:
     res.rejected_by_reason = dict(sorted(reasons.items()))
     res.think = sink.tally.as_dict()
     res.notes = dict(sorted(converter.notes.items()))
+    res.note_options = {note: option for note in res.notes if (option := converter.note_option(note))}
     if res.read == 0:
         raise QfkError(f"source '{src.spec}' holds no rows", "check the file (is it empty?) or the --split you asked for")
     if res.written == 0:
         sink.rejects.commit()
-        top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(3))
-        why = (f"most rows are longer than --max-tokens {res.token_limit['max_tokens']}: raise it"
-               if res.token_limit and reasons.most_common(1)[0][0] == "too_long" else "check the converter and its column options")
-        raise QfkError(f"every one of the {res.read} rows was rejected ({top}); nothing was written",
-                       f"see {paths['rejects']} for each row's reason; {why}")
+        raise _nothing_written(converter, src, res, reasons, paths["rejects"])
     res.splits_short = sink.split(res.read)
     res.rows_out = sum(sink.split_rows.values())
     hasher.join()
@@ -872,6 +877,31 @@ def _finish(converter: Converter, src: ResolvedSource, res: ConvertResult, sink:
     manifest = _manifest(converter, src, res, sink.files, sink.rejects, hasher.result, paths["manifest"].parent, run_opts)
     sink.commit()
     atomic_write_bytes(paths["manifest"], orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+
+
+def _nothing_written(converter: Converter, src: ResolvedSource, res: ConvertResult, reasons: Counter,
+                     rejects: Path) -> QfkError:
+    """The error of a run whose every row was rejected, saying what to type: a higher --max-tokens,
+    or, when the rows lack the fields the converter reads, the converter whose fields they have
+    (:func:`~.fit.fitting_converter`, on the fields of the rows in the rejects file)."""
+    top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(3))
+    message = f"every one of the {res.read} rows was rejected ({top}); nothing was written"
+    see = f"see {rejects} for each row's reason"
+    first = reasons.most_common(1)[0][0]
+    if res.token_limit and first == "too_long":
+        return QfkError(message, f"{see}; most rows are longer than --max-tokens {res.token_limit['max_tokens']}: raise it")
+    fields = rejected_fields(rejects) if first == "missing_field" else []
+    fit = fitting_converter(fields)
+    if fit is None:
+        return QfkError(message, f"{see}; check the converter and its column options")
+    shown = ", ".join(fields[:8]) + (", ..." if len(fields) > 8 else "")
+    if fit.converter == "columns":
+        whose = "no converter reads these by default: name the columns"
+    elif fit.converter != converter.name:
+        whose = f"{fit.converter} reads these, {converter.name} does not"
+    else:
+        whose = f"{converter.name} reads them with {' '.join(fit.options)}"
+    return QfkError(f"{message}: the rows have {shown} ({whose})", f"convert them with: {fit.command(src.spec)} ({see})")
 
 
 def _manifest(converter: Converter, src: ResolvedSource, res: ConvertResult, files: dict, rej_file: AtomicFile,

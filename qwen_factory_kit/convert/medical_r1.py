@@ -46,6 +46,11 @@ class MedicalR1(Converter):
             cols["system"] = "system"
         return cols
 
+    def note_option(self, note: str) -> str:
+        if note.startswith("escaped_newlines_in_") and not self.fix:
+            return "--fix-escaped-newlines turns them into line breaks"
+        return ""
+
     def _unescape(self, text: str, key: str) -> str:
         if "\\n" in text and _ESCAPED_NL.search(text):
             self.notes[f"escaped_newlines_in_{key}"] += 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import shlex
 import string
 import unicodedata
 import zipfile
@@ -77,6 +78,10 @@ def instruction_direction(text: str, template: str = DEFAULT_INSTRUCTION) -> tup
     return (langs["src"], langs["tgt"]) if {"src", "tgt"} <= set(langs) else None
 
 
+#: the files moses reads (the hint of every error about a SOURCE that is not a corpus)
+CORPUS_NAMES = ("files that share a name and end in a language code, in one folder: corpus.en + corpus.zh_tw + "
+                "corpus.ja, or OPUS OpenSubtitles.en-zh_TW.en + OpenSubtitles.en-zh_TW.zh_TW; or OPUS "
+                "L1-L2.txt.zip files (en-zh_TW.txt.zip), in a folder or given alone")
 #: suffixes that are never a language (OPUS ships README, LICENSE, .ids, .xml alongside the text)
 _NOT_LANG = {"txt", "md", "ids", "xml", "tmx", "zip", "gz", "json", "jsonl", "py", "sh", "csv", "tsv", "parquet",
              "scores", "log", "yaml", "yml", "html", "pdf"}
@@ -319,25 +324,44 @@ class Moses(Converter):
             return slug(src.path.name.removesuffix(".zip").removesuffix(".txt"))
         return slug(f"{src.path.name}_{'_'.join(sorted(self._found_langs))}")
 
+    def note_option(self, note: str) -> str:
+        if note.startswith("encoding_detected:"):
+            return f"--encoding {note.partition(':')[2].partition('=')[0]}=ENCODING when that is wrong"
+        if note == "html_entities_unescaped":
+            return "--keep-html keeps them as written"
+        return ""
+
     # -- discovery --------------------------------------------------------------------------
     def open(self, src: ResolvedSource, *, split: str | None, encoding: str | None) -> ParallelSource:
         path = src.path
-        entries: list[tuple[str, str, Callable]] = []  # (container display, name, opener)
-        hashed: list[Path] = []
-        if path.is_file():
-            if not zipfile.is_zipfile(path):
-                raise QfkError(f"'{src.spec}' is a file, but moses needs a folder of aligned files or an OPUS .txt.zip",
-                               f"pass the folder that holds it: qfk convert moses {path.parent}")
-            entries += _zip_entries(path)
-            hashed.append(path)
-        else:
-            for p in sorted(path.iterdir()):
-                if p.is_file() and p.name.endswith(".zip") and zipfile.is_zipfile(p):
-                    entries += _zip_entries(p)
-                    hashed.append(p)
-                elif p.is_file():
-                    entries.append((str(path), p.name, (lambda p=p: open(p, "rb"))))
-                    hashed.append(p)
+        if path.is_file() and not zipfile.is_zipfile(path):
+            raise self._not_a_corpus(src.spec, path)
+        entries, hashed = _entries(path)
+        groups = self._groups(entries)
+        chosen = self._chosen(groups)
+        if not chosen:
+            seen = ", ".join(sorted({f"{p}.*" for (_, p) in groups})) or "no language files"
+            need = f" with languages {', '.join(self.langs)}" if self.langs else ""
+            raise QfkError(f"no aligned files{need} found in '{src.spec}' (saw: {seen})", f"moses reads {CORPUS_NAMES}")
+        out_groups = []
+        for (container, prefix), langs, pairs in chosen:
+            by_lang = groups[(container, prefix)]
+            files = []
+            for lang in langs:
+                display, opener = by_lang[lang]
+                files.append(LangFile(lang, display, opener, self._encoding(display, opener, encoding)))
+            gdisplay = f"{container}/{prefix}.{{{','.join(by_lang_suffix(by_lang, langs))}}}"
+            out_groups.append(Group(gdisplay, files))
+            self._group_dirs[tuple(langs)] = pairs
+            for l in langs:
+                if l not in self._found_langs:
+                    self._found_langs.append(l)
+        self.options["found"] = {g.display: g.langs for g in out_groups}
+        return ParallelSource(out_groups, hashed)
+
+    def _groups(self, entries: list[tuple[str, str, Callable]]) -> dict[tuple[str, str], dict[str, tuple[str, Callable]]]:
+        """Files grouped into corpora: (container, name) -> {language: (display, opener)}; an unknown
+        language suffix on a file of a corpus, or two files of one language, is an error."""
         groups: dict[tuple[str, str], dict[str, tuple[str, Callable]]] = {}
         unknown: list[tuple[str, str, str]] = []
         for container, fname, opener in entries:
@@ -360,35 +384,39 @@ class Moses(Converter):
                 suffix = display.rsplit(".", 1)[1]
                 raise QfkError(f"unknown language suffix '.{suffix}' on {display}",
                                f"map it with --lang-map {suffix}=CODE (for example --lang-map {suffix}=zh_TW); known codes: {', '.join(known_codes())}")
-        wanted = self.langs
-        out_groups = []
-        for (container, prefix), by_lang in sorted(groups.items()):
-            langs = [l for l in (wanted or sorted(by_lang)) if l in by_lang]
+        return groups
+
+    def _chosen(self, groups: dict) -> list[tuple[tuple[str, str], list[str], list[tuple[str, str]]]]:
+        """The corpora converted: (key, languages, directions) of each with two or more of the
+        languages asked for (--langs) and a direction asked for (--directions)."""
+        out = []
+        for key, by_lang in sorted(groups.items()):
+            langs = [l for l in (self.langs or sorted(by_lang)) if l in by_lang]
             if len(langs) < 2:
                 continue
             pairs = list(permutations(langs, 2))
             if self.directions:
                 pairs = [d for d in pairs if d in self.directions]
-            if not pairs:
-                continue
-            files = []
-            for lang in langs:
-                display, opener = by_lang[lang]
-                files.append(LangFile(lang, display, opener, self._encoding(display, opener, encoding)))
-            gdisplay = f"{container}/{prefix}.{{{','.join(by_lang_suffix(by_lang, langs))}}}"
-            out_groups.append(Group(gdisplay, files))
-            self._group_dirs[tuple(langs)] = pairs
-            for l in langs:
-                if l not in self._found_langs:
-                    self._found_langs.append(l)
-        if not out_groups:
-            seen = ", ".join(sorted({f"{p}.*" for (_, p) in groups})) or "no language files"
-            need = f" with languages {', '.join(wanted)}" if wanted else ""
-            raise QfkError(f"no aligned files{need} found in '{src.spec}' (saw: {seen})",
-                           "a corpus is two or more files with the same name and a language suffix: corpus.en + corpus.zh_tw, "
-                           "or OPUS Name.en-ja.en + Name.en-ja.ja")
-        self.options["found"] = {g.display: g.langs for g in out_groups}
-        return ParallelSource(out_groups, hashed)
+            if pairs:
+                out.append((key, langs, pairs))
+        return out
+
+    def _not_a_corpus(self, spec: str, path: Path) -> QfkError:
+        """The error for a SOURCE that is a plain file: give its folder when that folder is a corpus
+        (the file is one of its aligned files), else say which files moses reads."""
+        folder = path.parent
+        try:
+            corpus = bool(self._chosen(self._groups(_entries(folder)[0])))
+        except QfkError:  # a corpus with a problem, which the run on the folder will name
+            corpus = True
+        except (OSError, zipfile.BadZipFile):
+            corpus = False
+        if corpus:
+            return QfkError(f"'{spec}' is one file of a corpus: moses reads its folder, where the aligned files are",
+                            f"give the folder: qfk convert moses {shlex.quote(str(folder))}")
+        need = f" with languages {', '.join(self.langs)}" if self.langs else ""
+        return QfkError(f"'{spec}' is a file, but moses reads a folder of aligned files or an OPUS .txt.zip "
+                        f"(and its folder {folder} holds no aligned files{need})", f"moses reads {CORPUS_NAMES}")
 
     def _encoding(self, display: str, opener: Callable, default: str | None) -> str:
         base = display.replace("!", "/").rsplit("/", 1)[-1]
@@ -549,6 +577,23 @@ def _suspect_rows(rows: list, needles: tuple[str, ...]) -> set[int]:
                 suspect.add(i)
                 pos = joined.find(needle, starts[i + 1])
     return suspect
+
+
+def _entries(path: Path) -> tuple[list[tuple[str, str, Callable]], list[Path]]:
+    """The files of a folder (and of the OPUS zips in it), or of one OPUS zip: (container display,
+    file name, opener) each, and the files read (to hash)."""
+    if path.is_file():
+        return _zip_entries(path), [path]
+    entries: list[tuple[str, str, Callable]] = []
+    hashed: list[Path] = []
+    for p in sorted(path.iterdir()):
+        if p.is_file() and p.name.endswith(".zip") and zipfile.is_zipfile(p):
+            entries += _zip_entries(p)
+            hashed.append(p)
+        elif p.is_file():
+            entries.append((str(path), p.name, (lambda p=p: open(p, "rb"))))
+            hashed.append(p)
+    return entries, hashed
 
 
 def by_lang_suffix(by_lang: dict, langs: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ from ..errors import QfkError
 from ..lfformat import ASSISTANT, FUNCTION, OBSERVATION, SHAREGPT_TAGS, SYSTEM, USER, turn_problem
 from ..think import format_response
 from .core import CHECKED_MARKERS, Converter, Reject, check_text, get_field
+from .fit import MESSAGE_KEYS
 
 _M0, _M1, _M2 = CHECKED_MARKERS
 
@@ -59,15 +60,14 @@ class ShareGPT(Converter):
             return (m["value"] for m in out["conversations"] if m["from"] == ASSISTANT)
         return super().responses(out)
 
+    def note_option(self, note: str) -> str:
+        return "kept with their history; --single-turn-only rejects them" if note == "multi_turn_rows" else ""
+
     def _messages(self, row: dict) -> list:
-        if self.key:
-            msgs = get_field(row, self.key)
-        elif "conversations" in row:
-            msgs = row["conversations"]
-        elif "messages" in row:
-            msgs = row["messages"]
-        else:
+        key = self.key or next((k for k in MESSAGE_KEYS if k in row), None)
+        if key is None:
             raise Reject("missing_field", "no 'conversations' or 'messages' list (use --conversations-key NAME)")
+        msgs = get_field(row, key)
         if not isinstance(msgs, list) or not msgs:
             raise Reject("wrong_type" if not isinstance(msgs, list) else "empty_conversation",
                          "the conversation must be a non-empty list of {from, value} messages")
@@ -195,7 +195,7 @@ def _arrow_messages(rb, key: str | None):
     import pyarrow.compute as pc
 
     names = rb.schema.names
-    name = key or ("conversations" if "conversations" in names else "messages" if "messages" in names else None)
+    name = key or next((k for k in MESSAGE_KEYS if k in names), None)
     if name not in names:
         return None
     col = rb.column(name)
