@@ -26,7 +26,6 @@ from qwen_factory_kit.launch.webui import (ARGS_HEADER, kit_training_command, pi
 from qwen_factory_kit.launch.webui_args import WIDGETS, lost_keys, model_name_for, webui_arguments
 
 STAGES = {"sft": "Supervised Fine-Tuning", "dpo": "DPO"}
-MODELS = {"Qwen/Qwen3-4B": "Qwen3-4B-Thinking", "Qwen/Qwen3-1.7B": "Qwen3-1.7B-Thinking"}
 KIT_SFT = {  # what qfk recipe new writes for a LoRA mix (tests/test_recipes.py)
     "model_name_or_path": "Qwen/Qwen3-4B", "stage": "sft", "do_train": True, "finetuning_type": "lora", "lora_rank": 32,
     "lora_alpha": 64, "lora_dropout": 0.05, "lora_target": "all", "dataset": "med__n6,chat__n2", "eval_dataset": "med_val",
@@ -45,8 +44,8 @@ def translate(args: dict, model_name: str = "Custom"):
 # the translation (pure)
 # --------------------------------------------------------------------------------------------
 def test_a_kit_recipe_becomes_the_webui_saved_arguments():
-    values, unmapped = translate(KIT_SFT, model_name="Qwen3-4B-Thinking")
-    assert values["top.model_name"] == "Qwen3-4B-Thinking" and values["top.model_path"] == "Qwen/Qwen3-4B"
+    values, unmapped = translate(KIT_SFT, model_name="Qwen3-4B")
+    assert values["top.model_name"] == "Qwen3-4B" and values["top.model_path"] == "Qwen/Qwen3-4B"
     assert values["top.finetuning_type"] == "lora" and values["top.template"] == "qwen3"
     assert values["top.quantization_bit"] == "4" and values["train.compute_type"] == "bf16"
     assert values["train.training_stage"] == "Supervised Fine-Tuning" and values["train.dataset_dir"] == "/ws/data"
@@ -95,10 +94,14 @@ def test_only_training_recipes(args):
         translate(args)
 
 
-def test_one_model_name_for_every_recipe():
-    assert model_name_for(["Qwen/Qwen3-4B", "Qwen/Qwen3-4B"], MODELS) == "Qwen3-4B-Thinking"
-    assert model_name_for(["Qwen/Qwen3-4B", "Qwen/Qwen3-1.7B"], MODELS) == "Custom"  # switching names resets path/template
-    assert model_name_for(["/models/mine"], MODELS) == "Custom"
+def test_one_model_name_for_every_recipe_taken_from_the_model_path():
+    # not LLaMA-Factory's "Qwen3-4B-Thinking" (its name for the hybrid Qwen/Qwen3-4B): the path's own name
+    assert model_name_for(["Qwen/Qwen3-4B", "Qwen/Qwen3-4B"]) == "Qwen3-4B"
+    assert model_name_for(["Qwen/Qwen3-4B-Thinking-2507"]) == "Qwen3-4B-Thinking-2507"
+    assert model_name_for(["Qwen/Qwen3-4B", "Qwen/Qwen3-1.7B"]) == "Custom"  # switching names resets path/template
+    assert model_name_for(["/models/mine/"]) == "mine" and model_name_for(["Qwen3-0.6B"]) == "Qwen3-0.6B"
+    assert model_name_for(["/a/model", "/b/model"]) == "Custom"  # one name, two models: the name says which
+    assert model_name_for([None]) == model_name_for(["/"]) == model_name_for([]) == model_name_for([["x"]]) == "Custom"
     assert len({w.elem for w in WIDGETS}) == len(WIDGETS) and len({w.key for w in WIDGETS}) == len(WIDGETS)
 
 
@@ -119,15 +122,16 @@ def ws(tmp_path):
 
 
 def tables():
-    return {"stages": STAGES, "models": MODELS}
+    return {"stages": STAGES}
 
 
 def test_plan_and_arguments_files(ws, tmp_path):
     plan = plan_webui(data_dir=ws / "data", recipes=[tmp_path / "recipes" / "sft.yaml"], port="auto", choices=tables)
     assert plan.host == "127.0.0.1" and plan.workdir == ws and plan.datasets == ["med"] and 0 < plan.port < 65536
     a = plan.args_files[0]
-    assert a.path == ws / "llamaboard_config" / "sft.yaml" and a.model_name == "Qwen3-4B-Thinking"
+    assert a.path == ws / "llamaboard_config" / "sft.yaml" and a.model_name == "Qwen3-4B"
     assert any("not registered" in n and "other" in n and "med__n1" not in n for n in a.notes)
+    assert f"its dataset_dir data is not {ws / 'data'}" in " ".join(a.notes)  # data next to the recipe would be recipes/data
     text = "\n".join(startup_lines(plan))
     assert "no WebUI field, carried in Extra arguments: eval_dataset" in text and str(a.path) in text
     assert write_args_files(plan) == ["med__n1"]  # the mix entry the recipe names is registered, as qfk train does
@@ -183,6 +187,7 @@ def test_cli_dry_run_binds_localhost_by_default(ws, qfk, monkeypatch):
     plan = json.loads(out)
     assert (plan["host"], plan["port"], plan["url"]) == ("127.0.0.1", 7860, "http://127.0.0.1:7860")
     assert plan["data_dir"] == str(ws / "data") and plan["workdir"] == str(ws) and plan["datasets"] == ["med"]
+    assert plan["data_dir_from"] == "--data-dir"
     code, _, err = qfk("webui", "--data-dir", ws / "data", "--host", "0.0.0.0", "--port", "auto", "--dry-run")
     assert code == 0 and "warning: listening on 0.0.0.0" in err and "would serve http://127.0.0.1:" in err
     assert not (ws / "llamaboard_config").exists()  # a dry run writes nothing
@@ -196,13 +201,25 @@ def test_cli_dry_run_binds_localhost_by_default(ws, qfk, monkeypatch):
 @pytest.mark.slow
 def test_widget_table_matches_the_built_webui(tmp_path, monkeypatch):
     """Every element id the translation writes exists ("Load arguments" fails on an unknown one),
-    with the slider ranges and choices the table assumes; the data dir reaches the Data dir box."""
+    with the slider ranges and choices the table assumes; the data dir reaches the Data dir box; the
+    model name taken from the recipe's path is offered, and choosing it fills in its path and template."""
     from qwen_factory_kit import lfbridge
 
     monkeypatch.chdir(tmp_path)  # the WebUI writes llamaboard_cache/ into its working folder
     tabs = lfbridge.webui_choices()
-    assert tabs["models"]["Qwen/Qwen3-4B"] == "Qwen3-4B-Thinking" and tabs["stages"]["sft"] == "Supervised Fine-Tuning"
-    from llamafactory.webui import interface
+    assert tabs["stages"]["sft"] == "Supervised Fine-Tuning"
+    from llamafactory.extras.constants import DEFAULT_TEMPLATE, SUPPORTED_MODELS, DownloadSource
+    from llamafactory.webui import control, interface
+
+    # LLaMA-Factory's only name for the hybrid Qwen/Qwen3-4B says Thinking: the kit names it from its path
+    assert SUPPORTED_MODELS["Qwen3-4B-Thinking"][DownloadSource.DEFAULT] == "Qwen/Qwen3-4B"
+    assert "Qwen3-4B" not in SUPPORTED_MODELS
+    for table in (SUPPORTED_MODELS, DEFAULT_TEMPLATE):  # undone after the test: these tables are the process's
+        monkeypatch.setitem(table, "Qwen3-4B", None)
+        monkeypatch.delitem(table, "Qwen3-4B")
+    lfbridge.webui_remember_model("Qwen3-4B", "Qwen/Qwen3-4B", "qwen3")
+    assert control.get_model_info("Qwen3-4B") == ("Qwen/Qwen3-4B", "qwen3")  # what choosing the name fills in
+    assert yaml.safe_load((tmp_path / "llamaboard_cache" / "user_config.yaml").read_text())["last_model"] == "Qwen3-4B"
 
     engines = []
 
@@ -226,7 +243,7 @@ def test_widget_table_matches_the_built_webui(tmp_path, monkeypatch):
         if w.choices:
             assert {c[0] for c in e.choices} - {"none"} == set(w.choices), w.elem
     assert "qwen3" in {c[0] for c in elems["top.template"].choices}
-    assert "Custom" in {c[0] for c in elems["top.model_name"].choices}
+    assert {"Custom", "Qwen3-4B", "Qwen3-4B-Thinking"} <= {c[0] for c in elems["top.model_name"].choices}
 
 
 # --------------------------------------------------------------------------------------------

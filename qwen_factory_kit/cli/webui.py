@@ -13,7 +13,8 @@ def say(line: str) -> None:
 
 @click.command("webui")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="The data dir the WebUI lists datasets from "
-              "[default: $QFK_DATA_DIR, else ./data].")
+              "[default: the first --recipe's dataset_dir, relative to that recipe's folder; without one "
+              "$QFK_DATA_DIR, else ./data].")
 @click.option("--recipe", "recipes", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="A training recipe to offer under Load arguments (repeatable).")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -27,12 +28,14 @@ def say(line: str) -> None:
 def webui(data_dir, recipes, host, port, share, dry_run, as_json):
     """LLaMA-Factory's WebUI on the kit's data dir, with recipes under Load arguments.
 
-    Lists the datasets of --data-dir whatever folder you start it from (it runs in the folder that
-    holds the data dir: saves/ and llamaboard_config/ go there). Each --recipe R.yaml becomes
-    llamaboard_config/R.yaml: in the Train tab pick R.yaml under "Config path" and press "Load
-    arguments"; recipe keys without a WebUI field are carried in "Extra arguments" and listed at
-    startup. Training started from the WebUI runs through the kit's entry module (as qfk train), so
-    qfk_* raw-row datasets train too. Listens on 127.0.0.1 unless --host says otherwise.
+    Lists the datasets of --data-dir (by default the first --recipe's dataset_dir, read from that
+    recipe's folder as qfk train reads it run from there) whatever folder you start it from (it runs
+    in the folder that holds the data dir: saves/ and llamaboard_config/ go there). Each --recipe
+    R.yaml becomes llamaboard_config/R.yaml: in the Train tab pick R.yaml under "Config path" and
+    press "Load arguments"; recipe keys without a WebUI field are carried in "Extra arguments" and
+    listed at startup. Training started from the WebUI runs through the kit's entry module (as qfk train), so
+    qfk_* raw-row datasets train too. Listens on 127.0.0.1 unless --host says otherwise; one Ctrl-C
+    (or SIGTERM) at any moment stops it (exit 130).
 
     \b
     Examples:
@@ -40,25 +43,21 @@ def webui(data_dir, recipes, host, port, share, dry_run, as_json):
       qfk webui --data-dir ~/work/data --recipe sft.yaml --port auto
       qfk webui --recipe sft.yaml --dry-run
     """
-    from ..launch.webui import plan_webui, serve, startup_lines, write_args_files
-    from ..workspace import data_dir as default_data_dir
+    from ..launch.webui import plan_webui, serve, startup_lines, stop_signals, write_args_files
 
     if as_json and not dry_run:
         raise click.UsageError("--json goes with --dry-run (a running WebUI prints its URL)")
-    plan = plan_webui(data_dir=default_data_dir(data_dir), recipes=recipes, host=host, port=port, share=share)
-    if dry_run and as_json:
-        emit_json(plan.as_dict())
-        return 0
-    for line in startup_lines(plan):
-        say(line)
-    if dry_run:
-        say(f"would serve {plan.url} (dry run: nothing written or started)")
-        return 0
-    for name in write_args_files(plan):
-        say(f"registered mix entry {name} in {plan.data_dir}/dataset_info.json")
-    say("starting LLaMA-Factory's WebUI (about 20 s)")
-    try:
+    with stop_signals():  # from the first step: one Ctrl-C at any moment stops it, in a background job too
+        plan = plan_webui(data_dir=data_dir, recipes=recipes, host=host, port=port, share=share)
+        if dry_run and as_json:
+            emit_json(plan.as_dict())
+            return 0
+        for line in startup_lines(plan):
+            say(line)
+        if dry_run:
+            say(f"would serve {plan.url} (dry run: nothing written or started)")
+            return 0
+        for name in write_args_files(plan):
+            say(f"registered mix entry {name} in {plan.data_dir}/dataset_info.json")
+        say("starting LLaMA-Factory's WebUI (about 20 s)")
         return serve(plan, say=say)
-    except KeyboardInterrupt:
-        say("stopped before the WebUI was up")
-        return 130

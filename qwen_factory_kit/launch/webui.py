@@ -5,7 +5,8 @@ list anywhere else), cannot load a recipe ("Load arguments" reads its own saved 
 0.0.0.0, and trains through ``llamafactory-cli train`` (where the kit's ``qfk_*`` formattings do not
 exist). Here:
 
-* the WebUI runs in the workspace, the folder that holds the data dir (``saves/``,
+* the WebUI runs in the workspace, the folder that holds the data dir (``--data-dir``, else the
+  first recipe's dataset_dir read from the recipe's folder: :func:`pick_data_dir`; ``saves/``,
   ``llamaboard_config/`` and ``llamaboard_cache/`` go there; recipes' relative paths mean what they
   mean under ``qfk train``), and its Data dir box holds the data dir's absolute path;
 * each ``--recipe`` becomes ``llamaboard_config/NAME.yaml`` (:mod:`.webui_args`): pick NAME.yaml in
@@ -14,11 +15,13 @@ exist). Here:
   entry module (the command ``qfk train`` runs: plugin, callbacks, run record) instead of
   ``llamafactory-cli train``, so ``qfk_*`` raw-row datasets train from the WebUI too, with the
   environment ``qfk train`` gives (:func:`.torchrun.compose`: expandable segments on a GPU);
-* it binds 127.0.0.1 unless told otherwise, and Ctrl-C stops it cleanly.
+* it binds 127.0.0.1 unless told otherwise, and one Ctrl-C (or SIGTERM) at any moment, startup
+  included, stops it cleanly (:func:`stop_signals`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -66,6 +69,7 @@ class WebuiPlan:
     workdir: Path                    # the folder holding the data dir: the WebUI's working folder
     datasets: list[str]              # names registered in data_dir/dataset_info.json
     args_files: list[ArgsFile]
+    data_from: str = "--data-dir"    # where data_dir comes from (:func:`pick_data_dir`)
 
     @property
     def url(self) -> str:
@@ -74,7 +78,7 @@ class WebuiPlan:
 
     def as_dict(self) -> dict:
         return {"host": self.host, "port": self.port, "url": self.url, "share": self.share, "data_dir": str(self.data_dir),
-                "workdir": str(self.workdir), "datasets": self.datasets,
+                "data_dir_from": self.data_from, "workdir": str(self.workdir), "datasets": self.datasets,
                 "args_files": [{"recipe": a.recipe, "path": str(a.path), "unmapped": a.unmapped} for a in self.args_files]}
 
 
@@ -114,13 +118,13 @@ def _unregistered(names: list[str], registered: list[str]) -> list[str]:
 
 
 def _args_file(recipe: str, args: dict, plan: WebuiPlan, stages: dict, model_name: str) -> ArgsFile:
-    from ..recipe.document import recipe_datasets
+    from ..recipe.document import recipe_data_dir, recipe_datasets
 
     values, unmapped = webui_arguments(args, data_dir=str(plan.data_dir), stages=stages, model_name=model_name, name=recipe)
     datasets = recipe_datasets(args)
     notes = [f"{k}: {args[k]!r} does not fit the WebUI's field, which replaces it" for k in lost_keys(unmapped)]
-    if (plan.workdir / str(args.get("dataset_dir") or "data")).resolve() != plan.data_dir:
-        notes.append(f"its dataset_dir {args.get('dataset_dir') or 'data'} is not {plan.data_dir}: the WebUI's Data dir is used")
+    if not _online(args) and recipe_data_dir(args, Path(recipe).parent).resolve() != plan.data_dir:
+        notes.append(f"its dataset_dir {recipe_data_dir(args)} is not {plan.data_dir}: the WebUI's Data dir is used")
     missing = _unregistered(datasets, plan.datasets)
     if missing:
         notes.append(f"not registered in {plan.data_dir}: {', '.join(missing)}")
@@ -128,35 +132,69 @@ def _args_file(recipe: str, args: dict, plan: WebuiPlan, stages: dict, model_nam
                     str(args.get("model_name_or_path") or ""), notes)
 
 
-def plan_webui(*, data_dir: str | os.PathLike, recipes: list[str] | tuple[str, ...] = (), host: str = DEFAULT_HOST,
-               port: str | int | None = None, share: bool = False,
+def _online(args: dict) -> bool:
+    """A recipe whose datasets all come from a hub (dataset_dir ONLINE or REMOTE:...): no data dir."""
+    value = str(args.get("dataset_dir") or "")
+    return value == "ONLINE" or value.startswith("REMOTE:")
+
+
+def pick_data_dir(explicit: str | os.PathLike | None, recipes: list[tuple[str, dict]],
+                  environ: dict | None = None) -> tuple[Path, str]:
+    """The data dir the WebUI lists (absolute) and where it comes from: ``--data-dir``; else the
+    first recipe's dataset_dir, a relative one from the recipe's folder (as ``qfk train R`` reads it
+    run from there: :func:`~qwen_factory_kit.recipe.document.recipe_data_dir`); else
+    ``$QFK_DATA_DIR`` or ``./data``. Refused when it is not a folder."""
+    from ..recipe.document import recipe_data_dir
+    from ..workspace import DATA_DIR_ENV
+
+    env = os.environ if environ is None else environ
+    given = next(((Path(p), a) for p, a in recipes if not _online(a)), None)
+    if explicit:
+        data, source = Path(explicit).expanduser(), "--data-dir"
+    elif given:
+        data, source = recipe_data_dir(given[1], given[0].parent), f"{given[0].name}'s dataset_dir {recipe_data_dir(given[1])}"
+    elif env.get(DATA_DIR_ENV):
+        data, source = Path(env[DATA_DIR_ENV]).expanduser(), f"${DATA_DIR_ENV}"
+    else:
+        data, source = Path("data"), "the current folder's data"
+    data = data.resolve()
+    if data.is_dir():
+        return data, source
+    if given and not explicit:
+        here = recipe_data_dir(given[1])
+        raise QfkError(f"the data dir {data} is not a folder ({source}, relative to the recipe's folder {given[0].parent})",
+                       f"give the folder that holds dataset_info.json: --data-dir {here if here.is_dir() else 'PATH'}")
+    raise QfkError(f"the data dir {data} is not a folder ({source})",
+                   "give the folder that holds dataset_info.json (--data-dir), or register data first: qfk convert ...")
+
+
+def plan_webui(*, data_dir: str | os.PathLike | None = None, recipes: list[str] | tuple[str, ...] = (),
+               host: str = DEFAULT_HOST, port: str | int | None = None, share: bool = False,
                choices: Callable[[], dict] | None = None) -> WebuiPlan:
-    """What ``qfk webui`` would start, written nowhere. ``choices``: the WebUI's tables (default:
-    LLaMA-Factory's own, which imports torch: only asked for when there are recipes)."""
+    """What ``qfk webui`` would start, written nowhere. ``data_dir``: ``--data-dir`` (None: see
+    :func:`pick_data_dir`); ``choices``: the WebUI's tables (default: LLaMA-Factory's own, which
+    imports torch: only asked for when there are recipes)."""
     from ..recipe.document import load_recipe
 
-    data = Path(data_dir).expanduser().resolve()
-    if not data.is_dir():
-        raise QfkError(f"the data dir {data} is not a folder",
-                       "give the folder that holds dataset_info.json (--data-dir), or register data first: qfk convert ...")
     stems = [Path(r).stem for r in recipes]
     twice = sorted({s for s in stems if stems.count(s) > 1})
     if twice:
         raise QfkError(f"two recipes would both be {twice[0]}.yaml in the WebUI", "rename one of them")
     paths = [str(Path(r).resolve()) for r in recipes]
     loaded = [load_recipe(p) for p in paths]
-    plan = WebuiPlan(host, pick_port(port), share, data, data.parent, registered_datasets(data), [])
+    data, source = pick_data_dir(data_dir, list(zip(paths, loaded)))
+    plan = WebuiPlan(host, pick_port(port), share, data, data.parent, registered_datasets(data), [], source)
     if loaded:
         from ..lfbridge import webui_choices
 
         tables = (choices or webui_choices)()
-        name = model_name_for([a.get("model_name_or_path") for a in loaded], tables["models"])
+        name = model_name_for([a.get("model_name_or_path") for a in loaded])
         plan.args_files = [_args_file(p, a, plan, tables["stages"], name) for p, a in zip(paths, loaded)]
     return plan
 
 
 def startup_lines(plan: WebuiPlan) -> list[str]:
-    lines = [f"data dir: {plan.data_dir} ({len(plan.datasets)} datasets)",
+    lines = [f"data dir: {plan.data_dir} ({len(plan.datasets)} datasets; from {plan.data_from})",
              f"working folder: {plan.workdir} (saves/, {WEBUI_CONFIG_DIR}/ and llamaboard_cache/ go here)"]
     if not (plan.data_dir / "dataset_info.json").is_file():
         lines.append(f"warning: {plan.data_dir} holds no dataset_info.json: the WebUI's dataset list is empty "
@@ -208,16 +246,58 @@ def kit_training_command(argv: list[str], env: dict, *, devices: int | None = No
     return launch.argv, {**env, **launch.env}
 
 
-class _Stop(Exception):
-    pass
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached ``qfk webui`` (a KeyboardInterrupt: nothing on the way catches it)."""
 
 
-def _raise_stop(signum, frame):
-    raise _Stop
+def _raise_stopped(signum, frame):
+    raise Stopped
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGINT and SIGTERM raise :class:`Stopped` inside the block, also where SIGINT was ignored (a
+    background job, ``nohup``); the previous handlers come back after it.
+
+    Entered before anything slow starts, so one signal at any moment stops the command: a handler
+    installed only once the server is up loses a signal sent right after the banner (Python ignores
+    an inherited SIG_IGN) and lets one during startup skip closing the server."""
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def serve(plan: WebuiPlan, say: Callable[[str], None] = print) -> int:
-    """Start the WebUI as planned and serve until Ctrl-C or SIGTERM (then 130, server closed)."""
+    """Start the WebUI as planned and serve until Ctrl-C or SIGTERM, which stop it at any moment,
+    starting included (then 130, server closed)."""
+    demo = None
+    with stop_signals():
+        try:
+            demo = _build(plan)
+            try:
+                demo.queue().launch(server_name=plan.host, server_port=plan.port, share=plan.share, inbrowser=False,
+                                    prevent_thread_lock=True, quiet=True)
+            except OSError as exc:
+                raise QfkError(f"cannot listen on {plan.host}:{plan.port}: {exc}",
+                               "choose another --port, or --port auto") from None
+            say(f"LLaMA-Factory WebUI: {plan.url}" + (f"   public: {demo.share_url}" if plan.share and demo.share_url else ""))
+            say("Ctrl-C stops it")
+            while True:
+                time.sleep(0.5)
+        except KeyboardInterrupt:  # Stopped, or Python's own where the handler was not yet in place
+            say("stopping the WebUI" if demo is not None and demo.is_running else "stopped before the WebUI was up")
+        finally:
+            if demo is not None:
+                demo.close(verbose=False)
+    return 130
+
+
+def _build(plan: WebuiPlan):
+    """The WebUI as planned, not launched: in the working folder, with the kit's plugin and training
+    command, opening on the recipes' model."""
     from .. import lfbridge
     from . import plugin
 
@@ -228,23 +308,5 @@ def serve(plan: WebuiPlan, say: Callable[[str], None] = print) -> int:
     lfbridge.webui_train_with(kit_training_command)
     if plan.args_files:  # the page opens on the recipes' model: loading one does not reset its path and template
         first = plan.args_files[0]
-        lfbridge.webui_remember_model(first.model_name, first.model)
-    demo = lfbridge.webui_build(str(plan.data_dir))
-    try:
-        demo.queue().launch(server_name=plan.host, server_port=plan.port, share=plan.share, inbrowser=False,
-                            prevent_thread_lock=True, quiet=True)
-    except OSError as exc:
-        raise QfkError(f"cannot listen on {plan.host}:{plan.port}: {exc}", "choose another --port, or --port auto") from None
-    say(f"LLaMA-Factory WebUI: {plan.url}" + (f"   public: {demo.share_url}" if plan.share and demo.share_url else ""))
-    say("Ctrl-C stops it")
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}  # also where SIGINT was ignored
-    try:
-        while True:
-            time.sleep(0.5)
-    except (KeyboardInterrupt, _Stop):
-        say("stopping the WebUI")
-    finally:
-        demo.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 130
+        lfbridge.webui_remember_model(first.model_name, first.model, first.values.get("top.template"))
+    return lfbridge.webui_build(str(plan.data_dir))

@@ -176,16 +176,23 @@ def _refuse_non_training(args: dict, name: str) -> None:
                        "recipes with qfk train / llamafactory-cli")
 
 
-def model_name_for(paths: list[Any], models: dict[str, str]) -> str:
-    """The WebUI model name for recipes on the models ``paths``: the dropdown's name when they all
-    share one, else "Custom".
+def model_name_for(paths: list[Any]) -> str:
+    """The WebUI model name for recipes on the models ``paths``: taken from the one path they all
+    share (its last component: ``Qwen/Qwen3-4B`` -> ``Qwen3-4B``, ``/models/mine/`` -> ``mine``),
+    else "Custom".
 
-    When "Load arguments" changes the Model name, the WebUI refills Model path and Chat template
-    from that name (for "Custom": an empty path and the default template), over the loaded values.
-    With one name for every recipe, set as the WebUI's last model at startup, the name never
-    changes on load and the recipe's path and template stay."""
-    names = {models.get(p, "Custom") if isinstance(p, str) else "Custom" for p in paths}
-    return names.pop() if len(names) == 1 else "Custom"
+    Not LLaMA-Factory's name for the hub id: its table calls the hybrid ``Qwen/Qwen3-4B``
+    "Qwen3-4B-Thinking" (a different model, ``Qwen/Qwen3-4B-Thinking-2507``, exists); ``qfk webui``
+    offers the name in the Model name list with the recipe's path and template
+    (``lfbridge.webui_remember_model``). When "Load arguments" changes the Model name, the WebUI
+    refills Model path and Chat template from that name (for "Custom": an empty path and the
+    default template), over the loaded values. With one name for every recipe, set as the WebUI's
+    last model at startup, the name never changes on load and the recipe's path and template stay."""
+    shared = {p.strip() if isinstance(p, str) else None for p in paths}
+    path = shared.pop() if len(shared) == 1 else None
+    if path is None:
+        return "Custom"
+    return re.split(r"[/\\]", path.rstrip("/\\"))[-1] or "Custom"
 
 
 def webui_arguments(args: dict, *, data_dir: str, stages: dict[str, str], model_name: str = "Custom",
