@@ -4,16 +4,19 @@
    and system rows, a Moses folder with en/zh_TW/ja, an OPUS zip, preference pairs) into a fresh
    workspace, register them in its ``data/dataset_info.json`` and lint them;
 2. build a tiny Qwen3-architecture model with the real Qwen3 tokenizer (:mod:`.tiny`);
-3. write a LoRA recipe (``qfk recipe new``: medical reasoning + FineTome 75/25, exact mix, template
-   and enable_thinking from the data) with CPU overrides, and train it a few steps with ``qfk train``
-   (LLaMA-Factory's ``run_exp`` through the kit's entry module): loss plot, run record, summary;
+3. write a LoRA recipe (``qfk recipe new --device cpu``: medical reasoning + FineTome 75/25, exact
+   mix, template and enable_thinking from the data) with a few quick steps, and train it with
+   ``qfk train`` (LLaMA-Factory's ``run_exp`` through the kit's entry module): loss plot, run record, summary;
 4. evaluate the run against its base model on the held-out medical rows (``qfk eval --base auto``:
-   metrics, predictions, ``report.html``) and merge its adapter for serving (``qfk merge``).
+   metrics, predictions, ``report.html``) and merge its adapter for serving (``qfk merge``);
+5. say where the tiny model is and the three commands that put a file of one's own through the
+   same CPU path (:func:`own_data_commands`: convert, ``recipe new --model qfk-tiny --device cpu``, train).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,11 +58,12 @@ def steps(ex: Path) -> list[DemoStep]:
     ]
 
 
-#: What turns a GPU recipe into a CPU demo run (a few steps of the tiny model).
-CPU_OVERRIDES = dict(use_cpu=True, bf16=False, max_steps=6, logging_steps=1, save_steps=3, eval_steps=3, cutoff_len=1024,
-                     per_device_train_batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-3,
-                     preprocessing_num_workers=1, dataloader_num_workers=0, overwrite_output_dir=True)
+#: What makes the CPU recipe (``--device cpu``) a demo run: a few quick steps of the tiny model.
+DEMO_OVERRIDES = dict(max_steps=6, logging_steps=1, save_steps=3, eval_steps=3, cutoff_len=1024, per_device_train_batch_size=2,
+                      gradient_accumulation_steps=1, learning_rate=1e-3, overwrite_output_dir=True)
 DEMO_RECIPE = "demo-lora.yaml"
+#: the dataset name and the recipe of :func:`own_data_commands`
+OWN_NAME, OWN_RECIPE = "mine", "mine.yaml"
 
 
 def demo_recipe(workdir: str | os.PathLike, model_dir: str | os.PathLike):
@@ -72,9 +76,10 @@ def demo_recipe(workdir: str | os.PathLike, model_dir: str | os.PathLike):
     with contextlib.chdir(workdir):
         req = RecipeRequest(method="lora", model=str(model_dir), datasets=["demo_medical", "demo_finetome"],
                             mix={"demo_medical": 0.75, "demo_finetome": 0.25}, eval_datasets=["demo_medical_val"],
-                            data_dir="data", output_dir="saves/demo-lora", overrides=dict(CPU_OVERRIDES), filename=DEMO_RECIPE,
-                            command="qfk recipe new --model MODEL --method lora --dataset demo_medical,demo_finetome "
-                                    "--mix demo_medical=0.75,demo_finetome=0.25 --eval-dataset demo_medical_val (+ CPU overrides)")
+                            data_dir="data", output_dir="saves/demo-lora", overrides=dict(DEMO_OVERRIDES), filename=DEMO_RECIPE,
+                            device="cpu",
+                            command="qfk recipe new --model qfk-tiny --device cpu --method lora --dataset demo_medical,demo_finetome "
+                                    "--mix demo_medical=0.75,demo_finetome=0.25 --eval-dataset demo_medical_val (+ demo steps)")
         recipe = new_recipe(req)
         write_text(DEMO_RECIPE, recipe.render(), force=True)
     return Path(workdir) / DEMO_RECIPE, recipe
@@ -113,6 +118,23 @@ def evaluate_and_merge_demo(workdir: str | os.PathLike, run_dir: str, *, console
                            console=console)
         merged = run_merge(plan_merge(run_dir, force=True, command=f"qfk merge {run_dir}"))
     return outcome, merged
+
+
+def own_data_commands() -> list[str]:
+    """The three commands that put a file of one's own through the demo's CPU path, run from any
+    folder (its ``./data`` holds the dataset): convert (here the bundled medical rows, to be replaced
+    by one's own file), a CPU recipe for the tiny model, train."""
+    from .tiny import TINY_ALIAS
+
+    rows = examples_dir() / "medical_r1" / "rows.jsonl"
+    return [f"qfk convert medical-r1 {shlex.quote(str(rows))} --name {OWN_NAME}",
+            f"qfk recipe new --model {TINY_ALIAS} --device cpu --method lora --dataset {OWN_NAME} -o {OWN_RECIPE}",
+            f"qfk train {OWN_RECIPE}"]
+
+
+#: what to say about the file in :func:`own_data_commands`: which converter reads which rows
+OWN_DATA_NOTE = ("your file in place of rows.jsonl: medical-r1 reads question/think/answer rows, sharegpt conversations "
+                 "or messages, columns any table (--prompt COLUMN --response COLUMN); qfk convert --help lists them all")
 
 
 def run_demo(workdir: str | os.PathLike, *, on_step=None) -> list[tuple[DemoStep, ConvertResult, dict]]:

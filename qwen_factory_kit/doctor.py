@@ -110,7 +110,8 @@ def check_gpu(probe: dict) -> list[Finding]:
         return []
     if not probe.get("cuda"):
         return [Finding("cuda", "info", None, "no CUDA device: LoRA/full training runs on CPU (slowly); QLoRA, bf16 and flash attention need a GPU",
-                        "set use_cpu: true and bf16: false in CPU recipes")]
+                        "qfk recipe new --model qfk-tiny --device cpu ... writes a recipe that trains here; "
+                        "qfk train R --cpu runs a GPU recipe here (use_cpu=true bf16=false ...)")]
     devices = probe.get("devices", [])
     out = [Finding("cuda", "ok", None, f"{len(devices)} GPU(s): {', '.join(devices)}; bf16 {'yes' if probe.get('bf16') else 'no'}")]
     bnb = probe.get("bitsandbytes")

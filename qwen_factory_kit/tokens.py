@@ -448,28 +448,20 @@ def _write_cached(where: Path, st: Stats) -> None:
 
 def plot_lengths(stats: Stats, out: str | os.PathLike) -> Path:
     """Histogram of row lengths with the cutoff and the recommended cutoff (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import count_axis, pyplot, save
 
     lengths = [r.total for r in stats.rows]
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    fig, ax = pyplot().subplots(figsize=(8, 4.5), dpi=110)
     ax.hist(lengths, bins=min(60, max(10, len(lengths) // 5)), color="#4C72B0", alpha=0.85)
     ax.axvline(stats.cutoff_len, color="#C44E52", linestyle="--", label=f"cutoff_len {stats.cutoff_len}")
     rec = stats.recommended_cutoff()
     ax.axvline(rec, color="#55A868", linestyle=":", label=f"recommended {rec} (holds the longest row, at most {CUTOFF_CAP})")
     over = sum(1 for r in stats.rows if r.lost)
     ax.set_title(f"{Path(stats.path).name}: {len(lengths)} rows, {over} over cutoff ({stats.template}, enable_thinking={stats.enable_thinking})")
-    ax.set_xlabel("tokens per row (LLaMA-Factory encoding)")
-    ax.set_ylabel("rows")
+    count_axis(ax.xaxis, "tokens per row (LLaMA-Factory encoding)")
+    count_axis(ax.yaxis, "rows")
     ax.legend()
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def render_row(row: dict, entry: dict, *, tokenizer: Any = None, template: str = "qwen3", enable_thinking: bool | None = True,

@@ -31,6 +31,7 @@ from qwen_factory_kit.registry import build_entry
 BARE = Machine(cuda=False)
 GPU = Machine(cuda=True, packages=frozenset(check.OPTIONAL_PACKAGES))
 NO_BNB = Machine(cuda=True, packages=frozenset({"flash_attn", "deepspeed"}))
+NO_FA = Machine(cuda=True, packages=frozenset({"bitsandbytes", "deepspeed"}))
 
 #: one override: key=value, the value quoted for a shell or running to a space, ';' or ')'
 OVERRIDE = re.compile(r"""(?<![\w./-])[a-z_][a-z0-9_]*=(?:"[^"]*"|'[^']*'|[^\s;)]+)""")
@@ -145,7 +146,6 @@ CASES: dict[str, Callable[[Path], Case]] = {
     "quoted-number": lambda t: Case(lambda a: check.check_types(a, FIELDS), {"lora_rank": "8"}, "keys", "error", "lora_rank"),
     "quoted-float": lambda t: Case(lambda a: check.check_types(a, FIELDS), {"learning_rate": "5e-6"}, "keys", "error", "learning_rate"),
     # keys: what this machine cannot parse
-    "bf16-on-cpu": lambda t: Case(set_aside_rule(BARE), {"bf16": True}, "gpu", "info", "bf16: true needs a GPU"),
     "shipped-deepspeed-missing": lambda t: Case(set_aside_rule(GPU), {"deepspeed": "deepspeed/ds_z3_config.json"}, "paths", "error",
                                                 "not found"),
     # datasets
@@ -208,15 +208,21 @@ CASES: dict[str, Callable[[Path], Case]] = {
                                      "already exists"),
     "appended-log": lambda t: Case(check.check_output, {"output_dir": folder(t, "trainer_log.jsonl")}, "output", "warn", "appended"),
     # machine and paths
-    # QLoRA turned into LoRA: no bitsandbytes left (the paged optimizer crashes without it)
+    # on a machine without CUDA (recipe/cpu.py): the overrides of the gpu error run the recipe there
+    "bf16-on-cpu": lambda t: Case(machine_rule(BARE), {"bf16": True}, "gpu", "error", "bf16: true (bf16 mixed precision"),
     "qlora-on-cpu": lambda t: Case(machine_rule(BARE), {"quantization_bit": 4, "quantization_method": "bnb", "optim": "paged_adamw_8bit"},
-                                   "gpu", "warn", "needs a CUDA GPU", clean=True),
+                                   "gpu", "error", "needs a CUDA GPU", clean=True),
+    "deepspeed-on-cpu": lambda t: Case(machine_rule(BARE), {"deepspeed": "ds.json", "bf16": True}, "gpu", "error",
+                                       "deepspeed: ds.json (DeepSpeed needs GPUs)"),
+    "kernels-on-cpu": lambda t: Case(machine_rule(BARE), {"enable_liger_kernel": True, "use_unsloth": True, "flash_attn": "fa3",
+                                                          "pure_bf16": True, "tf32": True}, "gpu", "error", "use_unsloth: true"),
+    "fp16-on-cpu": lambda t: Case(machine_rule(BARE), {"fp16": True, "flash_attn": "fa2"}, "gpu", "warn", "fp16: true"),
     "qlora-without-bitsandbytes": lambda t: Case(machine_rule(NO_BNB), {"quantization_bit": 4, "optim": "paged_adamw_8bit"}, "gpu",
                                                  "warn", "quantization_bit needs bitsandbytes", clean=True),
     "paged-optim-without-bitsandbytes": lambda t: Case(machine_rule(NO_BNB), {"optim": "paged_adamw_8bit"}, "gpu", "warn",
                                                        "comes from bitsandbytes"),
-    "fa2-not-installed": lambda t: Case(machine_rule(BARE), {"flash_attn": "fa2"}, "gpu", "warn", "flash-attn is not installed"),
-    "cpu-bf16": lambda t: Case(machine_rule(GPU), {"use_cpu": True, "bf16": True}, "gpu", "warn", "use_cpu with bf16"),
+    "fa2-not-installed": lambda t: Case(machine_rule(NO_FA), {"flash_attn": "fa2"}, "gpu", "warn", "flash-attn is not installed"),
+    "cpu-bf16": lambda t: Case(machine_rule(GPU), {"use_cpu": True, "bf16": True}, "gpu", "warn", "bf16 on a CPU"),
     "spaced-output-dir": lambda t: Case(machine_rule(GPU), {"output_dir": "saves/my run", "deepspeed": "ds.json"}, "paths", "error",
                                         "spaces"),
     "remote-code": lambda t: Case(machine_rule(GPU), {"trust_remote_code": True}, "paths", "warn", "trust_remote_code"),

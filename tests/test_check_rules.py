@@ -24,6 +24,8 @@ INSTRUCT = presets.ModelInfo("Qwen3-4B-Instruct-2507", "Qwen/Qwen3-4B-Instruct-2
 THINKING = presets.ModelInfo("Qwen3-4B-Thinking-2507", "Qwen/Qwen3-4B-Thinking-2507", "4b", "thinking-2507")
 BARE = Machine(cuda=False)
 GPU = Machine(cuda=True, packages=frozenset(check.OPTIONAL_PACKAGES))
+NO_BNB = Machine(cuda=True, packages=frozenset({"flash_attn", "deepspeed"}))
+NO_FA = Machine(cuda=True, packages=frozenset({"bitsandbytes", "deepspeed"}))
 
 
 def only(findings, check_id: str, severity: str, text: str = "", *, fix: bool = True):
@@ -248,16 +250,27 @@ def test_output_train_states(tmp_path):
 # machine and paths (the machine's facts are given)
 # --------------------------------------------------------------------------------------------
 def test_machine_clean_recipe():
-    assert check.check_machine({"output_dir": "saves/run", "bf16": True}, machine=BARE) == []
+    assert check.check_machine({"output_dir": "saves/run", "bf16": True}, machine=GPU) == []
+    assert check.check_machine({"output_dir": "saves/run", "use_cpu": True, "bf16": False}, machine=BARE) == []
+
+
+def test_machine_gpu_recipe_on_a_cpu_machine_is_an_error():
+    """bf16 on a machine without CUDA: one gpu error (recipe/cpu.py) whose fix runs it there."""
+    f = only(check.check_machine({"output_dir": "saves/run", "bf16": True}, machine=BARE), "gpu", "error",
+             "no CUDA GPU, and the recipe needs a GPU: bf16: true")
+    assert f.fix.startswith("use_cpu=true bf16=false to run it on this CPU") and "--cpu" in f.fix
 
 
 def test_machine_qlora():
     args = {"quantization_bit": 4, "optim": "paged_adamw_8bit"}
-    out = check.check_machine(args, machine=BARE)
-    assert [f.id for f in out] == ["gpu"] * 3 and all(f.severity == "warn" and f.fix for f in out)
-    assert "needs a CUDA GPU" in out[0].message and "bitsandbytes" in out[1].message and "paged_adamw_8bit" in out[2].message
+    f = only(check.check_machine(args, machine=BARE), "gpu", "error", "quantization_bit: 4 (bitsandbytes quantization needs a CUDA GPU)")
+    assert "optim: paged_adamw_8bit" in f.message  # one finding: the overrides work together
+    assert f.fix.startswith("use_cpu=true bf16=false quantization_bit=null optim=adamw_torch to run it on this CPU (null: ")
+    out = check.check_machine(args, machine=NO_BNB)  # a GPU machine without bitsandbytes
+    assert [f.id for f in out] == ["gpu"] * 2 and all(f.severity == "warn" and f.fix for f in out)
+    assert "bitsandbytes" in out[0].message and "paged_adamw_8bit" in out[1].message
     lora = "quantization_bit=null quantization_method=null optim=adamw_torch"
-    assert out[0].fix.startswith(lora) and lora in out[1].fix and out[2].fix.startswith("optim=adamw_torch")
+    assert lora in out[0].fix and out[1].fix.startswith("optim=adamw_torch")
     assert check.check_machine(args, machine=GPU) == []
 
 
@@ -267,15 +280,19 @@ def test_lora_overrides_undo_every_key_the_qlora_preset_adds():
 
 def test_paged_optimizer_without_qlora_still_needs_bitsandbytes():
     """A QLoRA recipe turned into LoRA by quantization_bit=null alone keeps a paged optimizer: it crashes without bitsandbytes."""
-    f = only(check.check_machine({"quantization_bit": None, "optim": "paged_adamw_8bit"}, machine=BARE), "gpu", "warn",
+    f = only(check.check_machine({"quantization_bit": None, "optim": "paged_adamw_8bit"}, machine=NO_BNB), "gpu", "warn",
              "paged_adamw_8bit comes from bitsandbytes")
     assert f.fix.startswith("optim=adamw_torch")
 
 
 def test_machine_flash_attention_and_cpu_bf16():
-    only(check.check_machine({"flash_attn": "fa2"}, machine=BARE), "gpu", "warn", "flash-attn is not installed")
+    only(check.check_machine({"flash_attn": "fa2"}, machine=NO_FA), "gpu", "warn", "flash-attn is not installed")
     assert check.check_machine({"flash_attn": "fa2"}, machine=GPU) == []
-    only(check.check_machine({"use_cpu": True, "bf16": True}, machine=GPU), "gpu", "warn", "use_cpu with bf16")
+    f = only(check.check_machine({"flash_attn": "fa2"}, machine=BARE), "gpu", "warn", "flash_attn: fa2 (FlashAttention-2 needs a GPU")
+    assert f.fix.startswith("use_cpu=true bf16=false flash_attn=auto ")
+    only(check.check_machine({"flash_attn": "fa3"}, machine=BARE), "gpu", "error", "flash_attn: fa3")
+    only(check.check_machine({"use_cpu": True, "bf16": True}, machine=GPU), "gpu", "warn",
+         "use_cpu: true runs it on the CPU: the recipe runs, but not as meant: bf16: true (bf16 on a CPU")
 
 
 def test_paths_with_spaces():
@@ -388,18 +405,18 @@ def test_parseable_here_sets_aside_what_this_machine_cannot_parse():
 
 
 def test_set_aside_findings(tmp_path):
-    f = only(check.set_aside_findings({"bf16": True}, ["bf16"], BARE), "gpu", "info", "bf16: true needs a GPU")
-    assert "use_cpu=true" in f.fix
-    out = check.set_aside_findings({"deepspeed": str(tmp_path / "ds.json")}, ["deepspeed"], BARE)
+    assert check.set_aside_findings({"bf16": True}, ["bf16"], BARE) == []  # the gpu error of check_machine says it
+    out = check.set_aside_findings({"deepspeed": str(tmp_path / "ds.json")}, ["deepspeed"], Machine(cuda=True))
     only(out, "paths", "error", "ds.json not found")
     only(out, "gpu", "warn", "DeepSpeed, which is not installed")
+    assert [f.id for f in check.set_aside_findings({"deepspeed": str(tmp_path / "ds.json")}, ["deepspeed"], BARE)] == ["paths"]
     (tmp_path / "ds.json").write_text("{}")
     assert check.set_aside_findings({"deepspeed": str(tmp_path / "ds.json")}, ["deepspeed"], GPU) == []
 
 
 def test_liger_without_liger_kernel_is_said(monkeypatch):
     """lfbridge parses enable_liger_kernel as false where liger-kernel is missing; the check says what that means:
-    LLaMA-Factory refuses the recipe there (warn on a GPU machine, info on a CPU one, where it is a GPU machine's recipe)."""
+    LLaMA-Factory refuses the recipe there (warn on a GPU machine; on a CPU one the gpu error of check_machine says it)."""
     import importlib.util
 
     real = importlib.util.find_spec
@@ -410,7 +427,8 @@ def test_liger_without_liger_kernel_is_said(monkeypatch):
     f = only(check.set_aside_findings(args, aside, GPU), "gpu", "warn", "enable_liger_kernel: liger-kernel is not installed here")
     assert "LLaMA-Factory will refuse the recipe on this machine" in f.message
     assert f.fix.startswith('pip install -c constraints.txt -e ".[gpu]" on the GPU machine') and "enable_liger_kernel=false" in f.fix
-    only(check.set_aside_findings(args, lfbridge.parseable_here(args, cuda=False)[1], BARE), "gpu", "info", "liger-kernel")
+    assert check.set_aside_findings(args, lfbridge.parseable_here(args, cuda=False)[1], BARE) == []
+    only(check.check_machine(args, machine=BARE), "gpu", "error", "enable_liger_kernel: true")
     fixed = {**args, "enable_liger_kernel": False}   # the override in the fix
     assert check.set_aside_findings(fixed, lfbridge.parseable_here(fixed, cuda=True)[1], GPU) == []
 
@@ -437,7 +455,7 @@ def test_check_llamafactory_steps(monkeypatch):
     only(check.check_llamafactory({"lora_rank": "x"}, BARE), "keys", "error", "lora_rank")
     assert parsed == []
     out = check.check_llamafactory({"lora_rank": 8, "bf16": True, "export_dir": "m"}, BARE)
-    assert [(f.id, f.severity) for f in out] == [("gpu", "info"), ("keys", "ok")]
+    assert [(f.id, f.severity) for f in out] == [("keys", "ok")]  # bf16 set aside here: check_machine's gpu error says it
     assert parsed == [({"lora_rank": 8, "bf16": False, "export_dir": "m"}, True)]
 
 

@@ -14,11 +14,12 @@ from conftest import EXAMPLES, read_jsonl
 
 from qwen_factory_kit.convert import convert
 from qwen_factory_kit.errors import QfkError
-from qwen_factory_kit.post.evaluate import (CPU_KEYS, EvalRequest, ModelRun, combined_rows, compare, leak_findings,
+from qwen_factory_kit.post.evaluate import (EvalRequest, ModelRun, combined_rows, compare, leak_findings,
                                             recipe_overrides, regressions, resolve_target, write_recipes, write_source)
 from qwen_factory_kit.post.metrics import score_rows
 from qwen_factory_kit.post.report import (comparison_table, last_run, loss_history, render_markdown, report_sections,
                                           write_report)
+from qwen_factory_kit.recipe.cpu import CPU_KEYS
 from qwen_factory_kit.tiny import TINY_CONFIG
 
 PNG = "data:image/png;base64,"
@@ -352,10 +353,21 @@ def test_eval_translation_run_against_its_base(trained, qfk, monkeypatch):
 @pytest.mark.slow
 def test_eval_medical_qa_run_against_its_base(trained, qfk, monkeypatch):
     monkeypatch.chdir(trained)
-    code, out, err = qfk("eval", "saves/med", "--dataset", "med_val", "--base", "auto", "--max-samples", "4",
-                         "--max-new-tokens", "8", "--json")
+    code, out, err = qfk("eval", "saves/med", "--dataset", "med_val", "--base", "auto", "--max-samples", "4", "--json")
     assert code == 0, err
     res = json.loads(out)
+    # decoding bounded by the references (no --max-new-tokens), said before predicting; progress per model
+    budget = res["metrics"]["decoding"]["budget"]
+    assert budget["source"] == "the 2 eval rows" and budget["max_new_tokens"] >= 1.5 * budget["longest_reference"]
+    assert budget["max_new_tokens"] < 4096 and res["metrics"]["decoding"]["max_new_tokens"] == budget["max_new_tokens"]
+    assert f"decoding: 2 rows a model, batch 2; max_new_tokens {budget['max_new_tokens']} (1.5x the longest reference" in err
+    assert f"at most {4 * budget['max_new_tokens']:,} new tokens (2 rows x {budget['max_new_tokens']} x 2 models)" in err
+    for label in ("tuned", "base"):
+        assert f"predicting med_val ({label}): 0/2 rows (loading the model)" in err
+        assert f"predicting med_val ({label}): 2/2 rows, " in err and " tok/s" in err
+        speed = res["metrics"]["speed"][label]
+        assert speed["rows"] == 2 and 0 < speed["new_tokens"] <= 2 * budget["max_new_tokens"] and speed["tokens_per_s"] > 0
+    assert res["metrics"]["identical"]["of"] == 2
     folder = trained / "saves" / "med" / "eval-med_val"  # the default output folder
     assert Path(res["out"]) == Path("saves/med/eval-med_val") and (folder / "report.html").is_file()
     m = res["metrics"]

@@ -277,7 +277,7 @@ def test_mild_upsampling_is_not_warned(work, qfk):
 def test_recipe_check_does_not_fail_a_deterministic_translation_predict(trained, qfk):
     assert qfk("recipe", "new", "--method", "predict", "--from", "mt.yaml", "--eval-dataset", "demo_translation_test",
                "-o", "p.yaml")[0] == 0
-    code, out, err = qfk("recipe", "check", "p.yaml", "--no-stats", "--json")
+    code, out, err = qfk("recipe", "check", "p.yaml", "--no-stats", "--gpu", "--json")  # mt.yaml is for a GPU (bf16)
     assert code == 0, err
     findings = json.loads(out)["findings"]
     assert not [f for f in findings if f["severity"] == "error"]

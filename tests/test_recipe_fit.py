@@ -43,7 +43,8 @@ def _header(text: str) -> str:
 
 
 def _check_ok(qfk, path: str) -> list[dict]:
-    code, out, err = qfk("recipe", "check", path, "--json")
+    """qfk recipe check of a recipe sized for a GPU, for a GPU machine (--gpu: whatever this one has)."""
+    code, out, err = qfk("recipe", "check", path, "--gpu", "--json")
     res = json.loads(out)
     assert code == 0 and res["ok"], [f for f in res["findings"] if f["severity"] == "error"]
     return res["findings"]

@@ -329,7 +329,7 @@ def test_check_machine_and_paths(med_recipe, qfk, work):
     assert _has(spaced, "paths", "warn", "spaces")
     if not torch.cuda.is_available():
         f = _check(qfk, med_recipe, "--no-stats", "quantization_bit=4", "quantization_method=bnb")
-        assert _has(f, "gpu", "warn", "needs a CUDA GPU")
+        assert _has(f, "gpu", "error", "needs a CUDA GPU")
     f = _check(qfk, med_recipe, "--no-stats", "deepspeed=ds.json")
     assert _has(f, "paths", "error", "ds.json not found")
 
@@ -363,7 +363,7 @@ def test_curated_recipes_pass_check(tmp_path, monkeypatch, qfk):
     monkeypatch.setenv("QFK_DATA_DIR", str(w / "data"))
     for name in sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml")):
         assert qfk("recipe", "cp", name, f"{name}.yaml")[0] == 0
-        f = _check(qfk, f"{name}.yaml", "--stats-rows", "50")
+        f = _check(qfk, f"{name}.yaml", "--stats-rows", "50", "--gpu")  # curated recipes are for a GPU machine
         fails = [x for x in f if x["severity"] == "error"]
         assert not fails, (name, fails)
         assert _has(f, "keys", "ok"), (name, f)

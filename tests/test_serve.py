@@ -253,6 +253,8 @@ def test_merge_chat_translate(trained_run, tmp_path, qfk):
     merged = tmp_path / "merged"
     code, _, err = qfk("merge", trained_run, "-o", merged)
     assert code == 0, err
+    assert "llamafactory-cli export ...\n" in err and "llamafactory-cli export: done in" in err, err  # progress
+    assert "llamafactory-cli export: starting LLaMA-Factory" in err, err
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(str(merged)).config.model_type == "qwen3"
@@ -268,6 +270,12 @@ def test_merge_chat_translate(trained_run, tmp_path, qfk):
     code, _, err = qfk("merge", trained_run, "-o", merged)
     assert code == 2 and "is not empty" in err
 
+    budget = serving["reply_budget"]  # measured on the run's training rows (the demo's translations)
+    assert budget["source"].endswith("training rows (demo_translation)") and 64 <= budget["max_new_tokens"] < 1024
+    code, out, err = qfk("chat", trained_run, "-m", "hi")  # bounded by the training rows, no length reminder
+    assert code == 0, err
+    assert f"replies: max_new_tokens {budget['max_new_tokens']} (1.5x the longest reference" in err
+    assert "maximum length" not in err and "loading " in err and ": done in" in err
     code, out, err = qfk("chat", merged, "-m", "hi", "--json", "--max-new-tokens", "8")
     assert code == 0, err
     reply = json.loads(out)
@@ -276,3 +284,4 @@ def test_merge_chat_translate(trained_run, tmp_path, qfk):
     assert code == 0 and "+ adapter" in err, err
     code, out, err = qfk("translate", merged, "--src", "en", "--tgt", "ja", "Hello", "--max-new-tokens", "8")
     assert code == 0 and out.endswith("\n"), (out, err)
+    assert "translations: max_new_tokens 8 (--max-new-tokens)" in err

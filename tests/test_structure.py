@@ -24,6 +24,8 @@ LEAVES = {
     "qwen_factory_kit.think": set(),
     "qwen_factory_kit.findings": set(),
     "qwen_factory_kit.catalog": {"qwen_factory_kit.errors"},
+    "qwen_factory_kit.console": set(),
+    "qwen_factory_kit.plots": set(),
 }
 
 

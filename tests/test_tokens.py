@@ -1,6 +1,7 @@
 """qfk stats / render against LLaMA-Factory's own preprocessing."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES
@@ -40,6 +41,9 @@ def test_stats_names_rows_that_lose_think_close(tmp_path, qfk):
     code, out, _ = qfk("stats", "med", "--data-dir", data, "--cutoff-len", "60", "--plot", plot, "--json")
     s = json.loads(out)
     assert code == 0 and s["rows_over_cutoff"] == sum(n > 60 for n in s["lengths"]) > 0
+    # reasoning data: measured as recipe new trains it, think blocks trained
+    assert (s["template"], s["enable_thinking"], s["think_mode"]) == ("qwen3", True, "reasoning")
+    assert s["settings_why"].startswith("reasoning data, manifest med.manifest.json: ")
     assert s["rows_losing_think_close"] and s["rows_losing_answer"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert s["recommended_cutoff_len"] >= s["total"]["p99"]
@@ -57,3 +61,61 @@ def test_render_marks_trained_part(tmp_path, qfk):
     assert "<think>" not in "".join(s["text"] for s in segs if s["trained"])
     code, _, err = qfk("render", "med", "--row", "999", "--data-dir", data)
     assert code == 2 and "no row 999" in err
+
+
+QA_CSV = 'question,answer\nWhat is 2+2?,It is 4.\nName a colour.,Blue is a colour.\nCapital of France?,"Paris, the capital of France."\n'
+
+
+def test_stats_on_direct_data_measures_as_recipe_new_trains(tmp_path, tok, qfk):
+    from qwen_factory_kit.recipe.build import new_recipe
+    from qwen_factory_kit.recipe.request import RecipeRequest
+
+    data = tmp_path / "data"
+    (tmp_path / "qa.csv").write_text(QA_CSV, encoding="utf-8")
+    convert("columns", str(tmp_path / "qa.csv"), data_dir=str(data), register=True, name="qa", prompt="question", response="answer")
+    code, out, err = qfk("stats", "qa", "--data-dir", data, "--cutoff-len", "100000", "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert (s["template"], s["enable_thinking"], s["think_mode"]) == ("qwen3", False, "direct")
+    assert s["settings_why"].startswith("direct data, manifest qa.manifest.json: no response has reasoning")
+    recipe = new_recipe(RecipeRequest("lora", model="Qwen3-4B", datasets=["qa"], data_dir=str(data), stats=False))
+    assert (recipe.info["template"], recipe.info["enable_thinking"]) == ("qwen3", False)
+
+    # given explicitly, true is kept (and trains the empty block too)
+    code, out, _ = qfk("stats", "qa", "--data-dir", data, "--cutoff-len", "100000", "--enable-thinking", "true", "--json")
+    given = json.loads(out)
+    assert given["enable_thinking"] is True and given["settings_why"].startswith("enable_thinking true as given; template qwen3")
+    # the plain report says which and why, on one line; a copy without a manifest is scanned
+    code, out, _ = qfk("stats", "qa", "--data-dir", data, "--cutoff-len", "100000")
+    assert "  template qwen3, enable_thinking false (direct data, manifest qa.manifest.json: no response has reasoning" in out
+    loose = tmp_path / "loose.jsonl"
+    loose.write_bytes((data / "qa.jsonl").read_bytes())
+    code, out, _ = qfk("stats", loose, "--data-dir", data, "--json")
+    assert code == 0 and json.loads(out)["settings_why"].startswith("direct data, scanned 3 rows: ")
+    # qfk render takes the same settings: the empty block is in the prompt, only the answer is trained
+    code, out, _ = qfk("render", "qa", "--row", "1", "--data-dir", data, "--json")
+    segs = json.loads(out)
+    assert "<think>\n\n</think>\n\n" in segs[0]["text"] and [s["text"] for s in segs if s["trained"]] == ["It is 4.<|im_end|>\n"]
+
+    # every row's length and trained tokens are LLaMA-Factory's in that mode (3 rows: min, p50, max are all of them)
+    ds = lfb.preprocess(data, "qa", tokenizer=tok, enable_thinking=False, cutoff_len=100000)
+    assert s["lengths"] == [len(ex["input_ids"]) for ex in ds]
+    trained = sorted(sum(label != -100 for label in ex["labels"]) for ex in ds)
+    assert [s["response"][k] for k in ("min", "p50", "max")] == trained
+    # under true the empty block <think>\n\n</think>\n\n (4 tokens) is trained with each answer
+    assert [given["response"][k] for k in ("min", "p50", "max")] == [n + 4 for n in trained]
+
+
+def test_the_model_a_tokenizer_belongs_to_picks_the_template_as_recipe_new_does(tmp_path):
+    from qwen_factory_kit.recipe.request import think_for_rows
+
+    (tmp_path / "qa.csv").write_text(QA_CSV, encoding="utf-8")
+    res = convert("columns", str(tmp_path / "qa.csv"), data_dir=str(tmp_path / "data"), prompt="question", response="answer")
+    rows, entry = Path(res.output), {"formatting": "alpaca"}
+    instruct = tmp_path / "Qwen3-4B-Instruct-2507"
+    instruct.mkdir()
+    (instruct / "config.json").write_text(json.dumps({"model_type": "qwen3", "hidden_size": 2560, "num_hidden_layers": 36}))
+    assert (think_for_rows(rows, entry).template, think_for_rows(rows, entry).enable) == ("qwen3", False)
+    on_instruct = think_for_rows(rows, entry, model=str(instruct))
+    assert (on_instruct.template, on_instruct.enable) == ("qwen3_nothink", None) and "Instruct-2507" in on_instruct.why
+    assert think_for_rows(rows, entry, model=str(tmp_path / "not-a-model")).template == "qwen3"  # a plain tokenizer folder

@@ -8,6 +8,8 @@ from typing import Any
 import click
 import orjson
 
+from ..console import console  # noqa: F401  (the commands print through it)
+
 
 class SizeType(click.ParamType):
     """A fraction in (0, 1) or a whole row count."""
@@ -52,7 +54,41 @@ def emit_json(obj: Any) -> None:
     sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
 
 
-def console(stderr: bool = False):
-    from rich.console import Console
+class Waiting:
+    """Something the user waits on without a count (a model loading, an export): a spinner with
+    the stage and the elapsed time on a terminal; plain lines (the label, each new stage, the
+    time it took) otherwise. A context manager; :meth:`stage` names the current step."""
 
-    return Console(stderr=stderr, highlight=False)
+    def __init__(self, out, label: str):
+        self.out, self.label = out, label
+        self.bar = self.task = None
+        self.started = 0.0
+
+    def __enter__(self) -> "Waiting":
+        import time
+
+        self.started = time.time()
+        if self.out.is_terminal:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=self.out,
+                                transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=None)
+        else:
+            self.out.print(f"{self.label} ...", soft_wrap=True, markup=False)
+        return self
+
+    def stage(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=f"{self.label}: {text}")
+        else:
+            self.out.print(f"{self.label}: {text}", soft_wrap=True, markup=False)
+
+    def __exit__(self, kind, value, tb) -> None:
+        import time
+
+        if self.bar is not None:
+            self.bar.stop()
+        if kind is None:
+            self.out.print(f"{self.label}: done in {time.time() - self.started:.1f} s", soft_wrap=True, markup=False)

@@ -19,12 +19,14 @@ def demo(workdir, no_train, no_eval, as_json):
     Converts each bundled example, registers it in WORKDIR/data/dataset_info.json and lints it
     with the template and enable_thinking its think mode calls for. Then builds a tiny
     Qwen3-architecture model (real Qwen3 tokenizer, random weights, cached), writes
-    WORKDIR/demo-lora.yaml with qfk recipe new (medical + FineTome 75/25, CPU overrides) and
+    WORKDIR/demo-lora.yaml with qfk recipe new --device cpu (medical + FineTome 75/25) and
     trains it a few steps with qfk train: loss plot, run record and summary in
     WORKDIR/saves/demo-lora. Then evaluates the run against its base model on held-out rows
     (qfk eval --base auto: metrics.json, predictions.jsonl, report.html) and merges the adapter
     (qfk merge: WORKDIR/saves/demo-lora-merged with Qwen3's sampling in generation_config.json).
-    The model's answers are nonsense: the demo shows the pipeline.
+    The model's answers are nonsense: the demo shows the pipeline. It ends with the tiny model's
+    folder and the three commands that put your own rows through the same CPU path
+    (qfk convert, qfk recipe new --model qfk-tiny --device cpu, qfk train).
 
     \b
     Examples:
@@ -79,15 +81,26 @@ def demo(workdir, no_train, no_eval, as_json):
             out.print(f"[bold green]✓[/] qfk merge: {workdir}/{merged.out} (generation_config.json with Qwen3's sampling, "
                       "qfk_serving.json)")
             out.print(f"report: {workdir}/{outcome.files['report_html']}")
+    from ..demo import OWN_DATA_NOTE, own_data_commands
+    from ..tiny import TINY_ALIAS, is_built, tiny_model_dir
+
+    tiny, own = tiny_model_dir(), own_data_commands()
     if as_json:
         emit_json({"steps": [{"step": st.title, **res.summary(),
                               "lint": {k: rep[k] for k in ("errors", "warnings", "by_rule", "template", "enable_thinking")}}
                              for st, res, rep in results],
-                   "train": trained.as_dict() if trained else None, **(evaluated or {})})
+                   "train": trained.as_dict() if trained else None, **(evaluated or {}),
+                   "tiny_model": str(tiny), "own_data": own})
     else:
         out.print(f"\nworkspace: {workdir}/data  (rejected rows and their reasons are in *.rejects.jsonl)")
         out.print(f"next: cd {workdir} && qfk datasets list && qfk recipe check {'demo-lora.yaml' if not no_train else '...'}"
                   f" && llamafactory-cli train demo-lora.yaml")
+        built = "" if is_built(tiny) else ", built on first use"
+        out.print(f"\ntiny model: {tiny}  (--model {TINY_ALIAS}: random weights, the real Qwen3 tokenizer{built})", soft_wrap=True)
+        out.print("your own rows through the same CPU path, from any folder (its ./data holds the datasets):")
+        for command in own:
+            out.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)
+        out.print(f"  ({OWN_DATA_NOTE})", soft_wrap=True, markup=False, highlight=False)
     if trained is not None and trained.returncode != 0:
         from ..errors import QfkError
 

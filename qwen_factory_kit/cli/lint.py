@@ -9,9 +9,15 @@ from .common import console, emit_json
 ENABLE_THINKING = {"true": True, "false": False, "null": None, "none": None}
 
 
-def enable_thinking_option(fn):
-    return click.option("--enable-thinking", type=click.Choice(["true", "false", "null"], case_sensitive=False), default="true",
-                        show_default=True, help="LLaMA-Factory's enable_thinking (null: mixed data).")(fn)
+def enable_thinking_option(fn, *, default: str | None = "true", text: str = "LLaMA-Factory's enable_thinking (null: mixed data)."):
+    return click.option("--enable-thinking", type=click.Choice(["true", "false", "null"], case_sensitive=False), default=default,
+                        show_default=default is not None, help=text)(fn)
+
+
+def enable_thinking_from_data(fn):
+    """``--enable-thinking`` with no default: the command takes it from the data unless it is given."""
+    return enable_thinking_option(fn, default=None, text="LLaMA-Factory's enable_thinking (null: mixed data) "
+                                  "[default: what qfk recipe new picks for the data]")
 
 
 @click.command("lint")

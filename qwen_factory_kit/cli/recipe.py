@@ -27,7 +27,8 @@ def recipe_group() -> None:
 
 
 @recipe_group.command("new")
-@click.option("--model", help="Qwen3 name (Qwen3-0.6B ... Qwen3-235B-A22B, *-Instruct-2507, *-Thinking-2507) or a local folder.")
+@click.option("--model", help="Qwen3 name (Qwen3-0.6B ... Qwen3-235B-A22B, *-Instruct-2507, *-Thinking-2507), a local folder, "
+                                "or qfk-tiny (the kit's tiny Qwen3 for CPU runs, built on first use).")
 @click.option("--method", type=click.Choice(presets.METHODS), required=False,
               help="Training method, or predict / merge companions.")
 @click.option("--dataset", "datasets", multiple=True, metavar="A,B", help="Registered training datasets.")
@@ -45,6 +46,9 @@ def recipe_group() -> None:
 @click.option("--deepspeed", type=click.Choice([*presets.DEEPSPEED, presets.NO_DEEPSPEED]),
               help="DeepSpeed ZeRO config shipped by the kit (default: z3 for full fine-tuning of 4B and up).")
 @click.option("--output-dir", help="output_dir (export_dir for merge). Default: saves/MODEL/METHOD/DATASETS.")
+@click.option("--device", type=click.Choice(["gpu", "cpu"]), default=None,
+              help="cpu: a recipe that trains on a CPU as it is (use_cpu true, bf16 false, 1 preprocessing worker, "
+                   "no QLoRA/DeepSpeed/liger, no GPU sizing). Default gpu: for a CUDA GPU.")
 @click.option("--gpu-memory", type=click.FloatRange(min=1), metavar="GB",
               help="Fit the recipe to a GPU of this many GB: per-device batch / accumulation (same effective batch), "
                    "gradient checkpointing, liger. Default: this machine's card, if it has one.")
@@ -70,7 +74,7 @@ def recipe_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was decided (and the recipe text) as JSON.")
 @OVERRIDES
 def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, adapter, base, sample, deepspeed, output_dir,
-        gpu_memory, gpus, cutoff_len, max_cutoff, drop_long, liger, packing, no_stats, stats_rows, explain_memory, output, force,
+        device, gpu_memory, gpus, cutoff_len, max_cutoff, drop_long, liger, packing, no_stats, stats_rows, explain_memory, output, force,
         data_dir, list_models, as_json, overrides):
     """Write a LLaMA-Factory recipe that `llamafactory-cli train` runs as it is.
 
@@ -93,15 +97,18 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
       qfk recipe new --method predict --from sft.yaml --eval-dataset medical_r1_val -o predict.yaml
       qfk recipe new --method predict --from mt.yaml --base --eval-dataset translation_test -o before.yaml
       qfk recipe new --method merge --from sft.yaml -o merge.yaml
-      qfk recipe new --model ./tiny-qwen3 --method lora --dataset demo_medical use_cpu=true bf16=false max_steps=5
+      qfk recipe new --model qfk-tiny --device cpu --method lora --dataset demo_medical -o cpu.yaml
     """
     from ..recipe.build import RecipeRequest, invoked_command, new_recipe, next_command, recipe_warnings, save_recipe
     from ..recipe.mix import parse_mix
     from ..recipe.document import parse_overrides, scalar
 
     if list_models:
+        from ..tiny import TINY_ALIAS
+
         for name, (size, kind) in presets.MODELS.items():
             click.echo(f"{name:32} {size:10} {kind}")
+        click.echo(f"{TINY_ALIAS:32} {'tiny':10} hybrid (random weights, the real Qwen3 tokenizer: for CPU runs)")
         return
     if not method:
         raise click.UsageError(f"--method is required ({', '.join(presets.METHODS)})")
@@ -111,7 +118,7 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
                         sample=sample, from_recipe=from_recipe, deepspeed=deepspeed, overrides=parse_overrides(overrides),
                         filename=output or "recipe.yaml", command=invoked_command(sys.argv), cutoff_len=cutoff_len,
                         liger=liger, packing=packing, gpu_memory=gpu_memory, gpus=gpus, max_cutoff=max_cutoff,
-                        drop_long=drop_long, stats=not no_stats, stats_rows=stats_rows)
+                        drop_long=drop_long, stats=not no_stats, stats_rows=stats_rows, device=device)
     recipe = new_recipe(req)
     text = recipe.render()
     if explain_memory and not as_json:
@@ -139,6 +146,13 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
     if recipe.info.get("mix"):
         c.print("mix entries: " + ", ".join(f"{k} -> {v}" for k, v in recipe.info["mix"].items()))
     c.print(f"next: {next_command(recipe, output)}")
+    if recipe.kind == "train" and recipe.info.get("device") != "cpu":
+        from ..launch.torchrun import device_count
+        from ..recipe.cpu import cpu_plan
+
+        if cpu_plan(recipe.args, device_count() > 0).refused:
+            c.print(f"note: this machine has no CUDA GPU, so qfk train refuses {output} here: qfk train {output} --cpu "
+                    "runs it on the CPU (or write the recipe with --device cpu)", soft_wrap=True)
 
 
 def _adapter_choice(method: str, adapter: str | None, base: bool, sample: bool | None) -> str | None:
@@ -161,22 +175,28 @@ def _adapter_choice(method: str, adapter: str | None, base: bool, sample: bool |
 @OVERRIDES
 @click.option("--no-stats", is_flag=True, help="Skip the token-length check (it loads the tokenizer: a few seconds).")
 @click.option("--stats-rows", type=click.IntRange(min=1), default=2000, show_default=True, help="Rows per dataset for the length check.")
+@click.option("--gpu", "for_gpu", is_flag=True, help="Check it for a GPU machine: on one without CUDA, what the recipe needs a GPU "
+                                                     "for (bf16, QLoRA, DeepSpeed ...) is not an error here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-def check(recipe, overrides, no_stats, stats_rows, as_json):
+def check(recipe, overrides, no_stats, stats_rows, for_gpu, as_json):
     """Check a recipe with LLaMA-Factory's own parser and the kit's rules (no model load).
 
     Exit status 1 when a check fails. Run it from the folder you will train from: dataset_dir and
-    output_dir are relative to it, as for llamafactory-cli.
+    output_dir are relative to it, as for llamafactory-cli. On a machine without a CUDA GPU, a
+    recipe that needs one is an error (its fix: the overrides that run it on the CPU); --gpu checks
+    it for a GPU machine instead.
 
     \b
     Examples:
       qfk recipe check sft.yaml
       qfk recipe check sft.yaml cutoff_len=4096 --json
+      qfk recipe check sft.yaml --gpu          # on a laptop, for the GPU machine
     """
     from ..findings import failures, print_findings
-    from ..recipe.check import check_recipe
+    from ..recipe.check import Machine, check_recipe
 
-    findings = check_recipe(recipe, list(overrides), stats=not no_stats, stats_rows=stats_rows)
+    findings = check_recipe(recipe, list(overrides), stats=not no_stats, stats_rows=stats_rows,
+                            machine=Machine.here(for_gpu=for_gpu))
     failed = len(failures(findings))
     if as_json:
         emit_json({"recipe": recipe, "ok": not failed, "findings": [f.as_dict() for f in findings]})

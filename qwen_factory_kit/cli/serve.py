@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import console, emit_json
+from .common import Waiting, console, emit_json
 
 
 @click.command("merge")
@@ -43,7 +43,8 @@ def merge(run_dir, out, force, as_json):
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     click.echo(f"merging {plan.recipe.args['adapter_name_or_path']} into {plan.recipe.args['model_name_or_path']} "
                f"(template {plan.recipe.info['template']}, {mode}) -> {plan.out}", err=True)
-    result = run_merge(plan)
+    with Waiting(console(stderr=True), "llamafactory-cli export") as wait:
+        result = run_merge(plan, on_stage=wait.stage)
     if as_json:
         emit_json(result.as_dict())
         return 0
@@ -74,15 +75,17 @@ def merged_lines(result) -> list[str]:
 @click.option("--think/--no-think", default=None, help="Thinking mode (default: the mode the model was trained in).")
 @click.option("-m", "--message", help="Answer this one message and exit.")
 @click.option("--hide-think", is_flag=True, help="Do not show the reasoning.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Longest reply (default: 4096 thinking, 1024 not).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1),
+              help="Longest reply (default: 1.5x the longest response of the run's training rows; "
+                   "else 4096 thinking, 1024 not).")
 @click.option("--system", help="A system prompt.")
 @click.option("--json", "as_json", is_flag=True, help="With -m: print {think, answer} as JSON.")
 def chat(model, think, message, hide_think, max_new_tokens, system, as_json):
     """Chat with a model as it was trained: merged folder, run folder or Qwen3 model.
 
     MODEL is a folder from qfk merge (its qfk_serving.json), a qfk train output_dir (its
-    qfk_run.json: base model + adapter, or the model of a full fine-tune) or a plain Qwen3 model
-    folder or name. It is loaded in this process through LLaMA-Factory's ChatModel with the
+    qfk_run.json: base model + adapter, or the model of a full fine-tune), a plain Qwen3 model
+    folder or name, or qfk-tiny (the kit's tiny Qwen3, built on first use). It is loaded in this process through LLaMA-Factory's ChatModel with the
     training template and thinking mode, and Qwen3's recommended sampling for that mode.
 
     The reasoning streams dimmed on stderr, the answer on stdout. A line ending with a backslash
@@ -95,6 +98,7 @@ def chat(model, think, message, hide_think, max_new_tokens, system, as_json):
       qfk chat saves/qwen3-4b/lora/medical_r1 --no-think
       qfk chat models/medical-4b -m "What causes anaemia?" --hide-think
       qfk chat models/medical-4b -m "hi" --json
+      qfk chat qfk-tiny -m "hi" --max-new-tokens 16
     """
     from ..errors import QfkError
     from ..post.chat import ChatSession
@@ -102,9 +106,15 @@ def chat(model, think, message, hide_think, max_new_tokens, system, as_json):
 
     if as_json and message is None:
         raise QfkError("--json needs -m MESSAGE", 'qfk chat MODEL -m "hello" --json')
+    from ..post.chat import think_mode
+    from ..post.served import reply_budget
+
     served = resolve_served(model)
-    click.echo(f"loading {served.describe()} ...", err=True)
-    session = ChatSession(served, think=think, max_new_tokens=max_new_tokens, system=system)
+    budget = reply_budget(served, think_mode(served, think), max_new_tokens)
+    with Waiting(console(stderr=True), f"loading {served.describe()}"):
+        session = ChatSession(served, think=think, max_new_tokens=budget.max_new_tokens, system=system)
+    if not as_json:
+        click.echo(f"replies: {budget.describe()}", err=True)
     if message is not None:
         reply = _answer(session, message, hide_think=hide_think or as_json, quiet=as_json)
         if as_json:
@@ -166,7 +176,8 @@ def _interactive(session, hide_think: bool) -> int:
 @click.option("--instruction-template", help="The converter's --instruction-template (default: the training data's, "
                                              "else 'Translate {src_tag} to {tgt_tag}.').")
 @click.option("--system", help="The converter's --system prompt (default: the training data's, else the converter's).")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Longest translation (default 1024).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1),
+              help="Longest translation (default: 1.5x the longest target of the run's training rows, else 1024).")
 def translate(model, text, src, tgt, instruction_template, system, max_new_tokens):
     """Translate TEXT (or each line of stdin) with the prompt the model was trained on.
 
@@ -185,10 +196,14 @@ def translate(model, text, src, tgt, instruction_template, system, max_new_token
     from ..post.served import resolve_served
     from ..post.translate import Translator, prompt_options
 
+    from ..post.served import reply_budget
+
     served = resolve_served(model)
-    click.echo(f"loading {served.describe()} ...", err=True)
-    translator = Translator(served, src, tgt, options=prompt_options(served, instruction_template, system),
-                            max_new_tokens=max_new_tokens)
+    budget = reply_budget(served, False, max_new_tokens)
+    with Waiting(console(stderr=True), f"loading {served.describe()}"):
+        translator = Translator(served, src, tgt, options=prompt_options(served, instruction_template, system),
+                                max_new_tokens=budget.max_new_tokens)
+    click.echo(f"translations: {budget.describe()}", err=True)
     if text is not None:
         click.echo(translator.translate(text))
         return 0

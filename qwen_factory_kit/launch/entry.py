@@ -32,12 +32,14 @@ def main(argv: list[str]) -> int:
 
     from llamafactory.train.tuner import run_exp
 
+    from ..lfbridge import fast_tokenizer_fingerprint
     from ..post.training import summarize
     from . import plugin
-    from .callbacks import QfkCallback, StopRequest, emit
+    from .callbacks import PredictMeter, QfkCallback, StopRequest, emit
     from .record import RunRecord, is_rank_zero
 
     plugin.register()
+    fast_tokenizer_fingerprint()
     stop = StopRequest()
 
     def on_sigint(signum, frame):  # first Ctrl-C: finish the step, save, stop; second: abort
@@ -49,7 +51,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, on_sigint)
     record = RunRecord(recipe, overrides, args, [sys.argv[0], *argv] if sys.argv else argv)
     record.start()
-    callback = QfkCallback(record, stop)
+    meter = PredictMeter().install() if _predicts(args) else None
+    callback = QfkCallback(record, stop, meter)
     try:
         run_exp(dict(args), callbacks=[callback])
     except KeyboardInterrupt:
@@ -61,6 +64,9 @@ def main(argv: list[str]) -> int:
         if is_rank_zero():
             emit({"event": "failed", "error": f"{type(exc).__name__}: {exc}"})
         return 1
+    finally:
+        if meter is not None:
+            meter.uninstall()
 
     if callback.nonfinite_at is not None:
         status = "failed"
@@ -79,3 +85,8 @@ def main(argv: list[str]) -> int:
         print(f"[qfk] the loss became nan/inf at step {callback.nonfinite_at}: the run failed", file=sys.stderr)
         return 1
     return 130 if status == "stopped" else 0
+
+
+def _predicts(args: dict) -> bool:
+    """A predict run (generation over the eval dataset): its progress is counted."""
+    return str(args.get("do_predict")).lower() == "true" and str(args.get("predict_with_generate")).lower() == "true"

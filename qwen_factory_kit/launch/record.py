@@ -2,7 +2,8 @@
 
 Written by rank 0 only: at the start (recipe and its sha256, overrides, resolved arguments, the
 datasets' registry entries and qfk manifests with their file hashes, package versions, git state
-of the working folder, host, the environment variables of :data:`RECORDED_ENV`), when training
+of the working folder, host, the environment variables of :data:`RECORDED_ENV`, and as
+``cpu_overrides`` the overrides ``qfk train --cpu`` put before the user's), when training
 begins (steps, world size, resumed checkpoint) and at the end (status, metrics, files, timings).
 
 No secret is written: of the environment only the variables named in :data:`RECORDED_ENV` are
@@ -44,6 +45,17 @@ RECORDED_ENV = (
 def recorded_environment(environ: dict) -> dict:
     """The variables of :data:`RECORDED_ENV` set in ``environ``, never one named like a secret."""
     return {k: environ[k] for k in RECORDED_ENV if k in environ and not SECRET_ENV.search(k)}
+
+
+def cpu_overrides(environ: dict) -> dict | None:
+    """What ``qfk train --cpu`` applied (:data:`..recipe.cpu.CPU_ENV`), None for a run without ``--cpu``."""
+    from ..recipe.cpu import CPU_ENV
+
+    try:
+        value = json.loads(environ[CPU_ENV])
+    except (KeyError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def is_rank_zero() -> bool:
@@ -88,13 +100,13 @@ def git_state(folder: str | os.PathLike = ".") -> dict | None:
 
 def datasets_used(args: dict) -> dict:
     """Registry entry and qfk manifest (sources, options, output hashes) of every dataset named."""
-    from ..recipe.document import recipe_datasets
+    from ..recipe.document import recipe_data_dir, recipe_datasets
     from ..registry import Registry, manifest_for
 
     names = recipe_datasets(args)
     if not names:
         return {}
-    reg = Registry.at(args.get("dataset_dir") or "data")
+    reg = Registry.at(recipe_data_dir(args))
     try:
         info = reg.read()
     except Exception as exc:  # the run itself reports a broken registry
@@ -128,6 +140,9 @@ class RunRecord:
             "world_size": int(os.environ.get("WORLD_SIZE", "1")),
             "environment": recorded_environment(dict(os.environ)),
         }
+        cpu = cpu_overrides(dict(os.environ))
+        if cpu is not None:
+            self.data["cpu_overrides"] = cpu  # qfk train --cpu: the overrides it put before the user's
         if recipe:
             from ..io.atomic import sha256_file
 

@@ -32,6 +32,8 @@ from .callbacks import EVENT_PREFIX
 from .torchrun import Launch, compose
 
 LOG_NAME = "qfk_train.log"
+#: seconds between two plain progress lines when the output is not a terminal
+PLAIN_EVERY = 5.0
 
 
 @dataclass
@@ -45,6 +47,7 @@ class TrainResult:
     summary: dict = field(default_factory=dict)
     events: int = 0
     last_step: int = 0
+    predicted: dict = field(default_factory=dict)  # the last prediction progress event (rows, new_tokens, elapsed_s)
     error: str | None = None
     tail: list[str] = field(default_factory=list)  # the child's last output lines (not in as_dict)
 
@@ -55,14 +58,16 @@ class TrainResult:
 
 
 class _Progress:
-    """A rich bar on a terminal, plain lines otherwise."""
+    """A rich bar on a terminal, plain lines otherwise: training steps, or predicted rows."""
 
-    def __init__(self, console, live: bool):
+    def __init__(self, console, live: bool, label: str | None = None):
         self.console = console
         self.live = live
+        self.label = label or "predicting"
         self.bar = None
         self.task = None
         self.loss = None
+        self.last_line = 0.0
 
     def begin(self, total: int, step: int) -> None:
         if self.live:
@@ -75,7 +80,24 @@ class _Progress:
         else:
             self.console.print(f"training: {total} steps" + (f", resuming at step {step}" if step else ""))
 
+    def begin_predict(self, total: int | None) -> None:
+        """The prediction bar at 0 rows (the model is loading), or a first plain line."""
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
+                                console=self.console)
+            self.bar.start()
+            self.task = self.bar.add_task("predict", total=total or None, completed=0, rate="loading the model", eta="-")
+        else:
+            self.console.print(f"{self.label}: 0/{total or '?'} rows (loading the model)", soft_wrap=True)
+            self.last_line = time.time()
+
     def update(self, ev: dict) -> None:
+        if ev.get("event") == "predict":
+            self._predict(ev)
+            return
         if "loss" in ev and isinstance(ev["loss"], (int, float)):
             self.loss = ev["loss"]
         if self.bar is not None:
@@ -84,6 +106,20 @@ class _Progress:
         elif ev.get("event") == "log" and "loss" in ev:
             eta = ev.get("eta_s")
             self.console.print(f"step {ev['step']}/{ev['total']}  loss {ev['loss']:.4f}" + (f"  eta {int(eta)}s" if eta is not None else ""))
+
+    def _predict(self, ev: dict) -> None:
+        from .callbacks import clock, predict_eta, predict_line
+
+        if self.bar is None and self.live:
+            self.begin_predict(ev.get("total"))
+        if self.bar is not None:
+            elapsed, eta = ev.get("elapsed_s") or 0.0, predict_eta(ev)
+            self.bar.update(self.task, completed=ev.get("rows", 0), total=ev.get("total") or None,
+                            rate=f"{ev.get('new_tokens', 0) / elapsed:.0f} tok/s" if elapsed > 0 else "",
+                            eta=clock(eta) if eta is not None else "-")
+        elif time.time() - self.last_line >= PLAIN_EVERY or ev.get("rows") == ev.get("total"):
+            self.last_line = time.time()
+            self.console.print(predict_line(self.label, ev), soft_wrap=True)
 
     def stop(self) -> None:
         if self.bar is not None:
@@ -105,6 +141,7 @@ class TrainPlan:
     data_dir: str = "data"
     registered: list[str] = field(default_factory=list)  # the *__nN mix entries registered in data_dir
     findings: list[Finding] = field(default_factory=list)  # the warnings and failures worth showing
+    cpu: dict = field(default_factory=dict)  # the overrides --cpu applied (before the user's), {} without --cpu
 
 
 class TrainingRefused(QfkError):
@@ -116,23 +153,27 @@ class TrainingRefused(QfkError):
 
 
 def prepare_training(recipe: str, overrides: list[str] | tuple[str, ...] = (), *, nproc: int | None = None,
-                     check: bool = True) -> TrainPlan:
+                     check: bool = True, cpu: bool = False, cuda: bool | None = None) -> TrainPlan:
     """Everything ``qfk train`` does before it starts a process, in order:
 
     1. load the recipe with its overrides; refuse a merge (export) recipe;
-    2. LLaMA-Factory's own argument parsing and the value types, before anything is written
+    2. the device (:func:`fit_device`): ``cpu`` puts the overrides that run the recipe on a CPU
+       before the user's; a recipe that would stop on this machine (no CUDA: ``cuda``, by default
+       whether a GPU is visible) is refused, naming those overrides;
+    3. LLaMA-Factory's own argument parsing and the value types, before anything is written
        (an unknown key stops here, with the LLaMA-Factory argument it is closest to);
-    3. register the ``NAME__nN`` mix entries the recipe names;
-    4. the kit's quick checks (datasets, template, think mode, output_dir, machine; no length stats);
-    5. compose the launch command (one process or torchrun).
+    4. register the ``NAME__nN`` mix entries the recipe names;
+    5. the kit's quick checks (datasets, template, think mode, output_dir, machine; no length stats);
+    6. compose the launch command (one process or torchrun; one process on the CPU with ``cpu``).
 
-    ``check=False`` skips 2 and 4. Raises :class:`TrainingRefused` when a check fails."""
+    ``check=False`` skips the refusal of 2, and 3 and 5. Raises :class:`TrainingRefused` when a check fails."""
     from ..recipe.mix import register_mix_entries
     from ..recipe.check import check_llamafactory, check_recipe
     from ..recipe.document import load_recipe
 
     plan = TrainPlan(str(recipe), list(overrides), load_recipe(recipe, overrides))
     _refuse_export(plan)
+    fit_device(plan, cpu=cpu, cuda=cuda, refuse=check)
     if check:
         plan.findings += _worth_showing(check_llamafactory(_as_parsed_at_launch(plan.args)))
         _stop_on_failure(plan)
@@ -140,8 +181,34 @@ def prepare_training(recipe: str, overrides: list[str] | tuple[str, ...] = (), *
     if check:
         plan.findings += _worth_showing(check_recipe(plan.args, parse=False, types=False, stats=False))
         _stop_on_failure(plan)
-    plan.launch = compose(plan.recipe, plan.overrides, nproc=nproc, args=plan.args)
+    plan.launch = compose(plan.recipe, plan.overrides, nproc=nproc, args=plan.args, devices=0 if cpu else None)
+    if cpu:
+        from ..recipe.cpu import CPU_ENV
+
+        plan.launch.env[CPU_ENV] = json.dumps(plan.cpu)  # the run record keeps what --cpu applied
     return plan
+
+
+def fit_device(plan: TrainPlan, *, cpu: bool, cuda: bool | None = None, refuse: bool = True) -> None:
+    """``--cpu``: the overrides that run the recipe on a CPU (:func:`..recipe.cpu.cpu_plan`) go before
+    the user's, who may still set any key. Then, where the run is on a CPU, a recipe that would stop
+    there is refused (``refuse``) with the overrides that fix it and the ``--cpu`` command."""
+    from ..recipe.cpu import cpu_plan, refusal
+    from ..recipe.document import load_recipe, parse_overrides, scalar
+    from .torchrun import device_count
+
+    cuda = device_count() > 0 if cuda is None else cuda
+    typed = list(plan.overrides)
+    if cpu:
+        given = parse_overrides(typed)  # the user's keys are theirs: --cpu adds the others
+        plan.cpu = {k: v for k, v in cpu_plan(plan.args, cuda).overrides.items() if k not in given}
+        plan.overrides = [*(f"{k}={scalar(v)}" for k, v in plan.cpu.items()), *typed]
+        plan.args = load_recipe(plan.recipe, plan.overrides)
+    fit = cpu_plan(plan.args, cuda and not cpu)
+    if refuse and fit.refused:
+        import shlex
+
+        raise refusal(fit, plan.recipe, shlex.join(["qfk", "train", plan.recipe, *redact_assignments(typed)]))
 
 
 def _refuse_export(plan: TrainPlan) -> None:
@@ -215,9 +282,13 @@ def _ensure_shipped_files(args: dict) -> None:
 
 
 def run_training(recipe: str, overrides: list[str], *, nproc: int | None = None, console=None, verbose: bool = False,
-                 live: bool | None = None, launch: Launch | None = None) -> TrainResult:
+                 live: bool | None = None, launch: Launch | None = None, label: str | None = None,
+                 predict_rows: int | None = None) -> TrainResult:
     """Start the training process, follow its events into a progress display and its output into
-    OUTPUT_DIR/qfk_train.log, and return how it ended (Ctrl-C: stop file, then SIGTERM, SIGKILL)."""
+    OUTPUT_DIR/qfk_train.log, and return how it ended (Ctrl-C: stop file, then SIGTERM, SIGKILL).
+
+    A predict run shows ``label`` ('predicting NAME (tuned)') with rows done of ``predict_rows``
+    from the start (while the model loads), then rows, new tokens/s and the ETA."""
     from ..recipe.document import load_recipe
 
     args = load_recipe(recipe, overrides)
@@ -227,7 +298,7 @@ def run_training(recipe: str, overrides: list[str], *, nproc: int | None = None,
     out.mkdir(parents=True, exist_ok=True)
     if console is None:
         console = _stderr_console()
-    progress = _Progress(console, (console.is_terminal and not verbose) if live is None else live)
+    progress = _Progress(console, (console.is_terminal and not verbose) if live is None else live, label)
     shown = replace(launch, argv=redact_assignments(launch.argv))  # what the log and the result show: no token
     result = TrainResult(1, str(out), str(out / LOG_NAME), shown.argv, dict(launch.env))
     stop_file = Path(tempfile.gettempdir()) / f"qfk-stop-{os.getpid()}-{int(time.time() * 1000)}"
@@ -235,6 +306,8 @@ def run_training(recipe: str, overrides: list[str], *, nproc: int | None = None,
                             env=training_environ(launch, stop_file), start_new_session=True, encoding="utf-8",
                             errors="replace")
     previous = signal.signal(signal.SIGINT, _Interrupts(proc, stop_file, progress, console))
+    if predict_rows is not None:
+        progress.begin_predict(predict_rows)
     tail: deque[str] = deque(maxlen=40)
     try:
         with open(out / LOG_NAME, "a", encoding="utf-8") as log:
@@ -267,9 +340,9 @@ def _output_dir(recipe: str, args: dict) -> Path:
 
 
 def _stderr_console():
-    from rich.console import Console
+    from ..console import console
 
-    return Console(stderr=True, highlight=False)
+    return console(stderr=True)
 
 
 class _Interrupts:
@@ -323,6 +396,9 @@ def _on_event(ev: dict, result: TrainResult, progress: _Progress) -> None:
         progress.begin(ev.get("total", 0), ev.get("step", 0))
     elif kind in ("step", "log"):
         result.last_step = max(result.last_step, ev.get("step", 0))
+        progress.update(ev)
+    elif kind == "predict":
+        result.predicted = ev
         progress.update(ev)
     elif kind == "end":
         result.status, result.summary = ev.get("status", "unknown"), ev.get("summary", {})

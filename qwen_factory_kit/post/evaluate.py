@@ -8,7 +8,8 @@ The steps (:func:`evaluate`):
 2. :func:`write_recipes`: predict recipes made by the kit's recipe builder (the run's arguments are
    written to ``OUT/source.yaml`` and given to it as the training recipe), one per model;
    deterministic decoding unless ``sample`` (thinking mode always samples: Qwen3 must never decode
-   greedily there); CPU keys when no GPU is visible;
+   greedily there); on a CPU (no GPU visible, or ``--cpu``) the CPU keys of :mod:`..recipe.cpu`,
+   and a run whose recipe would stop on this machine is refused before anything is written, unless ``--cpu``;
 3. :func:`run_predictions`: each recipe through the kit's entry module, as ``qfk train`` runs it;
 4. :func:`score_model`: LLaMA-Factory's predictions joined with the dataset rows (full references)
    and scored with :func:`.metrics.score_rows` (answers only; think compliance apart);
@@ -39,8 +40,6 @@ METRICS_FILE, PREDICTIONS_FILE = "metrics.json", "predictions.jsonl"
 ROW_KEY = {"translation": "chrf", "qa": "rouge_l"}
 #: how many regressed rows the report shows
 REGRESSIONS = 5
-#: keys a predict recipe gets when no GPU is visible (as the demo's CPU run)
-CPU_KEYS = {"use_cpu": True, "bf16": False, "preprocessing_num_workers": 1}
 LF_NOTE = ("LLaMA-Factory's own predict metrics (character-level sentence BLEU-4 and ROUGE averaged over rows, "
            "on the whole prediction with its think block): not comparable with the kit's sacreBLEU scores")
 
@@ -84,6 +83,7 @@ class EvalRequest:
     enable_thinking: Any = "unset"    # a MODEL's enable_thinking (True/False/None), "unset" for the default
     overrides: dict = field(default_factory=dict)
     command: str = ""                 # the qfk eval command line, for the recipes' "Made by"
+    cpu: bool = False                 # --cpu: predict on the CPU, with the overrides that make the run's recipe run there
 
 
 @dataclass
@@ -98,10 +98,27 @@ class ModelRun:
     result: EvalResult | None = None
     rows: list[dict] = field(default_factory=list)  # joined prediction rows, in prediction order
     llamafactory: dict = field(default_factory=dict)
+    progress: dict = field(default_factory=dict)  # the last prediction event: rows, new_tokens, elapsed_s
 
     @property
     def output_dir(self) -> Path:
         return Path(self.args["output_dir"])
+
+
+@dataclass
+class PredictPlan:
+    """How much generation an evaluation asks for, decided before anything runs."""
+
+    budget: Any                 # .budget.Budget: max_new_tokens and where it came from
+    rows: int                   # rows each model predicts
+    batch: int                  # per_device_eval_batch_size
+    models: int                 # 1, or 2 with --base
+
+    def describe(self) -> str:
+        from .budget import describe_worst_case
+
+        return (f"{self.rows} row{'s' if self.rows != 1 else ''} a model, batch {self.batch}; {self.budget.describe()}; "
+                f"{describe_worst_case(self.budget, self.rows, self.models)}")
 
 
 @dataclass
@@ -112,6 +129,7 @@ class EvalOutcome:
     files: dict[str, str]
     warnings: list[str] = field(default_factory=list)
     leaks: list | None = None  # the leak check's findings; None when not checked (a model, not a run)
+    plan: PredictPlan | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,17 +271,24 @@ def check_dataset(name: str, data_dir: Path) -> None:
     require_registered(RecipeRequest(method="predict", datasets=[name]), data_dir)  # errors name --dataset
 
 
-def recipe_overrides(req: EvalRequest, *, gpus: int | None = None) -> dict:
-    """Keys every predict recipe of this evaluation gets on top of the builder's."""
+def recipe_overrides(req: EvalRequest, source: dict | None = None, *, gpus: int | None = None) -> dict:
+    """Keys every predict recipe of this evaluation gets on top of the builder's: on a CPU (no GPU
+    visible, or ``--cpu``) the CPU keys (:func:`..recipe.cpu.cpu_plan` of the run's recipe ``source``
+    and the overrides); without ``--cpu``, a recipe that would stop on this machine is refused."""
     from ..launch.torchrun import device_count
+    from ..recipe.cpu import cpu_plan, refusal
 
     for key in ("model_name_or_path", "adapter_name_or_path", "output_dir", "eval_dataset"):
         if key in req.overrides:
             raise QfkError(f"{key} cannot be overridden in qfk eval",
                            "name the model as RUN_DIR_OR_MODEL (and --base), the data with --dataset, the folder with -o")
     out: dict = {}
-    if (device_count() if gpus is None else gpus) == 0:
-        out.update(CPU_KEYS)
+    cuda = (device_count() if gpus is None else gpus) > 0
+    fit = cpu_plan({**(source or {}), **req.overrides}, cuda, written=True)
+    if fit.refused and not req.cpu:
+        raise refusal(fit, f"evaluating {req.target}", req.command or f"qfk eval {req.target} --dataset {req.dataset}")
+    if req.cpu or not cuda:
+        out.update(fit.overrides)
     if req.max_samples is not None:
         out["max_samples"] = req.max_samples
     if req.max_new_tokens is not None:
@@ -313,18 +338,46 @@ def _write_recipe(label: str, model: str, adapter: str, target: EvalTarget, req:
     return ModelRun(label, path, recipe.args, recipe.info, recipe.header)
 
 
+def plan_predictions(req: EvalRequest, args: dict, dataset: Path, entry: dict, overrides: dict, models: int,
+                     *, gpus: int | None = None) -> PredictPlan:
+    """max_new_tokens from the eval rows' references (unless given) and the eval batch for this
+    machine (unless given); both are added to ``overrides``."""
+    from ..launch.torchrun import device_count
+    from ..recipe import presets
+    from .budget import Budget, eval_batch, eval_budget
+
+    thinking = expected_thinking(args)
+    given = overrides.get("max_new_tokens")
+    budget, rows = eval_budget(dataset, entry, thinking, max_samples=req.max_samples)
+    if given is not None:
+        how = "--max-new-tokens" if req.max_new_tokens is not None else "max_new_tokens=..."
+        budget = Budget(int(given), presets.max_new_tokens(thinking), None, budget.rows, how)
+    overrides["max_new_tokens"] = budget.max_new_tokens
+    batch = overrides.get("per_device_eval_batch_size")
+    if batch is None:
+        prompt = int(args.get("cutoff_len") or 2048)
+        batch = eval_batch(str(args.get("model_name_or_path")), rows, prompt + budget.max_new_tokens,
+                           gpus=device_count() if gpus is None else gpus)
+        overrides["per_device_eval_batch_size"] = batch
+    return PredictPlan(budget, rows, int(batch), models)
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. prediction
 # ---------------------------------------------------------------------------------------------
-def run_predictions(runs: list[ModelRun], *, console=None, verbose: bool = False, on_start=None) -> None:
+def run_predictions(runs: list[ModelRun], *, console=None, verbose: bool = False, on_start=None,
+                    dataset: str = "", rows: int | None = None) -> None:
     """Each recipe through the kit's entry module (``python -m qwen_factory_kit.launch``), as
-    ``qfk train`` runs it; a failed run raises :class:`EvalFailed`."""
+    ``qfk train`` runs it, with a progress display (rows of ``rows``, tok/s, ETA); a failed run
+    raises :class:`EvalFailed`."""
     from ..launch.runner import run_training
 
     for run in runs:
         if on_start:
             on_start(run)
-        result = run_training(str(run.recipe_path), [], nproc=1, console=console, verbose=verbose, live=False)
+        result = run_training(str(run.recipe_path), [], nproc=1, console=console, verbose=verbose,
+                              label=f"predicting {dataset or 'rows'} ({run.label})", predict_rows=rows)
+        run.progress = dict(result.predicted)
         if result.returncode != 0:
             tail = "\n    ".join(result.tail[-8:])
             raise EvalFailed(f"predicting with the {run.label} model failed: {result.error}" + (f"\n    {tail}" if tail else ""),
@@ -431,21 +484,31 @@ def _model_row(row: dict, scored: dict, kind: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 # 6. outputs
 # ---------------------------------------------------------------------------------------------
-def decoding(run: ModelRun, asked_sample: bool) -> dict:
-    """How the predictions were generated, and why, in qfk eval's words."""
+def decoding(run: ModelRun, asked_sample: bool, budget: Any = None) -> dict:
+    """How the predictions were generated, and why, in qfk eval's words (the reason depends on the
+    think mode: thinking and mixed modes sample, since Qwen3 must never decode greedily when it thinks)."""
     from ..recipe import presets
 
     keys = ("do_sample", "temperature", "top_p", "top_k", "max_new_tokens")
     sampled = bool(run.args.get("do_sample", True))
+    thinking = expected_thinking(run.args)
     if not sampled:
         note = ("deterministic (do_sample false): qfk eval's default, so the scores are reproducible "
                 "(--sample for Qwen3's sampling)")
     elif asked_sample:
         note = f"{presets.QWEN_SAMPLING} (--sample): scores vary a little from run to run"
+    elif thinking is None:
+        note = (f"{presets.QWEN_SAMPLING} for thinking mode (enable_thinking null: the model may think on any row, "
+                "and Qwen3 must never decode greedily when it thinks): scores vary a little from run to run")
     else:
-        note = (f"{presets.QWEN_SAMPLING} for thinking mode, although qfk eval decodes deterministically by default: "
-                "Qwen3 must never decode greedily in thinking mode (it repeats itself), so scores vary a little from run to run")
-    return {"kind": "sample" if sampled else "deterministic", "note": note, **{k: run.args[k] for k in keys if k in run.args}}
+        note = (f"{presets.QWEN_SAMPLING} for thinking mode (Qwen3 must never decode greedily when it thinks: "
+                "it repeats itself): scores vary a little from run to run")
+    out = {"kind": "sample" if sampled else "deterministic", "note": note, **{k: run.args[k] for k in keys if k in run.args}}
+    if budget is not None:
+        out["budget"] = budget.as_dict()
+        out["budget_note"] = budget.describe()
+    out["per_device_eval_batch_size"] = run.args.get("per_device_eval_batch_size")
+    return out
 
 
 def decoding_warnings(runs: list[ModelRun], asked_sample: bool) -> list[str]:
@@ -466,7 +529,8 @@ def signatures(result: EvalResult) -> dict:
     return {"rouge_l": result.overall["rouge_l_tokenizer"], "exact_match": result.overall["exact_match_normalisation"]}
 
 
-def build_metrics(target: EvalTarget, req: EvalRequest, runs: list[ModelRun], rows: list[dict], leaks: list | None) -> dict:
+def build_metrics(target: EvalTarget, req: EvalRequest, runs: list[ModelRun], rows: list[dict], leaks: list | None,
+                  plan: PredictPlan | None = None) -> dict:
     """``metrics.json``: the kit's metrics per model, deltas, signatures, decoding and
     LLaMA-Factory's own metrics under their own names."""
     from .. import __version__
@@ -479,7 +543,8 @@ def build_metrics(target: EvalTarget, req: EvalRequest, runs: list[ModelRun], ro
                    "trained_on": training_datasets(target)},
         "leaks": [f.as_dict() for f in leaks] if leaks is not None else None,
         "models": {r.label: _model_info(r) for r in runs},
-        "decoding": decoding(runs[0], req.sample),
+        "decoding": decoding(runs[0], req.sample, plan.budget if plan else None),
+        "speed": {r.label: speed(r) for r in runs},
         "signatures": signatures(tuned),
     }
     for r in runs:
@@ -487,8 +552,33 @@ def build_metrics(target: EvalTarget, req: EvalRequest, runs: list[ModelRun], ro
     if len(runs) > 1:
         metrics["delta"] = compare(metrics["tuned"], metrics["base"], tuned.kind)
         metrics["regressions"] = regressions(rows, ROW_KEY[tuned.kind])
+        metrics["identical"] = identical_predictions(rows, runs[1].label)
     metrics["llamafactory"] = {"note": LF_NOTE, **{r.label: r.llamafactory for r in runs}}
     return metrics
+
+
+def speed(run: ModelRun) -> dict:
+    """Rows, new tokens and seconds of a model's prediction (from its progress events)."""
+    p = run.progress
+    elapsed = p.get("elapsed_s") or 0.0
+    return {"rows": p.get("rows"), "new_tokens": p.get("new_tokens"), "seconds": elapsed,
+            "tokens_per_s": round(p["new_tokens"] / elapsed, 1) if elapsed and p.get("new_tokens") is not None else None}
+
+
+#: why tuned and base can predict the same text on every row, and what to do about it
+IDENTICAL_NOTE = ("the adapter did not change what the model generates on these rows: typically too few steps or "
+                  "too low a learning rate for the change to reach the argmax (see the loss plot), or an adapter "
+                  "that was not loaded; train longer (num_train_epochs, max_steps) or with a higher learning_rate")
+
+
+def identical_predictions(rows: list[dict], other: str = "base") -> dict:
+    """How many rows the tuned model predicts exactly as ``other`` does, with the explanation
+    when it is every row."""
+    same = [r["dataset_index"] for r in rows if other in r and r["tuned"]["prediction"] == r[other]["prediction"]]
+    out = {"rows": len(same), "of": len(rows), "dataset_rows": same[:20]}
+    if rows and len(same) == len(rows):
+        out["note"] = f"tuned and {other} predictions are identical on every row: {IDENTICAL_NOTE}"
+    return out
 
 
 def _model_info(run: ModelRun) -> dict:
@@ -507,28 +597,35 @@ def write_outputs(out: Path, metrics: dict, rows: list[dict]) -> dict[str, str]:
     return {"metrics": str(out / METRICS_FILE), "predictions": str(out / PREDICTIONS_FILE)}
 
 
-def evaluate(req: EvalRequest, *, console=None, verbose: bool = False, on_start=None, on_leaks=None) -> EvalOutcome:
-    """The whole evaluation (module docstring): resolve, write recipes, predict, score, compare, report."""
+def evaluate(req: EvalRequest, *, console=None, verbose: bool = False, on_start=None, on_leaks=None,
+             on_plan=None) -> EvalOutcome:
+    """The whole evaluation (module docstring): resolve, write recipes, bound the decoding, predict,
+    score, compare, report."""
     from .report import write_report
 
     target = resolve_target(req.target, data_dir=req.data_dir, template=req.template, enable_thinking=req.enable_thinking)
     check_dataset(req.dataset, target.data_dir)
     base_model(target, req.base)  # a bad --base stops here, before anything is written
+    dataset, entry = dataset_rows(req.dataset, target.data_dir)
     leaks = leak_findings(target, req.dataset)
     if leaks and on_leaks:
         on_leaks(leaks)
-    overrides = recipe_overrides(req)
+    overrides = recipe_overrides(req, target.source)
     out = Path(req.out) if req.out else default_out(target, req.dataset)
     out.mkdir(parents=True, exist_ok=True)
-    runs = write_recipes(target, req, out, write_source(target, out), overrides)
+    source = write_source(target, out)
+    runs = write_recipes(target, req, out, source, overrides)
+    plan = plan_predictions(req, runs[0].args, dataset, entry, overrides, len(runs), gpus=0 if req.cpu else None)
+    runs = write_recipes(target, req, out, source, overrides)  # again, with the bounded decoding
+    if on_plan:
+        on_plan(plan)
     warnings = decoding_warnings(runs, req.sample)
-    run_predictions(runs, console=console, verbose=verbose, on_start=on_start)
-    dataset, entry = dataset_rows(req.dataset, target.data_dir)
+    run_predictions(runs, console=console, verbose=verbose, on_start=on_start, dataset=req.dataset, rows=plan.rows)
     score_model(runs[0], dataset, entry)
     for run in runs[1:]:
         score_model(run, dataset, entry, kind=runs[0].result.kind)
     rows = combined_rows(runs)
-    metrics = build_metrics(target, req, runs, rows, leaks)
+    metrics = build_metrics(target, req, runs, rows, leaks, plan)
     files = write_outputs(out, metrics, rows)
     files.update(write_report(out, metrics, rows, run_dir=target.run_dir))
-    return EvalOutcome(out, metrics, rows, files, warnings, leaks)
+    return EvalOutcome(out, metrics, rows, files, warnings, leaks, plan)

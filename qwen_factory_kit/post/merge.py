@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import QfkError
 from ..recipe import presets
@@ -53,6 +54,7 @@ class MergePlan:
     thinking: bool      # the think mode the merged model is served in
     sampling: dict      # Qwen3's recommended sampling for that mode
     warnings: list[str] = field(default_factory=list)
+    budget: Any = None  # .budget.Budget: replies measured on the run's training rows (None: not measurable)
 
 
 @dataclass
@@ -87,7 +89,10 @@ def plan_merge(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     status = run.record.get("status")
     warnings = [] if status in ("ok", None) else [
         f"the run's status is '{status}' ({run.record_path}): merging the adapter in {run.run_dir} as it is"]
-    return MergePlan(run, target, recipe, force, thinking, presets.sampling(thinking), warnings)
+    from .served import run_budget
+
+    return MergePlan(run, target, recipe, force, thinking, presets.sampling(thinking), warnings,
+                     run_budget(run.record, thinking))
 
 
 def check_out(out: Path, run_dir: Path, force: bool) -> None:
@@ -118,8 +123,9 @@ def merge_recipe(run: TrainedRun, out: Path, command: str = "") -> Recipe:
     return recipe
 
 
-def run_merge(plan: MergePlan) -> MergeResult:
-    """Export into a staging folder beside OUT, write the serving files, move it into OUT."""
+def run_merge(plan: MergePlan, *, on_stage=None) -> MergeResult:
+    """Export into a staging folder beside OUT, write the serving files, move it into OUT
+    (``on_stage`` hears the export's stages as they come)."""
     from .. import __version__
 
     stage = plan.out.parent / f".{plan.out.name}.qfk-merge-{os.getpid()}"
@@ -128,7 +134,7 @@ def run_merge(plan: MergePlan) -> MergeResult:
     stage.mkdir()
     try:
         (stage / RECIPE_NAME).write_text(plan.recipe.render(), encoding="utf-8")
-        export(stage / RECIPE_NAME, stage, failed_log=Path(f"{plan.out}.{LOG_NAME}"))
+        export(stage / RECIPE_NAME, stage, failed_log=Path(f"{plan.out}.{LOG_NAME}"), on_stage=on_stage)
         write_generation_config(stage, plan.sampling)
         modelfile = MODELFILE if (stage / MODELFILE).is_file() else None
         serving = serving_info(plan, modelfile, __version__)
@@ -141,15 +147,49 @@ def run_merge(plan: MergePlan) -> MergeResult:
     return MergeResult(plan.out, serving, plan.out / modelfile if modelfile else None, files)
 
 
-def export(recipe: Path, export_dir: Path, *, failed_log: Path) -> None:
+#: what LLaMA-Factory's export log says as it goes, and the stage it means (first match wins, in log order)
+EXPORT_STAGES = (("loading weights", "loading the base model"), ("Loaded adapter", "merging the adapter"),
+                 ("Merged", "merging the adapter"), ("Configuration saved", "saving the merged model"),
+                 ("Model weights saved", "saving the merged model"), ("tokenizer config file saved", "saving the tokenizer"))
+#: seconds between two looks at the export log
+POLL = 0.5
+
+
+def export_stage(log_text: str) -> str:
+    """The stage the export has reached, from its log so far."""
+    stage = "starting LLaMA-Factory"
+    low = log_text.lower()
+    for marker, name in EXPORT_STAGES:
+        if marker.lower() in low:
+            stage = name
+    return stage
+
+
+def export(recipe: Path, export_dir: Path, *, failed_log: Path, on_stage=None) -> None:
     """``llamafactory-cli export RECIPE export_dir=EXPORT_DIR``, its output in EXPORT_DIR/qfk_merge.log;
-    on failure the log is kept at ``failed_log`` and :class:`MergeFailed` names its last error line."""
+    ``on_stage(stage)`` hears each new stage (:func:`export_stage`) while it runs. On failure the
+    log is kept at ``failed_log`` and :class:`MergeFailed` names its last error line."""
+    import time
+
     from ..lfbridge import child_environ, export_argv
 
     log = export_dir / LOG_NAME
     with open(log, "w", encoding="utf-8") as fh:
-        code = subprocess.run(export_argv(recipe, [f"export_dir={export_dir}"]), stdout=fh, stderr=subprocess.STDOUT,
-                              env=child_environ({"PYTHONUNBUFFERED": "1"}), check=False).returncode
+        proc = subprocess.Popen(export_argv(recipe, [f"export_dir={export_dir}"]), stdout=fh, stderr=subprocess.STDOUT,
+                                env=child_environ({"PYTHONUNBUFFERED": "1"}))
+        shown = None
+        try:
+            while proc.poll() is None:
+                time.sleep(POLL)
+                if on_stage is not None:
+                    stage = export_stage(log.read_text(encoding="utf-8", errors="replace"))
+                    if stage != shown:
+                        shown = stage
+                        on_stage(stage)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            code = proc.wait()
     weights = [p for pattern in WEIGHT_PATTERNS for p in export_dir.glob(pattern)]
     if code == 0 and weights:
         return
@@ -192,6 +232,7 @@ def serving_info(plan: MergePlan, modelfile: str | None, kit_version: str) -> di
         "source_run": str(run.run_dir.resolve()),
         "source_run_status": run.record.get("status"),
         "translation_prompt": run.translation() or None,
+        "reply_budget": plan.budget.as_dict() if plan.budget is not None else None,
         "modelfile": modelfile,
         "kit_version": kit_version,
         "created": now(),

@@ -16,6 +16,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..plots import count_axis, pyplot, save
+
 REPORT_MD, REPORT_HTML, PLOTS_DIR = "report.md", "report.html", "plots"
 TRAINER_LOG = "trainer_log.jsonl"
 LABELS = {"bleu": "BLEU", "chrf": "chrF", "rouge_l": "ROUGE-L", "exact_match": "exact match %"}
@@ -109,23 +111,6 @@ def comparison_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
 # ---------------------------------------------------------------------------------------------
 # plots
 # ---------------------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path)
-    _pyplot().close(fig)
-    return path
-
-
 def _grouped_bars(ax, names: list[str], series: dict[str, list[float]]) -> None:
     width = 0.8 / max(len(series), 1)
     for j, (label, values) in enumerate(series.items()):
@@ -141,18 +126,18 @@ def _grouped_bars(ax, names: list[str], series: dict[str, list[float]]) -> None:
 
 def plot_metrics(metrics: dict, path: Path) -> Path:
     """Every corpus metric, base and tuned side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in comparison(metrics) if not r[0].startswith("think")]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows) + 2), 4), dpi=110)
     _grouped_bars(ax, [r[0] for r in rows], {m: [r[1].get(m) for r in rows] for m in models_of(metrics)})
     ax.set_ylabel("score (0-100)")
     ax.set_title(f"{metrics['dataset']}: {metrics['n']} rows", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_compliance(metrics: dict, path: Path) -> Path:
     """Share of predictions in each think class, per model."""
-    plt = _pyplot()
+    plt = pyplot()
     models = models_of(metrics)
     classes = sorted({c for m in models for c in metrics[m]["compliance"]["counts"]})
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(classes) + 2), 4), dpi=110)
@@ -161,7 +146,7 @@ def plot_compliance(metrics: dict, path: Path) -> Path:
     expected = metrics["models"]["tuned"].get("enable_thinking")
     ax.set_title(f"think format (enable_thinking {json.dumps(expected)}): "
                  + ", ".join(f"{m} {100.0 * metrics[m]['compliance']['share']:.0f}% compliant" for m in models), fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def answer_lengths(rows: list[dict]) -> dict[str, list[int]]:
@@ -175,18 +160,18 @@ def answer_lengths(rows: list[dict]) -> dict[str, list[int]]:
 
 
 def plot_lengths(rows: list[dict], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     lengths = answer_lengths(rows)
     top = max((max(v) for v in lengths.values() if v), default=1)
     bins = [top * i / 20 for i in range(21)] if top else 10
     for label, values in lengths.items():
         ax.hist(values, bins=bins, alpha=0.55, label=label, color=COLOURS.get(label))
-    ax.set_xlabel("answer length (characters, think block off)")
-    ax.set_ylabel("rows")
+    count_axis(ax.xaxis, "answer length (characters, think block off)")
+    count_axis(ax.yaxis, "rows")
     ax.legend()
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def make_plots(out: Path, metrics: dict, rows: list[dict], run_dir: Path | None = None) -> dict[str, Path]:
@@ -241,7 +226,12 @@ def _summary(metrics: dict) -> Section:
         lines.append(f"{label}: {m['model']}" + (f" + adapter {m['adapter']}" if m.get("adapter") else " (no adapter)")
                      + f"; template {m['template']}, enable_thinking {json.dumps(m['enable_thinking'])}")
     d = metrics["decoding"]
-    lines.append(f"Decoding: {d.get('note') or d.get('kind')}; max_new_tokens {d.get('max_new_tokens', '-')}.")
+    lines.append(f"Decoding: {d.get('note') or d.get('kind')}; "
+                 + (f"{d['budget_note']}." if d.get("budget_note") else f"max_new_tokens {d.get('max_new_tokens', '-')}."))
+    same = metrics.get("identical") or {}
+    if same.get("of"):
+        lines.append(f"Identical predictions: tuned = base on {same['rows']} of {same['of']} rows"
+                     + (f"; {same['note']}." if same.get("note") else "."))
     return Section(f"Evaluation of {metrics['target']['spec']}", level=1, text=lines)
 
 

@@ -113,6 +113,8 @@ class ServedModel:
     template: str
     thinking: bool               # the think mode it was trained for
     translation: dict = field(default_factory=dict)  # Moses prompt options of the training data
+    record: dict | None = None   # the run record (a run), for the training rows
+    serving: dict | None = None  # qfk_serving.json (a merged folder)
 
     @property
     def can_think(self) -> bool:
@@ -130,7 +132,8 @@ def resolve_served(spec: str) -> ServedModel:
     if (path / SERVING_NAME).is_file():
         info = _read_json(path / SERVING_NAME)
         return ServedModel("merged", spec, spec, None, str(info.get("template") or "qwen3"),
-                           bool(info.get("enable_thinking", True)), dict(info.get("translation_prompt") or {}))
+                           bool(info.get("enable_thinking", True)), dict(info.get("translation_prompt") or {}),
+                           serving=info)
     if path.is_dir() and ((path / RECORD_NAME).is_file() or (path.name.startswith("checkpoint-")
                                                               and (path.parent / RECORD_NAME).is_file())):
         return _served_run(read_run(path), spec)
@@ -138,6 +141,11 @@ def resolve_served(spec: str) -> ServedModel:
         raise QfkError(f"{path} is a LoRA adapter without a qfk run record ({RECORD_NAME}): its base model and "
                        "template are unknown", "merge it with a recipe that names them: qfk recipe new --method merge "
                        f"--from TRAIN.yaml --adapter {path} -o merge.yaml && llamafactory-cli export merge.yaml")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise QfkError(f"{path} is not a model: it holds no {SERVING_NAME} (qfk merge), no {RECORD_NAME} (qfk train) "
+                       "and no config.json (a Hugging Face model)",
+                       "give as MODEL a folder qfk merge wrote, the output_dir of a qfk train run (saves/...), a Hugging "
+                       "Face model folder, or a Qwen3 name such as Qwen3-0.6B")
     return _served_plain(spec)
 
 
@@ -149,9 +157,46 @@ def _served_run(run: TrainedRun, spec: str) -> ServedModel:
         if not (run.run_dir / "config.json").is_file():
             raise QfkError(f"{run.run_dir} holds no model (no config.json): did the {run.finetuning_type} run finish?",
                            f"see {run.record_path} (status) and qfk_train.log")
-        return ServedModel("run", spec, str(run.run_dir), None, run.template, thinking, run.translation())
+        return ServedModel("run", spec, str(run.run_dir), None, run.template, thinking, run.translation(), run.record)
     require_adapter(run)
-    return ServedModel("run", spec, run.base_model(), str(run.run_dir), run.template, thinking, run.translation())
+    return ServedModel("run", spec, run.base_model(), str(run.run_dir), run.template, thinking, run.translation(),
+                       run.record)
+
+
+def run_budget(record: dict, enable_thinking: bool | None):
+    """:func:`.budget.training_budget` of a ``qfk_run.json`` record (its datasets, its dataset_dir
+    found from the folder it ran in); None when it names no dataset with a local file."""
+    from ..recipe.document import split_names
+    from .budget import training_budget
+
+    args = record.get("args") or {}
+    names = split_names(args.get("dataset"))
+    if not names:
+        return None
+    data_dir = Path(resolve_path(str(args.get("dataset_dir") or "data"), record.get("cwd")))
+    return training_budget(names, data_dir, enable_thinking)
+
+
+def reply_budget(served: ServedModel, thinking: bool, given: int | None = None):
+    """How long a reply may be (a :class:`.budget.Budget`): ``given`` (--max-new-tokens); else
+    from the run's training rows (a run), or the budget ``qfk merge`` measured on them (a merged
+    folder) when the model is asked in the mode it was trained in; else the think mode's default."""
+    from ..recipe import presets
+    from .budget import Budget
+
+    ceiling = presets.max_new_tokens(thinking)
+    if given is not None:
+        return Budget(given, ceiling, source="--max-new-tokens")
+    if thinking == served.thinking:
+        if served.record is not None:
+            budget = run_budget(served.record, thinking)
+            if budget is not None:
+                return budget
+        saved = (served.serving or {}).get("reply_budget")
+        if isinstance(saved, dict) and isinstance(saved.get("max_new_tokens"), int):
+            return Budget(saved["max_new_tokens"], ceiling, saved.get("longest_reference"), saved.get("references") or 0,
+                          str(saved.get("source") or "qfk merge"))
+    return Budget(ceiling, ceiling, source="the think mode's default: no training rows to measure")
 
 
 def require_adapter(run: TrainedRun) -> None:

@@ -53,12 +53,9 @@ def plot_loss(history: list[dict], out: Path, title: str = "") -> Path | None:
     esteps, eloss = _series(history, "eval_loss")
     if not steps and not esteps:
         return None
-    import matplotlib
+    from ..plots import count_axis, pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig, ax = pyplot().subplots(figsize=(7, 4), dpi=110)
     if steps:
         ax.plot(steps, loss, color="#9ecae1", linewidth=1, label="train loss")
         if len(loss) >= 5:
@@ -69,18 +66,14 @@ def plot_loss(history: list[dict], out: Path, title: str = "") -> Path | None:
             ax.plot(steps, smooth, color="#08519c", linewidth=2, label="train loss (smoothed)")
     if esteps:
         ax.plot(esteps, eloss, "o-", color="#d94801", label="eval loss")
-    ax.set_xlabel("step")
+    count_axis(ax.xaxis, "step")
     ax.set_ylabel("loss")
     import textwrap
 
     ax.set_title("\n".join(textwrap.wrap(title or "loss", 80)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def summarize(output_dir: str | Path, history: list[dict] | None = None, *, status: str = "ok", plot: bool = True,

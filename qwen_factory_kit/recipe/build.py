@@ -34,6 +34,7 @@ from .skeleton import (
     _footer,
     _header,
     _rel,
+    _set_device_keys,
     _set_think_keys,
 )
 
@@ -77,7 +78,7 @@ def _train_recipe_once(req: RecipeRequest, data_dir: Path) -> Recipe:
     facts, eval_facts = _facts_for(names, data_dir), _facts_for(req.eval_datasets, data_dir)
     _check_ranking(req.method, facts + eval_facts)
     think = _think_from_data(facts, model)
-    preset = presets.method_preset(req.method, model, deepspeed=req.deepspeed)
+    preset = presets.method_preset(req.method, model, deepspeed=presets.NO_DEEPSPEED if req.device == "cpu" else req.deepspeed)
 
     r = _blank_recipe("train")
     _model_and_method(r, req.method, model, preset)
@@ -86,9 +87,10 @@ def _train_recipe_once(req: RecipeRequest, data_dir: Path) -> Recipe:
     _training(r, preset)
     _train_output(r, req, model, facts, evaluate=bool(eval_facts))
     sized = _size(r, req, model, facts, think)
+    device_lines = _set_device_keys(r, req)
     _apply_overrides(r, req.overrides)
-    estimate = _estimate(r.args, model, sized)
-    memory_lines = _memory_lines(estimate, model, measured=sized.lengths is not None)
+    estimate = _estimate(r.args, model, sized) if not device_lines else None
+    memory_lines = device_lines or _memory_lines(estimate, model, measured=sized.lengths is not None)
     r.header = _train_header(req, r, names, model, preset, facts, think, mix_lines,
                              _dropped_lines(req) + sized.lines + memory_lines)
     r.info = {"model": model.name, "model_kind": model.kind, "method": req.method, "preset_source": preset.source,
@@ -97,7 +99,7 @@ def _train_recipe_once(req: RecipeRequest, data_dir: Path) -> Recipe:
               "mix": {n: c for n, c in zip([f.name for f in facts], dataset_names)} if req.mix else None,
               "sizing": sized.info, "memory": _memory_info(estimate),
               "dropped": {name: d.as_dict() for name, d in req.dropped.items()} or None,
-              "files": _extra_files(r.args)}
+              "files": _extra_files(r.args), "device": req.device or "gpu"}
     _register(mix_entries, data_dir)
     return r
 
@@ -110,6 +112,19 @@ def _require_train_inputs(req: RecipeRequest) -> None:
     if req.drop_long and not req.stats:
         raise QfkError("--drop-long drops the rows over the cutoff, which --no-stats leaves unmeasured",
                        "drop --no-stats, or --drop-long")
+    if req.device == "cpu":
+        _require_cpu_method(req)
+
+
+def _require_cpu_method(req: RecipeRequest) -> None:
+    """``--device cpu`` with a choice that needs a GPU: QLoRA (bitsandbytes), DeepSpeed, the liger kernel."""
+    if req.method == "qlora":
+        raise QfkError("--method qlora quantizes the model with bitsandbytes, which needs a CUDA GPU: it cannot run with --device cpu",
+                       "--method lora --device cpu (the same LoRA adapter on the unquantized model)")
+    if req.deepspeed not in (None, presets.NO_DEEPSPEED):
+        raise QfkError(f"--deepspeed {req.deepspeed} needs GPUs: it cannot run with --device cpu", "drop --deepspeed")
+    if req.liger:
+        raise QfkError("--liger: the liger kernel needs a GPU (Triton): it cannot run with --device cpu", "drop --liger")
 
 
 def _train_names(req: RecipeRequest) -> list[str]:
@@ -228,8 +243,9 @@ def _size(r: Recipe, req: RecipeRequest, model: presets.ModelInfo, facts: list[D
     forced = {k: v for k, v in req.overrides.items() if k in ("cutoff_len", "enable_liger_kernel", "packing", "neat_packing")}
     wishes = sizing.Wishes(req.cutoff_len, req.liger, req.packing, req.gpu_memory, req.gpus, forced, req.max_cutoff,
                            req.drop_long)
+    gpu = sizing.NO_GPU if req.device == "cpu" else req.gpu or sizing.Gpu.here()
     sized = sizing.size_recipe({**r.args, **req.overrides}, sizing.model_shape(model), facts=facts, lengths=lengths,
-                               unmeasured=unmeasured, gpu=req.gpu or sizing.Gpu.here(), wishes=wishes)
+                               unmeasured=unmeasured, gpu=gpu, wishes=wishes)
     for key, value in sized.keys.items():
         r.set(key, value, default_section="data" if key in sizing.DATA_KEYS else "training")
     r.comments.update(sized.comments)

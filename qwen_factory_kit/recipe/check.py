@@ -19,7 +19,8 @@ None when the message names what it is about. Checks (finding ``id``s):
 * ``think``: ``template``/``enable_thinking`` train what the data holds (QWEN3-THINK.md);
 * ``cutoff``: rows that ``cutoff_len`` would cut, with LLaMA-Factory's own rendering (``qfk stats``);
 * ``output``: an ``output_dir`` that would silently resume, be overwritten or stop LLaMA-Factory;
-* ``gpu``: QLoRA / bf16 / flash attention / DeepSpeed / liger kernel against this machine;
+* ``gpu``: what the recipe needs a GPU for where it runs on a CPU (:mod:`.cpu`: an error with the
+  overrides that run it there), and the GPU packages a GPU machine lacks (bitsandbytes, flash-attn, liger, DeepSpeed);
 * ``paths``: spaces (LLaMA-Factory's torchrun relaunch splits them), missing files;
 * ``sampling``: predict/merge recipes with LLaMA-Factory's sampling defaults instead of Qwen3's.
 """
@@ -39,7 +40,8 @@ from .. import lfbridge
 from ..errors import QfkError
 from ..findings import Finding, failures
 from . import presets
-from .document import MODEL_KEYS, PATH_KEYS, scalar, split_names
+from .cpu import CPU_OPTIM
+from .document import MODEL_KEYS, PATH_KEYS, recipe_data_dir, scalar, split_names
 
 PREFERENCE_STAGES = ("dpo", "rm")
 CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin",
@@ -62,10 +64,16 @@ class Machine:
 
     cuda: bool
     packages: frozenset = frozenset()  # the OPTIONAL_PACKAGES importable here
+    for_gpu: bool = False  # qfk recipe check --gpu: the recipe is checked for a GPU machine, whatever this one has
 
     @classmethod
-    def here(cls) -> Machine:
-        return cls(_cuda(), frozenset(m for m in OPTIONAL_PACKAGES if _installed(m)))
+    def here(cls, *, for_gpu: bool = False) -> Machine:
+        return cls(_cuda(), frozenset(m for m in OPTIONAL_PACKAGES if _installed(m)), for_gpu)
+
+    @property
+    def gpu(self) -> bool:
+        """The recipe runs on a GPU machine: this one has CUDA, or the check is for one (``--gpu``)."""
+        return self.cuda or self.for_gpu
 
     def has(self, module: str) -> bool:
         return module in self.packages
@@ -154,13 +162,9 @@ def _number(text: str) -> int | float | None:
 
 def set_aside_findings(args: dict, set_aside: list[str], machine: Machine) -> list[Finding]:
     """What the parse on this machine left out (:func:`lfbridge.parseable_here`), and what that means."""
-    out: list[Finding] = []
-    for key in set_aside:
-        if key in lfbridge.PRECISION_KEYS:
-            out.append(Finding("gpu", "info", key, "true needs a GPU; this machine has none, so it was parsed as false here",
-                               "on a CPU machine add use_cpu=true bf16=false (the recipe is fine for a GPU machine)"))
-    if "enable_liger_kernel" in set_aside:
-        out.append(Finding("gpu", "warn" if machine.cuda else "info", "enable_liger_kernel",
+    out: list[Finding] = []  # on a machine without CUDA, the gpu finding (recipe/cpu.py) says what the GPU keys mean
+    if "enable_liger_kernel" in set_aside and machine.gpu:
+        out.append(Finding("gpu", "warn", "enable_liger_kernel",
                            "liger-kernel is not installed here: LLaMA-Factory will refuse the recipe on this machine "
                            "(the check parsed it as false)",
                            'pip install -c constraints.txt -e ".[gpu]" on the GPU machine, or enable_liger_kernel=false '
@@ -169,7 +173,7 @@ def set_aside_findings(args: dict, set_aside: list[str], machine: Machine) -> li
         ds = Path(str(args["deepspeed"]))
         if not ds.is_file():
             out.append(Finding("paths", "error", None, f"deepspeed config {ds} not found", _deepspeed_fix(ds)))
-        if not machine.has("deepspeed"):
+        if not machine.has("deepspeed") and machine.gpu:
             out.append(Finding("gpu", "warn", None, "the recipe uses DeepSpeed, which is not installed here",
                                "pip install deepspeed (on the GPU machine); qfk train launches it through torchrun"))
     return out
@@ -236,7 +240,7 @@ def check_datasets(args: dict) -> tuple[list[Finding], list]:
     eval_names = split_names(args.get("eval_dataset"))
     if not train_names and not eval_names:
         return [Finding("datasets", "error", None, "the recipe names no dataset", "add dataset: NAME (qfk datasets list)")], []
-    reg = Registry.at(Path(str(args.get("dataset_dir") or "data")))
+    reg = Registry.at(recipe_data_dir(args))
     registry, trouble = _open_registry(reg)
     if trouble:
         return [trouble], []
@@ -393,7 +397,7 @@ def check_eval_leaks(args: dict) -> list[Finding]:
     train, evals = split_names(args.get("dataset")), split_names(args.get("eval_dataset"))
     if not train or not evals:
         return []
-    return check_leaks(train, evals, Path(str(args.get("dataset_dir") or "data")))
+    return check_leaks(train, evals, recipe_data_dir(args))
 
 
 def check_template(args: dict, model: presets.ModelInfo | None) -> list[Finding]:
@@ -613,7 +617,7 @@ def _unused(path: Path) -> Path:
 
 
 def check_machine(args: dict, *, recipe_path: str | None = None, machine: Machine | None = None) -> list[Finding]:
-    """QLoRA / bf16 / flash attention against ``machine`` (this one by default), paths, remote code."""
+    """GPU needs and packages against ``machine`` (this one by default), paths, remote code."""
     machine = machine or Machine.here()
     out = _check_gpu(args, machine) + _check_spaced_paths(args, recipe_path) + _check_adapters(args)
     if args.get("trust_remote_code"):
@@ -631,29 +635,27 @@ def lora_overrides() -> str:
     return " ".join(f"{k}={LORA_VALUES.get(k, 'null')}" for k in added)
 
 
-#: what a key only QLoRA sets goes back to for LoRA (the others: null)
-LORA_VALUES = {"optim": "adamw_torch"}
+#: what a key only QLoRA sets goes back to for LoRA (the others: null): PyTorch's AdamW for the paged 8-bit optimizer
+LORA_VALUES = {"optim": CPU_OPTIM}
 
 
 def _check_gpu(args: dict, machine: Machine) -> list[Finding]:
-    out: list[Finding] = []
-    if args.get("quantization_bit"):
-        if not machine.cuda:
-            out.append(Finding("gpu", "warn", None,
-                               f"QLoRA (quantization_bit: {args['quantization_bit']}, bitsandbytes) needs a CUDA GPU; "
-                               "this machine has none, so it cannot train here",
-                               f"{lora_overrides()} (LoRA) to train here, or run it on a GPU machine"))
-        if not machine.has("bitsandbytes"):
-            out.append(Finding("gpu", "warn", None, "quantization_bit needs bitsandbytes, which is not installed",
-                               f"pip install bitsandbytes, or {lora_overrides()} (LoRA)"))
+    """What the recipe needs a GPU for, where it runs on a CPU (:func:`.cpu.cpu_plan`); on a GPU
+    machine, the GPU packages it needs that are not installed."""
+    from .cpu import cpu_plan
+
+    out: list[Finding] = list(cpu_plan(args, machine.gpu).findings)
+    if not machine.gpu:
+        return out
+    if args.get("quantization_bit") and not machine.has("bitsandbytes"):
+        out.append(Finding("gpu", "warn", None, "quantization_bit needs bitsandbytes, which is not installed",
+                           f"pip install bitsandbytes, or {lora_overrides()} (LoRA)"))
     if str(args.get("optim", "")).startswith("paged_") and not machine.has("bitsandbytes"):
         out.append(Finding("gpu", "warn", None, f"optim {args['optim']} comes from bitsandbytes, which is not installed",
                            f"optim={LORA_VALUES['optim']}, or pip install bitsandbytes"))
     if args.get("flash_attn") == "fa2" and not machine.has("flash_attn"):
         out.append(Finding("gpu", "warn", None, "flash_attn: fa2 but flash-attn is not installed",
                            "flash_attn=auto, or pip install flash-attn"))
-    if args.get("use_cpu") and args.get("bf16"):
-        out.append(Finding("gpu", "warn", None, "use_cpu with bf16: slow or unsupported on many CPUs", "bf16=false"))
     return out
 
 

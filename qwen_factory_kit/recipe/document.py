@@ -122,6 +122,14 @@ def recipe_datasets(args: dict) -> list[str]:
     return list(dict.fromkeys(split_names(args.get("dataset")) + split_names(args.get("eval_dataset"))))
 
 
+def recipe_data_dir(args: dict, run_from: str | os.PathLike | None = None) -> Path:
+    """A recipe's ``dataset_dir`` (LLaMA-Factory's default: ``data``). Like every :data:`PATH_KEYS`
+    path, a relative one is from the folder the recipe runs from: ``run_from`` when given, else
+    left relative (the current folder, where LLaMA-Factory reads it)."""
+    path = Path(str(args.get("dataset_dir") or "data"))
+    return path if run_from is None or path.is_absolute() else Path(run_from) / path
+
+
 def parse_overrides(items: list[str] | tuple[str, ...] | None) -> dict:
     """``key=value`` items typed the way ``llamafactory-cli`` types them (OmegaConf)."""
     if not items:

@@ -25,6 +25,7 @@ from .skeleton import (
     _data_dir_value,
     _footer,
     _header,
+    _set_device_keys,
     _set_think_keys,
 )
 
@@ -48,8 +49,9 @@ def _inference_recipe(req: RecipeRequest, data_dir: Path) -> Recipe:
         decoding = _merge_decoding(req)
         sampling = _generation(r, think.enable, decoding)
         title = _merge_keys(r, req, used, think)
+    device_lines = _set_device_keys(r, req) if req.method == "predict" else []  # a merge exports on the CPU already
     _apply_overrides(r, overrides)
-    r.header = _header(req, title, req.method) + used.lines() + think_lines + decoding.lines + _footer(req)
+    r.header = _header(req, title, req.method) + used.lines() + think_lines + decoding.lines + device_lines + _footer(req)
     r.info = {"model": used.model.name, "method": req.method, "adapter": used.adapter, "template": think.template,
               "enable_thinking": think.enable, "why": think.why, "sampling": sampling, "decoding": decoding.kind,
               "warnings": decoding.warnings, "files": {}}

@@ -151,9 +151,9 @@ def ensure_mix_entries(names: list[str], data_dir: str | os.PathLike) -> list[st
 def register_mix_entries(args: dict) -> tuple[str, list[str]]:
     """:func:`ensure_mix_entries` for every dataset a recipe's arguments name, in its dataset_dir;
     returns (that dataset_dir, the names registered)."""
-    from .document import recipe_datasets
+    from .document import recipe_data_dir, recipe_datasets
 
-    data_dir = str(args.get("dataset_dir") or "data")
+    data_dir = str(recipe_data_dir(args))
     return data_dir, ensure_mix_entries(recipe_datasets(args), data_dir)
 
 

@@ -198,12 +198,20 @@ def _local_params_b(cfg: dict) -> float:
 
 
 def resolve_model(spec: str) -> ModelInfo:
-    """A Qwen3 name (``Qwen3-4B``, ``Qwen/Qwen3-30B-A3B-Instruct-2507`` ...) or a local folder."""
+    """A Qwen3 name (``Qwen3-4B``, ``Qwen/Qwen3-30B-A3B-Instruct-2507`` ...), a local folder, or
+    ``qfk-tiny``: the kit's tiny Qwen3 for CPU runs (:mod:`qwen_factory_kit.tiny`), built on first use."""
+    from ..tiny import TINY_ALIAS
+
+    if spec.strip().lower() == TINY_ALIAS:
+        from ..tiny import build_tiny_model
+
+        spec = str(build_tiny_model())
     path = Path(spec).expanduser()
     if path.is_dir():
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
-            raise QfkError(f"model folder {path} has no config.json", "point --model at a Hugging Face model folder")
+            raise QfkError(f"model folder {path} has no config.json",
+                           "give a Hugging Face model folder (one that holds config.json) or a Qwen3 name such as Qwen3-4B")
         cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
         if not str(cfg.get("model_type", "")).startswith("qwen3"):
             raise QfkError(f"{path} is a '{cfg.get('model_type')}' model, not Qwen3",
@@ -219,7 +227,7 @@ def resolve_model(spec: str) -> ModelInfo:
     close = [n for n in MODELS if key.lower().replace("qwen3-", "") in n.lower()][:6]
     raise QfkError(f"unknown model '{spec}' (and no such folder)",
                    f"use a Qwen3 name such as {', '.join(close or ['Qwen3-4B', 'Qwen3-1.7B', 'Qwen3-4B-Instruct-2507'])}, "
-                   "or a local model folder; the full list: qfk recipe new --list-models")
+                   f"a local model folder, or {TINY_ALIAS} (a tiny Qwen3 for CPU runs); the full list: qfk recipe new --list-models")
 
 
 def think_settings(mode: str, model: ModelInfo) -> tuple[str, bool | None, str]:

@@ -48,7 +48,7 @@ def _scan(path: Path, entry: dict) -> tuple[int, dict]:
 
 
 def dataset_facts(name: str, data_dir: str | os.PathLike) -> DatasetFacts:
-    from ..registry import Registry, manifest_for, resolve_file
+    from ..registry import Registry, resolve_file
 
     reg = Registry.at(data_dir)
     if not reg.path.exists():
@@ -61,7 +61,15 @@ def dataset_facts(name: str, data_dir: str | os.PathLike) -> DatasetFacts:
                        "convert it with qfk convert, or set it yourself: template=qwen3 enable_thinking=true|false")
     if not path.exists():
         raise QfkError(f"dataset '{name}': File {path} not found", f"convert it again, or: qfk datasets remove {name}")
-    manifest = manifest_for(entry, reg.data_dir)
+    return file_facts(name, entry, path)
+
+
+def file_facts(name: str, entry: dict, path: Path) -> DatasetFacts:
+    """What the rows of ``path`` (read as ``entry`` says) hold: from the qfk manifest written next to
+    it, else from a scan of its rows."""
+    from ..registry import manifest_for
+
+    manifest = manifest_for({"file_name": str(Path(path).resolve())}, Path("."))
     if manifest and "think" in manifest:
         rows = None
         for out in manifest.get("outputs", {}).values():
@@ -109,6 +117,7 @@ class RecipeRequest:
     stats: bool = True                # measure the training rows' token lengths (--no-stats: keep the preset cutoff)
     stats_rows: int = 2000            # rows per dataset measured
     gpu: sizing.Gpu | None = None     # None: this machine's (tests and curated recipes pass one)
+    device: str | None = None         # --device: "cpu" writes a recipe that runs on a CPU as it is (recipe/cpu.py); None/"gpu": for a GPU
 
 
 @dataclass
@@ -119,6 +128,11 @@ class ThinkChoice:
     enable: bool | None
     why: str
     mode: str | None = None  # the data's think mode; None when taken from a training recipe
+
+    @property
+    def line(self) -> str:
+        """``template qwen3, enable_thinking false (why)``: how the kit says which it chose."""
+        return f"template {self.template}, enable_thinking {scalar(self.enable)} ({self.why})"
 
 
 def _facts_for(names: list[str], data_dir: Path) -> list[DatasetFacts]:
@@ -131,7 +145,47 @@ def _think_from_data(facts: list[DatasetFacts], model: presets.ModelInfo) -> Thi
     return ThinkChoice(template, enable, why, mode)
 
 
+#: what ``enable_thinking`` is when the caller leaves it to the data (None is LLaMA-Factory's ``null``)
+FROM_DATA = "from the data"
+#: the model :func:`think_for_rows` chooses for when none is named or it is not a Qwen3 model the kit knows
+ANY_HYBRID = presets.ModelInfo("Qwen3", "Qwen/Qwen3-0.6B", "0.6b", "hybrid")
+
+
+def think_for_rows(path: Path, entry: dict, *, model: str | None = None, template: str | None = None,
+                   enable_thinking: bool | None | str = FROM_DATA) -> ThinkChoice:
+    """The template and ``enable_thinking`` to encode the rows of ``path`` with (``qfk stats``,
+    ``qfk render``): what ``qfk recipe new`` would train them with on ``model`` (a hybrid Qwen3 when
+    None or unknown), from the file's manifest or a scan of its rows; a ``template`` or
+    ``enable_thinking`` the caller gives is kept. ``why`` says where each came from."""
+    given_template, given_enable = template is not None, enable_thinking != FROM_DATA
+    if given_template and given_enable:
+        return ThinkChoice(template, enable_thinking, "as given")
+    facts = file_facts(Path(path).stem, entry, Path(path))
+    if facts.mode == "none":
+        data = ThinkChoice("qwen3", True, "no response tells the think mode: LLaMA-Factory's defaults", facts.mode)
+    else:
+        data = _think_from_data([facts], _model_or_hybrid(model))
+    if not given_template and not given_enable:
+        return ThinkChoice(data.template, data.enable, f"{facts.mode} data, {facts.source}: {data.why}", facts.mode)
+    if given_template:
+        given, taken = f"template {template}", f"enable_thinking {scalar(data.enable)}"
+    else:
+        given, taken = f"enable_thinking {scalar(enable_thinking)}", f"template {data.template}"
+    return ThinkChoice(template if given_template else data.template,
+                       enable_thinking if given_enable else data.enable,
+                       f"{given} as given; {taken} for the {facts.mode} data, {facts.source}", facts.mode)
+
+
+def _model_or_hybrid(spec: str | None) -> presets.ModelInfo:
+    if not spec:
+        return ANY_HYBRID
+    try:
+        return presets.resolve_model(spec)
+    except QfkError:  # a tokenizer folder without config.json, or not a Qwen3 model: the rule of a hybrid Qwen3
+        return ANY_HYBRID
+
+
 def _think_lines(facts: list[DatasetFacts], think: ThinkChoice, curated: bool = False) -> list[str]:
     parts = ", ".join(f"{f.name} {f.mode}" + ("" if curated else f" ({f.source})") for f in facts)
     return [f"Think mode: {parts}",
-            f"  -> {think.mode}: template {think.template}, enable_thinking {scalar(think.enable)} ({think.why})"]
+            f"  -> {think.mode}: {think.line}"]

@@ -64,6 +64,26 @@ def _set_think_keys(data: dict, think: ThinkChoice) -> None:
         data["enable_thinking"] = think.enable
 
 
+def _set_device_keys(r: Recipe, req: RecipeRequest) -> list[str]:
+    """``--device cpu``: the keys that run the recipe on a CPU as it is (:func:`.cpu.cpu_plan` of the
+    recipe as built; a key it nulls is removed), set in ``r``; returns the header's line ([] for a GPU)."""
+    if req.device != "cpu":
+        return []
+    from .cpu import cpu_plan
+
+    keys = cpu_plan(r.args, False, written=True).overrides
+    for key, value in keys.items():
+        if value is None:
+            r.remove(key)
+        else:
+            r.set(key, value)
+    r.comments["use_cpu"] = "--device cpu: runs on this machine's CPU"
+    if r.kind == "train" and (r.args.get("logging_steps") or 1) > 1:
+        r.set("logging_steps", 1, comment="--device cpu: a CPU run has few steps: log (and plot) each one")
+    shown = ", ".join(f"{k} {scalar(v)}" for k, v in keys.items() if v is not None)
+    return [f"Device: CPU (--device cpu): {shown}; no GPU memory estimate"]
+
+
 def _apply_overrides(r: Recipe, overrides: dict) -> None:
     for key, value in (overrides or {}).items():
         r.set(key, value, comment="override")
