@@ -137,7 +137,7 @@ def test_plain_progress_lines_are_spaced_and_the_last_row_always_shows(monkeypat
     progress.begin_predict(4)
     clock_now = [1000.0]
     monkeypatch.setattr(runner.time, "time", lambda: clock_now[0])
-    progress.last_line = 1000.0
+    progress.plain.last = 1000.0
     for rows, at in ((1, 1001.0), (2, 1006.0), (3, 1007.0), (4, 1008.0)):
         clock_now[0] = at
         progress.update({"event": "predict", "rows": rows, "total": 4, "new_tokens": rows * 10, "elapsed_s": at - 1000})

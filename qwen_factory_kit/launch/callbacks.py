@@ -14,7 +14,7 @@
 * prediction progress (``do_predict``): :class:`PredictMeter` counts the rows and new tokens of
   each ``generate`` call; after each prediction step a ``predict`` event carries rows done of
   total, new tokens and the seconds since the first batch started (run directly: a line to stderr
-  at most every :data:`HUMAN_EVERY` seconds).
+  at most every :data:`PLAIN_EVERY` seconds, as ``qfk train``/``qfk eval`` print off a terminal).
 """
 
 from __future__ import annotations
@@ -29,9 +29,25 @@ from typing import Any
 from transformers import TrainerCallback
 
 EVENT_PREFIX = "@@qfk "
-#: seconds between two human progress lines (without qfk train's progress display)
-HUMAN_EVERY = 5.0
-_last_human = [0.0]
+#: seconds between two plain progress lines (off a terminal, or run without qfk train)
+PLAIN_EVERY = 5.0
+
+
+class Spaced:
+    """Plain progress lines at most every :data:`PLAIN_EVERY` seconds; the last one always."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def due(self, final: bool = False) -> bool:
+        now = time.time()
+        if final or now - self.last >= PLAIN_EVERY:
+            self.last = now
+            return True
+        return False
+
+
+_human_lines = Spaced()
 
 
 def emit(event: dict) -> None:
@@ -45,9 +61,7 @@ def emit(event: dict) -> None:
         sys.stderr.write(f"[qfk] step {event['step']}/{event['total']} loss {event['loss']:.4f}"
                          + (f" eta {int(eta)}s" if eta is not None else "") + "\n")
     elif event.get("event") == "predict":
-        now = time.time()
-        if now - _last_human[0] >= HUMAN_EVERY or event.get("rows") == event.get("total"):
-            _last_human[0] = now
+        if _human_lines.due(final=event.get("rows") == event.get("total")):
             sys.stderr.write(f"[qfk] {predict_line('predicting', event)}\n")
 
 

@@ -28,12 +28,10 @@ from ..errors import QfkError
 from ..findings import Finding, failures
 from ..lfbridge import child_environ
 from ..redact import redact_assignments
-from .callbacks import EVENT_PREFIX
+from .callbacks import EVENT_PREFIX, Spaced
 from .torchrun import Launch, compose
 
 LOG_NAME = "qfk_train.log"
-#: seconds between two plain progress lines when the output is not a terminal
-PLAIN_EVERY = 5.0
 
 
 @dataclass
@@ -67,7 +65,7 @@ class _Progress:
         self.bar = None
         self.task = None
         self.loss = None
-        self.last_line = 0.0
+        self.plain = Spaced()
 
     def begin(self, total: int, step: int) -> None:
         if self.live:
@@ -92,7 +90,7 @@ class _Progress:
             self.task = self.bar.add_task("predict", total=total or None, completed=0, rate="loading the model", eta="-")
         else:
             self.console.print(f"{self.label}: 0/{total or '?'} rows (loading the model)", soft_wrap=True)
-            self.last_line = time.time()
+            self.plain.due(final=True)
 
     def update(self, ev: dict) -> None:
         if ev.get("event") == "predict":
@@ -117,8 +115,7 @@ class _Progress:
             self.bar.update(self.task, completed=ev.get("rows", 0), total=ev.get("total") or None,
                             rate=f"{ev.get('new_tokens', 0) / elapsed:.0f} tok/s" if elapsed > 0 else "",
                             eta=clock(eta) if eta is not None else "-")
-        elif time.time() - self.last_line >= PLAIN_EVERY or ev.get("rows") == ev.get("total"):
-            self.last_line = time.time()
+        elif self.plain.due(final=ev.get("rows") == ev.get("total")):
             self.console.print(predict_line(self.label, ev), soft_wrap=True)
 
     def stop(self) -> None:

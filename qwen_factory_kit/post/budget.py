@@ -129,18 +129,19 @@ def eval_budget(path: Path, entry: dict | None, enable_thinking: bool | None, *,
 def training_budget(datasets: list[str], data_dir: Path, enable_thinking: bool | None, *, tokenizer: Any = None) -> Budget | None:
     """The budget from a run's training datasets (their :data:`LONGEST_BY_CHARS` longest responses);
     None when none of them has a local file."""
+    from ..errors import QfkError
     from ..registry import Registry, resolve_file
 
     try:
         registry = Registry.at(data_dir)
-    except Exception:  # noqa: BLE001 - a missing or bad registry: fall back to the default
+    except QfkError:  # a missing or bad registry: the caller falls back to the default
         return None
     longest: list[tuple[int, int, str]] = []
     seen = 0
     for name in datasets:
         try:
             entry = registry.get(name)
-        except Exception:  # noqa: BLE001 - an entry gone since training
+        except QfkError:  # an entry gone since training
             continue
         path = resolve_file(entry, data_dir)
         if path is None or not path.exists():
@@ -189,16 +190,14 @@ def eval_batch(model: str, rows: int, tokens_per_row: int, *, gpus: int, memory:
     """``per_device_eval_batch_size`` for predicting ``rows`` rows of up to ``tokens_per_row``
     tokens (prompt + new): on a GPU the recipe builder's :data:`GPU_BATCH`; on a CPU the largest
     power of two up to :data:`CPU_BATCH` whose KV cache fits in a quarter of the free memory."""
-    if gpus > 0:
+    per_token = kv_bytes_per_token(model) if gpus == 0 else None
+    if per_token is None:  # a GPU, or a model whose size is unknown here: the builder's batch
         return GPU_BATCH
-    per_token = kv_bytes_per_token(model)
     limit = (memory if memory is not None else available_memory()) * CPU_MEMORY_SHARE
     batch = CPU_BATCH
-    while batch > 1 and per_token is not None and batch * tokens_per_row * per_token > limit:
+    while batch > 1 and batch * tokens_per_row * per_token > limit:
         batch //= 2
-    if per_token is None:
-        batch = GPU_BATCH
-    return max(1, min(batch, 1 << max(0, math.ceil(math.log2(max(rows, 1))))))
+    return min(batch, 1 << max(0, math.ceil(math.log2(max(rows, 1)))))
 
 
 def describe_worst_case(budget: Budget, rows: int, models: int) -> str:
