@@ -8,13 +8,19 @@
   issue's floor; slower, as each line keeps its 4 KiB buffer until the batch is written).
 * ``naive``: the tutorials' script: pandas read + ``iterrows`` + ``json.dumps`` per row, appended
   to a list, written at the end.
+* ``floor_integrity``: the floor with the integrity work every conversion must do: the input read
+  once and hashed as it is read (sha256, 4 MiB blocks; Parquet, whose bytes pyarrow does not read
+  in order, hashed by a read of its own), the output hashed as it is written (1 MiB buffers) and
+  fsynced before it is closed.
 
 Each function takes the workload path and an output path and returns the source rows it read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from itertools import permutations
 from pathlib import Path
 
@@ -24,6 +30,53 @@ EMPTY = "<think>\n\n</think>\n\n"
 SYSTEM = "You are a professional translator. Translate the user's text faithfully and fluently, and reply with the translation only."
 MOSES_LANGS = (("en", "corpus.en"), ("zh_TW", "corpus.zh_tw"), ("ja", "corpus.ja"))
 _NL = orjson.OPT_APPEND_NEWLINE
+
+
+class _IntegrityOut:
+    """The output of the integrity floor: lines gathered in a 1 MiB buffer, each buffer hashed and
+    written, the file fsynced at the end."""
+
+    def __init__(self, path: Path):
+        self.fh = open(path, "wb", buffering=0)
+        self.sha = hashlib.sha256()
+        self.buf = bytearray()
+
+    def write(self, line: bytes) -> None:
+        self.buf += line
+        if len(self.buf) >= 1 << 20:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.sha.update(self.buf)
+        self.fh.write(self.buf)
+        self.buf.clear()
+
+    def close(self) -> str:
+        self._flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        return self.sha.hexdigest()
+
+
+def _hashed_lines(path: Path, sha):
+    """The lines of a file (without their newline), its bytes fed to ``sha`` as they are read."""
+    carry = b""
+    with open(path, "rb", buffering=0) as fh:
+        while block := fh.read(1 << 22):
+            sha.update(block)
+            lines = (carry + block).split(b"\n")
+            carry = lines.pop()
+            yield from lines
+    if carry:
+        yield carry
+
+
+def _sha256_file(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb", buffering=0) as fh:
+        while block := fh.read(1 << 22):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,6 +106,23 @@ def finetome_floor_batched(src: Path, out: Path) -> int:
             rows = rb.to_pylist()
             fh.write(b"".join([orjson.dumps(r, option=_NL) for r in rows]))
             n += len(rows)
+    return n
+
+
+def finetome_floor_integrity(src: Path, out: Path) -> int:
+    import pyarrow.parquet as pq
+
+    n = 0
+    dumps = orjson.dumps
+    _sha256_file(src)
+    fh = _IntegrityOut(out)
+    write = fh.write
+    for rb in pq.ParquetFile(src).iter_batches(batch_size=4096):
+        rows = rb.to_pylist()
+        for r in rows:
+            write(dumps(r, option=_NL))
+        n += len(rows)
+    fh.close()
     return n
 
 
@@ -102,6 +172,18 @@ def medical_floor_batched(src: Path, out: Path) -> int:
         while lines := fin.readlines(1 << 20):
             fh.write(b"".join([dumps(loads(line), option=_NL) for line in lines]))
             n += len(lines)
+    return n
+
+
+def medical_floor_integrity(src: Path, out: Path) -> int:
+    n = 0
+    loads, dumps = orjson.loads, orjson.dumps
+    fh = _IntegrityOut(out)
+    write = fh.write
+    for line in _hashed_lines(src, hashlib.sha256()):
+        write(dumps(loads(line), option=_NL))
+        n += 1
+    fh.close()
     return n
 
 
@@ -165,6 +247,22 @@ def moses_floor_batched(src: Path, out: Path) -> int:
     return n
 
 
+def moses_floor_integrity(src: Path, out: Path) -> int:
+    n = 0
+    pairs = list(permutations(range(len(MOSES_LANGS)), 2))
+    instructions = [f"Translate <{MOSES_LANGS[a][0]}> to <{MOSES_LANGS[b][0]}>." for a, b in pairs]
+    dumps = orjson.dumps
+    fh = _IntegrityOut(out)
+    write = fh.write
+    for raw in zip(*(_hashed_lines(Path(src) / name, hashlib.sha256()) for _, name in MOSES_LANGS)):
+        texts = [r.decode("utf-8") for r in raw]
+        for ins, (a, b) in zip(instructions, pairs):
+            write(dumps({"instruction": ins, "input": texts[a], "output": EMPTY + texts[b], "system": SYSTEM}, option=_NL))
+        n += 1
+    fh.close()
+    return n
+
+
 def moses_naive(src: Path, out: Path) -> int:
     import pandas as pd
 
@@ -179,9 +277,12 @@ def moses_naive(src: Path, out: Path) -> int:
 
 
 BASELINES = {
-    "finetome": {"floor": finetome_floor, "floor_batched": finetome_floor_batched, "naive": finetome_naive},
-    "medical": {"floor": medical_floor, "floor_batched": medical_floor_batched, "naive": medical_naive},
-    "moses": {"floor": moses_floor, "floor_batched": moses_floor_batched, "naive": moses_naive},
+    "finetome": {"floor": finetome_floor, "floor_batched": finetome_floor_batched, "naive": finetome_naive,
+                 "floor_integrity": finetome_floor_integrity},
+    "medical": {"floor": medical_floor, "floor_batched": medical_floor_batched, "naive": medical_naive,
+                "floor_integrity": medical_floor_integrity},
+    "moses": {"floor": moses_floor, "floor_batched": moses_floor_batched, "naive": moses_naive,
+              "floor_integrity": moses_floor_integrity},
 }
 #: the qfk converter of each workload
 CONVERTER = {"finetome": "sharegpt", "medical": "medical-r1", "moses": "moses"}

@@ -170,8 +170,11 @@ def make_medical(path: Path, rows: int, seed: int = 0) -> Path:
 # Moses aligned corpus
 # ---------------------------------------------------------------------------------------------
 def make_moses(folder: Path, lines: int, seed: int = 0) -> Path:
+    from qwen_factory_kit.scripts import to_traditional
+
     rng = random.Random(seed)
-    en_pool, zh_pool, ja_pool = _english_pool(rng), _chinese_pool(rng), _japanese_pool(rng)
+    # corpus.zh_tw holds Traditional Chinese (qfk convert moses rejects Simplified zh_TW lines)
+    en_pool, zh_pool, ja_pool = _english_pool(rng), [to_traditional(s) for s in _chinese_pool(rng)], _japanese_pool(rng)
     tmp = folder.with_name(folder.name + ".part")
     tmp.mkdir(parents=True, exist_ok=True)
     names = ("corpus.en", "corpus.zh_tw", "corpus.ja")

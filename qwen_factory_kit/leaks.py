@@ -21,18 +21,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
+from .convert.workers import ordered_map, worker_count
 from .errors import QfkError
 from .findings import Finding
-from .lint import Layout, iter_rows, layout_from, resolve_target
+from .leakindex import KINDS, LeakIndex, RowText
+from .lint import iter_rows, resolve_target
+from .ngrams import NGRAM, THRESHOLD
 from .registry import base_name
-from .think import strip_think
+from .rowtext import Layout, layout_from, normalise, qa_parts, qa_texts
 
 #: how many row numbers a finding shows on each side
 EXAMPLES = 5
@@ -42,20 +43,38 @@ EXAMPLES = 5
 # --------------------------------------------------------------------------------------------
 # the key of a row
 # --------------------------------------------------------------------------------------------
-def normalise(text: str) -> str:
-    """NFKC, whitespace runs collapsed to one space, stripped."""
-    return " ".join(unicodedata.normalize("NFKC", text).split())
-
-
-def qa_texts(row: dict, layout: Layout) -> tuple[str, str]:
-    """The normalised prompt (every user-side text, in order) and answer (without its think block) of a row."""
-    prompts, answer = _sharegpt_qa(row, layout) if layout.formatting == "sharegpt" else _alpaca_qa(row, layout)
-    prompt = normalise("\n".join(p for p in prompts if isinstance(p, str)))
-    return prompt, normalise(strip_think(answer)[1]) if isinstance(answer, str) else ""
-
-
 def _digest(prompt: str, answer: str) -> bytes:
     return hashlib.blake2b(f"{prompt}\x00{answer}".encode(), digest_size=16).digest()
+
+
+def _sentence(text: str) -> bytes:
+    return hashlib.blake2b(normalise(text).encode(), digest_size=16).digest()
+
+
+@lru_cache(maxsize=4096)
+def _direction(instruction: str) -> tuple[str, str] | None:
+    from .convert.moses import instruction_direction
+
+    return instruction_direction(instruction)
+
+
+def row_text(number: int, row: dict, layout: Layout) -> RowText | None:
+    """What a leak check compares of a row (None for a row with neither prompt nor answer): its exact
+    key, the text of its n-grams and, for a translation row (an Alpaca row whose instruction is one
+    ``qfk convert moses`` writes, with an input), its sentence digests. The n-grams are the prompt's
+    and the answer's; a translation row's are its target's alone (its instruction is every row's,
+    and a source seen on the other side, without its reference, is a ``source`` finding, not a near
+    copy: the source and target of a pair are not compared as one text)."""
+    prompt, answer = qa_parts(row, layout)
+    key = _digest(normalise(prompt), normalise(answer))
+    if key == EMPTY_KEY:
+        return None
+    cols = layout.columns
+    if layout.formatting == "alpaca" and not layout.ranking and answer:
+        ins, src = row.get(cols.get("prompt") or "instruction"), row.get(cols.get("query") or "input")
+        if isinstance(ins, str) and isinstance(src, str) and src.strip() and _direction(ins):
+            return RowText(number, key, answer, (_sentence(src), _sentence(answer)))
+    return RowText(number, key, f"{prompt}\n{answer}")
 
 
 #: the key of a row with neither prompt nor answer (never counted as shared)
@@ -67,46 +86,17 @@ def row_key(row: dict, layout: Layout) -> bytes:
     return _digest(*qa_texts(row, layout))
 
 
-def _alpaca_qa(row: dict, lay: Layout) -> tuple[list[Any], Any]:
-    cols = lay.columns
-    prompts: list[Any] = []
-    history = row.get(cols["history"]) if cols.get("history") else None
-    for pair in history if isinstance(history, list) else []:
-        if isinstance(pair, (list, tuple)) and len(pair) == 2:
-            prompts.append(pair[0])
-    prompts += [row.get(cols[k]) for k in ("prompt", "query") if cols.get(k)]
-    answer_col = cols.get("chosen") if lay.ranking else cols.get("response")
-    return prompts, _content(row.get(answer_col) if answer_col else None, lay)
-
-
-def _sharegpt_qa(row: dict, lay: Layout) -> tuple[list[Any], Any]:
-    cols, tags = lay.columns, lay.tags
-    msgs = row.get(cols.get("messages", "conversations"))
-    msgs = [m for m in msgs if isinstance(m, dict)] if isinstance(msgs, list) else []
-    role, content = tags.get("role_tag", "from"), tags.get("content_tag", "value")
-    prompts = [m.get(content) for m in msgs if m.get(role) == tags.get("user_tag", "human")]
-    if lay.ranking and cols.get("chosen"):
-        return prompts, _content(row.get(cols["chosen"]), lay)
-    answers = [m.get(content) for m in msgs if m.get(role) == tags.get("assistant_tag", "gpt")]
-    return prompts, answers[-1] if answers else None
-
-
-def _content(value: Any, lay: Layout) -> Any:
-    """A response column's text: a string, a message dict (ShareGPT ranking) or a list ending with one."""
-    if isinstance(value, list) and value:
-        value = value[-1]
-    if isinstance(value, dict):
-        return value.get(lay.tags.get("content_tag", "value"), value.get("content"))
-    return value
-
-
 # --------------------------------------------------------------------------------------------
 # the overlap of two datasets
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Overlap:
-    """The rows datasets ``a`` and ``b`` share. ``count`` is ``b_shared``: the rows of ``b`` whose
-    prompt and answer are in ``a`` (for eval data against training data: the leaked eval rows)."""
+    """What datasets ``a`` and ``b`` share, row by row, each row counted once under the first of:
+    ``shared`` (the same prompt and answer), ``reversed`` (a translation pair in the other
+    direction), ``near`` (a near duplicate: at least ``threshold`` of the ``ngram``-grams of the
+    shorter row shared), ``source`` (a translation source sentence seen on the other side).
+    ``count``: the rows of ``b`` (the eval data, against training data ``a``) that leak: shared,
+    reversed or near."""
 
     a: str
     b: str
@@ -116,10 +106,20 @@ class Overlap:
     b_shared: int        # rows of b whose key is in a
     a_examples: list[int] = field(default_factory=list)  # the first row numbers of a's shared rows
     b_examples: list[int] = field(default_factory=list)
+    a_near: int = 0      # rows of a with a near duplicate in b (shared ones not counted again)
+    b_near: int = 0
+    a_reversed: int = 0  # translation rows of a that are a pair of b in the other direction
+    b_reversed: int = 0
+    a_source: int = 0    # translation rows of a whose source sentence is in b (and no other kind)
+    b_source: int = 0
+    ngram: int = NGRAM
+    threshold: float = THRESHOLD
+    #: per kind (near, reversed, source): up to 5 pairs {a_row, b_row} (near: similarity, span)
+    examples: dict = field(default_factory=dict)
 
     @property
     def count(self) -> int:
-        return self.b_shared
+        return self.b_shared + self.b_near + self.b_reversed
 
     def as_dict(self) -> dict:
         return {**asdict(self), "count": self.count}
@@ -132,18 +132,11 @@ class _Side:
     entry: dict | None
 
 
-@dataclass
-class _Pass:
-    rows: int = 0
-    shared: int = 0
-    examples: list[int] = field(default_factory=list)
-    matched: set = field(default_factory=set)
-
-
-def overlap(a_name: str, b_name: str, data_dir: str | os.PathLike | None = None) -> Overlap:
-    """The rows datasets ``a_name`` and ``b_name`` (registered names or files, as ``qfk lint`` takes
+def overlap(a_name: str, b_name: str, data_dir: str | os.PathLike | None = None, *,
+            ngram: int = NGRAM, threshold: float = THRESHOLD) -> Overlap:
+    """What datasets ``a_name`` and ``b_name`` (registered names or files, as ``qfk lint`` takes
     them) share; a :class:`QfkError` when one cannot be read."""
-    return compare(_side(a_name, data_dir), _side(b_name, data_dir))
+    return compare(_side(a_name, data_dir), _side(b_name, data_dir), ngram=ngram, threshold=threshold)
 
 
 def _side(target: str, data_dir: str | os.PathLike | None) -> _Side:
@@ -151,74 +144,156 @@ def _side(target: str, data_dir: str | os.PathLike | None) -> _Side:
     return _Side(target, path, entry)
 
 
-def compare(a: _Side, b: _Side) -> Overlap:
-    """Digests of the smaller file in a set, the larger file streamed against it, then the smaller
-    one again against the digests found (for its shared count and row numbers)."""
+#: rows of the larger side looked up at once
+BATCH = 512
+
+
+def compare(a: _Side, b: _Side, *, ngram: int = NGRAM, threshold: float = THRESHOLD) -> Overlap:
+    """The smaller side (in bytes) in a :class:`~.leakindex.LeakIndex`, the larger one streamed
+    against it in batches: both sides counted from one pass over each file."""
     small, large = (b, a) if _size(b.path) < _size(a.path) else (a, b)
-    keys: set[bytes] = set()
-    small_rows = 0
-    for _, key in _keys(small):
-        keys.add(key)
-        small_rows += 1
-    large_pass = _match(_keys(large), keys)
-    small_pass = _match(_keys(small), large_pass.matched) if large_pass.matched else _Pass(rows=small_rows)
-    pa, pb = (small_pass, large_pass) if small is a else (large_pass, small_pass)
-    return Overlap(a.name, b.name, pa.rows, pb.rows, pa.shared, pb.shared, pa.examples, pb.examples)
+    index = LeakIndex.build(row_texts(small), ngram, threshold)
+    found: dict[str, list[int]] = {kind: [] for kind in KINDS}
+    large_rows = 0
+    for _, (count, verdicts) in ordered_map(_lookup, _row_batches(large), workers=worker_count(None, _size(large.path)),
+                                            setup=_setup, setup_args=(index,)):
+        large_rows += count
+        for number, text, verdict in verdicts:
+            found[verdict.kind].append(number)
+            index.record(number, text, verdict)
+    for side, rows in ((small, index.rows), (large, large_rows)):
+        if not rows:
+            raise QfkError(f"{side.name} ({side.path}) holds no readable rows to compare",
+                           f"check it: qfk lint {side.name}")
+    marked = index.rows_marked()
+    counts = {"small": {k: len(v) for k, v in marked.items()}, "large": {k: len(v) for k, v in found.items()}}
+    rows = {"small": marked, "large": found}
+    a_is, b_is = ("small", "large") if small is a else ("large", "small")
+
+    def pairs(kind: str) -> list[dict]:  # the index's examples: "row" on the large side
+        out = []
+        for ex in index.examples[kind]:
+            sides = {"large": ex["row"], "small": ex["other_row"]}
+            out.append({"a_row": sides[a_is], "b_row": sides[b_is],
+                        **{k: v for k, v in ex.items() if k not in ("row", "other_row")}})
+        return out
+
+    return Overlap(a.name, b.name, index.rows if small is a else large_rows, index.rows if small is b else large_rows,
+                   counts[a_is]["leak"], counts[b_is]["leak"], rows[a_is]["leak"][:EXAMPLES], rows[b_is]["leak"][:EXAMPLES],
+                   counts[a_is]["near"], counts[b_is]["near"], counts[a_is]["reversed"], counts[b_is]["reversed"],
+                   counts[a_is]["source"], counts[b_is]["source"], ngram, threshold,
+                   {kind: pairs(kind) for kind in ("near", "reversed", "source")})
 
 
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.iterdir() if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
-def _keys(side: _Side) -> Iterator[tuple[int, bytes]]:
-    """(row number, key) for each row of ``side`` with a prompt or an answer."""
+def row_texts(side: _Side) -> Iterator[RowText]:
+    """:func:`row_text` of each row of ``side`` with a prompt or an answer."""
     lay = None
     for n, row in iter_rows(side.path):
         if not isinstance(row, dict):
             continue
         lay = lay or layout_from(side.entry, row)
-        key = row_key(row, lay)
-        if key != EMPTY_KEY:
-            yield n, key
+        text = row_text(n, row, lay)
+        if text is not None:
+            yield text
 
 
-def _match(keys: Iterable[tuple[int, bytes]], known: set[bytes]) -> _Pass:
-    out = _Pass()
-    for n, key in keys:
-        out.rows += 1
-        if key in known:
-            out.shared += 1
-            out.matched.add(key)
-            if len(out.examples) < EXAMPLES:
-                out.examples.append(n)
-    return out
+def _row_batches(side: _Side, size: int = BATCH) -> Iterator[tuple[Layout, list]]:
+    """(layout, rows) of ``side`` in batches of ``size`` rows: what :func:`_lookup` takes."""
+    lay = None
+    for batch in _batches(((n, row) for n, row in iter_rows(side.path) if isinstance(row, dict)), size):
+        lay = lay or layout_from(side.entry, batch[0][1])
+        yield lay, batch
+
+
+def _setup(index: LeakIndex) -> LeakIndex:
+    return index
+
+
+def _lookup(index: LeakIndex, item: tuple[Layout, list]) -> tuple[int, list]:
+    """A batch of rows of the streamed side against ``index``: (rows compared, [(row number, text
+    when near, verdict)] of the rows with a verdict). Runs in the worker processes."""
+    lay, rows = item
+    texts = [t for t in (row_text(n, row, lay) for n, row in rows) if t is not None]
+    out = [(t.number, t.text if v.kind == "near" else "", v) for t, v in zip(texts, index.lookup(texts)) if v is not None]
+    return len(texts), out
+
+
+def _batches(items: Iterable, size: int = BATCH) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _rows(numbers: list[int], shared: int) -> str:
     return ", ".join(map(str, numbers)) + (" ..." if shared > len(numbers) else "")
 
 
+def describe(ov: Overlap, *, eval_side: bool = False) -> str:
+    """The leaking rows of ``ov.b`` in words: counts per kind, with examples."""
+    other = f"training dataset {ov.a}" if eval_side else ov.a
+    parts = []
+    if ov.b_shared:
+        parts.append(f"{ov.b_shared} share prompt and answer with {other} (rows {_rows(ov.b_examples, ov.b_shared)} here, "
+                     f"rows {_rows(ov.a_examples, ov.a_shared)} there)")
+    if ov.b_near:
+        ex = ov.examples.get("near") or []
+        shown = "; ".join(f"row {e['b_row']} ~ row {e['a_row']} ({e['similarity']:.0%}, shared: \"{_short(e['span'])}\")"
+                          for e in ex[:3])
+        parts.append(f"{ov.b_near} are near duplicates of rows of {other} (at least {ov.threshold:.0%} of the "
+                     f"{ov.ngram}-grams of the shorter row shared{': ' + shown if shown else ''})")
+    if ov.b_reversed:
+        ex = ov.examples.get("reversed") or []
+        shown = ", ".join(f"row {e['b_row']} = row {e['a_row']} reversed" for e in ex[:3])
+        parts.append(f"{ov.b_reversed} are translation pairs of {other} in the other direction ({shown})")
+    return "; ".join(parts)
+
+
+def _short(span: str, width: int = 60) -> str:
+    return span if len(span) <= width else span[: width - 1] + "…"
+
+
+def _source_note(ov: Overlap) -> str:
+    ex = ov.examples.get("source") or []
+    shown = ", ".join(f"row {e['b_row']}" for e in ex[:3])
+    return (f"{ov.b_source} translation rows have a source sentence that {ov.a} holds as a source or target "
+            f"({shown})")
+
+
 def overlap_finding(ov: Overlap) -> Finding:
-    """``qfk lint A --against B``: an error when B shares rows with A, else ok."""
+    """``qfk lint A --against B``: an error when rows of B are in A (the same, near, reversed), a
+    warning when only source sentences are, else ok."""
+    compared = f"{ov.b_rows} rows compared with {ov.a_rows}; near: {ov.ngram}-grams, {ov.threshold:.0%}"
+    if not ov.count and not ov.b_source:
+        return Finding("overlap", "ok", ov.b, f"no row is in {ov.a}, the same, near or reversed ({compared})")
+    fix = (f"to evaluate on {ov.b}, keep its rows out of training: qfk datasets decontaminate {ov.a} --against {ov.b} "
+           f"(writes {ov.a}__clean), or convert once with --val-size and evaluate on NAME_val; as two training sets, "
+           "the shared rows are trained twice per epoch")
     if not ov.count:
-        return Finding("overlap", "ok", ov.b, f"no row shares its prompt and answer with {ov.a} "
-                                             f"({ov.b_rows} rows compared with {ov.a_rows})")
-    return Finding("overlap", "error", ov.b,
-                   f"{ov.b_shared} of its {ov.b_rows} rows share prompt and answer with {ov.a} ({ov.a_shared} of its "
-                   f"{ov.a_rows} rows; rows {_rows(ov.b_examples, ov.b_shared)} here, rows {_rows(ov.a_examples, ov.a_shared)} "
-                   f"in {ov.a})",
-                   f"to evaluate on {ov.b}, keep its rows out of training: convert once with --val-size and evaluate on "
-                   "NAME_val; as two training sets, the shared rows are trained twice per epoch")
+        return Finding("overlap", "warn", ov.b, f"{_source_note(ov)} ({compared})", fix)
+    text = f"{ov.count} of its {ov.b_rows} rows are in {ov.a}: {describe(ov)}"
+    if ov.b_source:
+        text += f"; and {_source_note(ov)}"
+    return Finding("overlap", "error", ov.b, f"{text} ({compared})", fix)
 
 
 # --------------------------------------------------------------------------------------------
 # training datasets against eval datasets
 # --------------------------------------------------------------------------------------------
 def check_leaks(train_names: Iterable[str], eval_names: Iterable[str],
-                data_dir: str | os.PathLike | None = None) -> list[Finding]:
+                data_dir: str | os.PathLike | None = None, *, ngram: int = NGRAM, threshold: float = THRESHOLD) -> list[Finding]:
     """The ``leak`` findings of every training dataset against every eval dataset (all registered
-    in ``data_dir``): an error per leaking pair, a warning for two conversions of one source that
-    share no row, an info per pair that cannot be read, else one ok saying how many rows were compared."""
+    in ``data_dir``): an error per leaking pair (rows the same, near or reversed), a warning for
+    two conversions of one source that share no row or for eval source sentences seen in training,
+    an info per pair that cannot be read, else one ok saying how many rows were compared."""
     from .registry import Registry
 
     reg = Registry.at(data_dir)
@@ -228,21 +303,22 @@ def check_leaks(train_names: Iterable[str], eval_names: Iterable[str],
     trains = list(dict.fromkeys(train_names))
     for ev in dict.fromkeys(eval_names):
         for tr in trains:
-            found, ov = _check_pair(tr, ev, registry, reg.data_dir)
+            found, ov = _check_pair(tr, ev, registry, reg.data_dir, ngram, threshold)
             out += found
             compared += [ov] if ov is not None else []
     if compared and not any(f.severity in ("warn", "error") for f in out):
         pairs = "; ".join(f"{ov.b} ({ov.b_rows} rows) against {ov.a} ({ov.a_rows} rows)" for ov in compared)
-        out.append(Finding("leak", "ok", None, f"no eval row is a training row: {pairs}"))
+        out.append(Finding("leak", "ok", None, f"no eval row is a training row, the same, near or reversed: {pairs}"))
     return out
 
 
-def _check_pair(tr: str, ev: str, registry: dict, data_dir: Path) -> tuple[list[Finding], Overlap | None]:
+def _check_pair(tr: str, ev: str, registry: dict, data_dir: Path, ngram: int = NGRAM,
+                threshold: float = THRESHOLD) -> tuple[list[Finding], Overlap | None]:
     """Training dataset ``tr`` against eval dataset ``ev``: the finding of their relation and shared rows."""
     same = same_dataset(tr, ev, registry, data_dir)
     source = same_source(registry.get(tr), registry.get(ev), data_dir)
     try:
-        ov = compare(_registered(tr, registry, data_dir), _registered(ev, registry, data_dir))
+        ov = compare(registered_side(tr, registry, data_dir), registered_side(ev, registry, data_dir), ngram=ngram, threshold=threshold)
     except QfkError as exc:
         if same:
             return [Finding("leak", "error", ev, same, _fix(tr, ev, registry, same=True))], None
@@ -256,12 +332,20 @@ def _check_pair(tr: str, ev: str, registry: dict, data_dir: Path) -> tuple[list[
         return [Finding("leak", "warn", ev, f"{tr} and {ev} are two conversions of the same source (manifests {source[0]} and "
                                             f"{source[1]}): no row is shared ({ov.b_rows} rows compared with {ov.a_rows}), "
                                             "but their splits were drawn separately", _fix(tr, ev, registry, source))], ov
+    if ov.b_source:
+        return [Finding("leak", "warn", ev, f"{_source_note(ov)}: the model saw these eval inputs in training",
+                        _fix(tr, ev, registry))], ov
     return [], ov
 
 
 def _shared_message(tr: str, ov: Overlap, source: tuple[Path, Path] | None) -> str:
-    text = (f"{ov.b_shared} of its {ov.b_rows} rows are in training dataset {tr} ({ov.a_shared} of its {ov.a_rows} rows; "
-            f"eval rows {_rows(ov.b_examples, ov.b_shared)}; training rows {_rows(ov.a_examples, ov.a_shared)})")
+    if ov.b_shared:
+        text = (f"{ov.b_shared} of its {ov.b_rows} rows are in training dataset {tr} ({ov.a_shared} of its {ov.a_rows} rows; "
+                f"eval rows {_rows(ov.b_examples, ov.b_shared)}; training rows {_rows(ov.a_examples, ov.a_shared)})")
+        rest = describe(Overlap(**{**asdict(ov), "b_shared": 0}), eval_side=True)
+        text += f"; {rest}" if rest else ""
+    else:
+        text = f"{ov.count} of its {ov.b_rows} rows are in training dataset {tr}: {describe(ov, eval_side=True)}"
     if source and source[0] != source[1]:
         text += f": both are conversions of the same source (manifests {source[0]} and {source[1]})"
     elif source:
@@ -280,10 +364,11 @@ def _fix(tr: str, ev: str, registry: dict, source: tuple[Path, Path] | None = No
         return "convert again with --dedup so no row lands in both splits"
     if source:
         return f"evaluate on the held-out split of the conversion you train on: {held_out}; remove the other conversion"
-    return f"remove the shared rows from {tr}'s source (or from {ev}) and convert again; see them: qfk lint {tr} --against {ev}"
+    return (f"train without them: qfk datasets decontaminate {tr} --against {ev} (registers {tr}__clean: use "
+            f"dataset={tr}__clean); see them: qfk lint {tr} --against {ev}")
 
 
-def _registered(name: str, registry: dict, data_dir: Path) -> _Side:
+def registered_side(name: str, registry: dict, data_dir: Path) -> _Side:
     from .registry import resolve_file
 
     entry = registry.get(name)

@@ -5,7 +5,10 @@ Rules are small functions over one row (or the whole file) with an id, a severit
 (:data:`RULES`); each problem found is a :class:`~qwen_factory_kit.findings.Finding` whose ``where``
 names the row and field (``row 12, field output``) and whose ``row`` holds the row number. Rows are
 read with the streaming readers; the registry entry (or the manifest, or the row keys) says which
-columns hold prompts and responses.
+columns hold prompts and responses. Where the manifest says in which language or Chinese script
+the texts are (a Moses conversion, a columns conversion with --script), the rows written outside
+it are counted (:class:`ScriptRule`): one warning per rule, with example rows and the command that
+fixes them.
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import QfkError
 from .findings import Finding
 from .io.readers import BadRecord
-from .lfformat import ALPACA_DEFAULTS, SHAREGPT_TAGS, turn_problem
+from .lfformat import turn_problem
+from .rowtext import Layout, layout_from  # noqa: F401  (re-exported: lint.Layout, lint.layout_from)
+from .scripts import LANGUAGE_MISMATCH, SCRIPT_CHOICES, SCRIPT_MISMATCH, checker
 from .think import PROBLEMS, ParsedResponse, ThinkTally, find_special_tokens, has_think_tags, parse_response
+
+if TYPE_CHECKING:
+    from .neardup import NearRule
 
 TEMPLATES_NOTHINK = ("qwen3_nothink", "qwen3_5_nothink")
 
@@ -69,6 +77,11 @@ RULES: dict[str, tuple[str, str, str]] = {
                            "use enable_thinking: true (all rows reason) or null (mixed)"),
     "think_tags_with_nothink": ("warn", "reasoning rows with template qwen3_nothink: the think block is trained as plain text",
                                 "use template qwen3 for reasoning data"),
+    # the scripts rules (qwen_factory_kit.scripts): ids are the converters' reject reasons
+    SCRIPT_MISMATCH: ("warn", "rows with Simplified Chinese characters where the manifest says Traditional (zh_TW)",
+                      "re-convert with --to-traditional (OpenCC s2twp), or without it to reject these rows"),
+    LANGUAGE_MISMATCH: ("warn", "rows with a text that has no character of its language's script (English in a ja line)",
+                        "re-convert with the current qfk convert (it rejects these rows), or fix the source files"),
 }
 
 
@@ -106,32 +119,7 @@ def _where(row: int | None, field_name: str | None) -> str | None:
 # --------------------------------------------------------------------------------------------
 # row model: which texts are prompts and which are responses
 # --------------------------------------------------------------------------------------------
-@dataclass
-class Layout:
-    formatting: str = "alpaca"
-    ranking: bool = False
-    columns: dict = field(default_factory=dict)
-    tags: dict = field(default_factory=dict)
-
-
-def layout_from(entry: dict | None, sample: dict | None) -> Layout:
-    if entry:
-        fmt = entry.get("formatting", "alpaca")
-        cols = entry.get("columns") or ({"messages": "conversations"} if fmt == "sharegpt" else dict(ALPACA_DEFAULTS))
-        return Layout(fmt, bool(entry.get("ranking")), cols, entry.get("tags") or dict(SHAREGPT_TAGS))
-    keys = set(sample or {})
-    if "conversations" in keys or "messages" in keys:
-        return Layout("sharegpt", False, {"messages": "conversations" if "conversations" in keys else "messages",
-                                          **({"system": "system"} if "system" in keys else {})}, dict(SHAREGPT_TAGS))
-    cols = {k: k2 for k, k2 in ALPACA_DEFAULTS.items()}
-    for k in ("system", "history"):
-        if k in keys:
-            cols[k] = k
-    ranking = "chosen" in keys and "rejected" in keys
-    if ranking:
-        cols.pop("response", None)
-        cols.update(chosen="chosen", rejected="rejected")
-    return Layout("alpaca", ranking, cols, dict(SHAREGPT_TAGS))
+# Layout and layout_from live in rowtext (low in the import graph: the converters' core uses them too)
 
 
 def _texts(row: dict, lay: Layout) -> Iterator[tuple[str, str, Any]]:
@@ -204,9 +192,11 @@ class _Seen:
 
 
 def lint_rows(rows: Iterator[tuple[int, Any]], lay: Layout, *, template: str = "qwen3", enable_thinking: bool | None = True,
-              path: str = "", max_problems: int = 200) -> LintReport:
+              path: str = "", max_problems: int = 200, scripts: "ScriptRule | None" = None,
+              near: "NearRule | None" = None) -> LintReport:
     """Run every rule on ``rows`` ((row number, row) pairs): the row rules on each row, then the
-    rules on the whole file."""
+    rules on the whole file (``scripts``: the language and script rule the manifest asks for;
+    ``near``: the near duplicates among the rows that are not exact duplicates, an info finding)."""
     rep = LintReport(path)
     seen = _Seen()
 
@@ -218,9 +208,23 @@ def lint_rows(rows: Iterator[tuple[int, Any]], lay: Layout, *, template: str = "
 
     for n, row in rows:
         rep.rows += 1
-        add(_row_problems(n, row, lay, seen))
+        problems = _row_problems(n, row, lay, seen)
+        add(problems)
+        if scripts is not None and type(row) is dict:
+            scripts.add(n, row, lay)
+        if near is not None and type(row) is dict and not any(p.id == "duplicate_row" for p in problems):
+            near.add(n, row, lay)
     rep.think = seen.tally.as_dict()
     add(_file_problems(seen, template, enable_thinking))
+    if scripts is not None:
+        for finding in scripts.findings():  # one finding per rule, counted in rows
+            rep.counts[(finding.id, finding.severity)] += scripts.rows[finding.id]
+            if len(rep.problems) < max_problems:
+                rep.problems.append(finding)
+    for finding in near.findings() if near is not None else ():  # one finding, counted in rows
+        rep.counts[(finding.id, finding.severity)] += near.count
+        if len(rep.problems) < max_problems:
+            rep.problems.append(finding)
     return rep
 
 
@@ -303,6 +307,123 @@ def _file_problems(seen: _Seen, template: str, enable_thinking: bool | None) -> 
     return out
 
 
+class ScriptRule:
+    """``script_mismatch`` and ``language_mismatch`` over a file whose manifest names its languages:
+    a Moses conversion (each row's languages from its instruction, the input in the source
+    language, the answer in the target's), or a columns conversion with ``--script`` (every text
+    in that script). Streaming: counts and the first :attr:`EXAMPLES` row numbers per rule."""
+
+    EXAMPLES = 5
+
+    def __init__(self, manifest: dict, *, script: str | None = None, template: str | None = None):
+        self.manifest, self.script, self.template = manifest, script, template
+        self.rows: Counter = Counter()
+        self.examples: dict[str, list[tuple[int, str]]] = {}
+        self._directions: dict[str, tuple[str, str] | None] = {}
+
+    @staticmethod
+    def of(manifest: dict | None) -> "ScriptRule | None":
+        """The rule a manifest asks for, or None (no language or script known, or a manifest that
+        does not say it in the shape qfk convert writes)."""
+        options = manifest.get("options") if isinstance(manifest, dict) else None
+        if not isinstance(options, dict):
+            return None
+        if manifest.get("converter") == "columns":
+            script = options.get("script")
+            return ScriptRule(manifest, script=script) if isinstance(script, str) and script in SCRIPT_CHOICES else None
+        found, template = options.get("found"), options.get("instruction_template")
+        if manifest.get("converter") != "moses" or not isinstance(found, dict) or not isinstance(template, str):
+            return None
+        import re
+
+        from .convert.moses import instruction_direction
+
+        try:
+            instruction_direction("", template)
+        except (KeyError, ValueError, IndexError, re.error):  # not a template moses accepts
+            return None
+        langs = {lang for group in found.values() if isinstance(group, list) for lang in group if isinstance(lang, str)}
+        return ScriptRule(manifest, template=template) if any(checker(lang) for lang in langs) else None
+
+    def add(self, n: int, row: dict, lay: Layout) -> None:
+        """Count row ``n``'s problems (one per rule)."""
+        found = {}
+        for text, check in self._texts(row, lay):
+            if isinstance(text, str) and check is not None and (problem := check(text)) is not None:
+                found.setdefault(problem.code, problem.detail)
+        for code, detail in found.items():
+            self.rows[code] += 1
+            examples = self.examples.setdefault(code, [])
+            if len(examples) < self.EXAMPLES:
+                examples.append((n, detail))
+
+    def _texts(self, row: dict, lay: Layout) -> Iterator[tuple[Any, Any]]:
+        if self.script:
+            for kind, name, value in _texts(row, lay):
+                if kind != "bad":
+                    yield value, checker(script=self.script, where=name if name.startswith("message ") else f"field '{name}'")
+            return
+        cols = lay.columns
+        direction = self._direction(row.get(cols.get("prompt", "instruction")))
+        if direction is None:
+            return
+        answer = row.get(cols.get("response", "output"))
+        yield row.get(cols.get("query", "input")), checker(direction[0])
+        yield (parse_response(answer).answer if isinstance(answer, str) else None), checker(direction[1])
+
+    def _direction(self, instruction: Any) -> tuple[str, str] | None:
+        """(source, target) of a Moses row's instruction (remembered: a corpus has few directions)."""
+        if not isinstance(instruction, str):
+            return None
+        if instruction not in self._directions:
+            from .convert.moses import instruction_direction
+
+            found = instruction_direction(instruction, self.template)
+            if len(self._directions) >= 256:  # not a Moses corpus's handful of instructions: do not remember them all
+                return found
+            self._directions[instruction] = found
+        return self._directions[instruction]
+
+    def findings(self) -> list[Finding]:
+        out = []
+        for code in (SCRIPT_MISMATCH, LANGUAGE_MISMATCH):
+            if not self.rows[code]:
+                continue
+            severity, text, _ = RULES[code]
+            examples = self.examples[code]
+            n = self.rows[code]
+            rows = ", ".join(str(r) for r, _ in examples) + (", ..." if n > len(examples) else "")
+            first = f"rows {rows}; row {examples[0][0]}" if n > 1 else f"row {examples[0][0]}"
+            message = f"{n} {'rows' if n > 1 else 'row'} {text.removeprefix('rows ')} ({first}: {examples[0][1]})"
+            out.append(Finding(code, severity, None, message, self._fix(code), examples[0][0]))
+        return out
+
+    def _fix(self, code: str) -> str:
+        """The command that re-converts the source (the manifest's options) with the fix."""
+        import shlex
+
+        m = self.manifest
+        options = m["options"]
+        source = m.get("source")
+        spec = source.get("spec") if isinstance(source, dict) else None
+        args = ["qfk", "convert", str(m.get("converter")), spec if isinstance(spec, str) and spec else "SOURCE"]
+        if m.get("converter") == "columns":
+            for key in ("prompt", "response", "query", "system", "think", "history"):
+                if options.get(key):
+                    args += [f"--{key}", str(options[key])]
+        if code == LANGUAGE_MISMATCH:
+            return f"re-convert: {shlex.join(args)} (rejects these rows as {LANGUAGE_MISMATCH}), or fix the source files"
+        return (f"convert the Simplified texts: {shlex.join(args + ['--to-traditional'])} (OpenCC s2twp), "
+                f"or re-convert without it to reject them as {SCRIPT_MISMATCH}")
+
+
+def _manifest_of(path: Path) -> dict | None:
+    """The qfk manifest written next to a data file (None for a folder or a file without one)."""
+    from .registry import manifest_for
+
+    return manifest_for({"file_name": str(path.resolve())}, path.parent) if path.is_file() else None
+
+
 def resolve_target(target: str, data_dir: str | None) -> tuple[Path, dict | None]:
     """PATH or registered NAME -> (file, registry entry or None)."""
     from .registry import Registry, manifest_for, resolve_file, validate_entry
@@ -354,7 +475,11 @@ def iter_rows(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def lint(target: str, *, data_dir: str | None = None, template: str = "qwen3", enable_thinking: bool | None = True,
-         max_problems: int = 200) -> LintReport:
+         max_problems: int = 200, near_dedup: float | None = 0.8) -> LintReport:
+    """Every rule on the rows of ``target`` (a file or a registered name); ``near_dedup``: the
+    similarity the near-duplicate info finding counts from (None: not looked for)."""
+    from .neardup import NearRule
+
     path, entry = resolve_target(target, data_dir)
     rows = iter_records(path)
     first = next(rows, None)
@@ -366,4 +491,5 @@ def lint(target: str, *, data_dir: str | None = None, template: str = "qwen3", e
         yield first
         yield from rows
 
-    return lint_rows(chained(), lay, template=template, enable_thinking=enable_thinking, path=str(path), max_problems=max_problems)
+    return lint_rows(chained(), lay, template=template, enable_thinking=enable_thinking, path=str(path), max_problems=max_problems,
+                     scripts=ScriptRule.of(_manifest_of(path)), near=NearRule(near_dedup) if near_dedup is not None else None)

@@ -86,9 +86,11 @@ def file_name_for(path: Path, data_dir: Path) -> str:
 
 
 #: derived entries: ``NAME__nN`` (an exact-mix entry with ``num_samples: N``, made by ``qfk recipe new
-#: --mix``) and ``NAME__max<N>`` (NAME without its rows over N tokens, made by ``qfk datasets filter``)
+#: --mix``), ``NAME__max<N>`` (NAME without its rows over N tokens, made by ``qfk datasets filter``)
+#: and ``NAME__clean`` (NAME without its rows that leak into eval sets, ``qfk datasets decontaminate``)
 MIXED_RE = re.compile(r"^(?P<base>.+)__n(?P<count>[1-9][0-9]*)$")
 FILTERED_RE = re.compile(r"^(?P<base>.+)__max(?P<tokens>[1-9][0-9]*)$")
+CLEAN_RE = re.compile(r"^(?P<base>.+)__clean$")
 
 
 def mixed_name(name: str, count: int) -> str:
@@ -100,11 +102,16 @@ def filtered_name(name: str, max_tokens: int) -> str:
     return f"{name}__max{max_tokens}"
 
 
+def clean_name(name: str) -> str:
+    """The default name of NAME without its rows that leak into eval sets: ``NAME__clean``."""
+    return f"{name}__clean"
+
+
 def base_name(name: str) -> str:
-    """The dataset a derived entry was made from: ``med__n100``, ``med__max2048`` and
-    ``med__max2048__n100`` -> ``med``."""
+    """The dataset a derived entry was made from: ``med__n100``, ``med__max2048``, ``med__clean``
+    and ``med__clean__max2048__n100`` -> ``med``."""
     while True:
-        m = MIXED_RE.match(name) or FILTERED_RE.match(name)
+        m = MIXED_RE.match(name) or FILTERED_RE.match(name) or CLEAN_RE.match(name)
         if not m:
             return name
         name = m["base"]
@@ -272,8 +279,9 @@ def split_name(name: str, split: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # qfk datasets remove: a dataset's related entries, and the files still in use
 # ---------------------------------------------------------------------------------------------
-#: the suffixes of the entries made from a dataset: a mix entry (NAME__nN), a filtered one (NAME__max<N>)
-_DERIVED_SUFFIX = r"(?:__n[1-9][0-9]*|__max[1-9][0-9]*)+"
+#: the suffixes of the entries made from a dataset: a mix entry (NAME__nN), a filtered one (NAME__max<N>),
+#: a decontaminated one (NAME__clean)
+_DERIVED_SUFFIX = r"(?:__n[1-9][0-9]*|__max[1-9][0-9]*|__clean)+"
 
 
 def _split_file(path: Path, split: str) -> Path:
@@ -284,7 +292,8 @@ def _split_file(path: Path, split: str) -> Path:
 def related_names(name: str, data: dict, data_dir: Path) -> list[str]:
     """The entries that belong to dataset ``name``, in registry order: its splits NAME_val and
     NAME_test (when they point to NAME's split files, as ``qfk convert`` wrote them), and the mix
-    and filter entries (``__nN``, ``__max<N>``, in any chain) of NAME and of those splits."""
+    filter and decontaminated entries (``__nN``, ``__max<N>``, ``__clean``, in any chain) of NAME and of
+    those splits."""
     bases = [name]
     own = resolve_file(data[name], data_dir) if isinstance(data.get(name), dict) else None
     for split in ("val", "test"):

@@ -160,7 +160,9 @@ def test_real_kftt(real_samples, tmp_path):
     res = convert("moses", str(real_samples / "moses" / "kftt"), output=str(tmp_path / "k.jsonl"))
     assert res.read == 300 and res.read == res.written + res.rejected
     rows = read_jsonl(res.output)
-    assert rows[0]["input"] == "Infobox Buddhist" and rows[1]["input"] == "InfoboxBuddhist"
+    # line 1 is a template name, in Latin letters on the ja side too: language_mismatch (tests/test_scripts.py)
+    assert res.rejected_by_reason["language_mismatch"] == 1
+    assert rows[0]["input"] == "Dogen was a Zen monk in the early Kamakura period." and rows[1]["input"] == "道元（どうげん）は、鎌倉時代初期の禅僧。"
 
 
 def test_test_size_is_exact_in_lines_after_duplicates_and_rejects(tmp_path):

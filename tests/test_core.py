@@ -15,7 +15,7 @@ import pytest
 from conftest import read_jsonl, run_qfk_process, write_jsonl
 
 from qwen_factory_kit.convert import convert
-from qwen_factory_kit.convert.core import Selector
+from qwen_factory_kit.convert.splits import Selector
 from qwen_factory_kit.errors import QfkError
 
 
@@ -214,6 +214,49 @@ def test_parquet_row_numbers_across_batches(tmp_path):
     pq.write_table(pa.Table.from_pylist(data), tmp_path / "t.parquet", row_group_size=3000)
     res = cols(tmp_path / "t.parquet", tmp_path / "o.jsonl")
     assert read_jsonl(res.rejects)[0]["row"] == 9001 and res.written == 9999
+
+
+@pytest.mark.parametrize("shard", [None, "2/3"])
+def test_input_hashes_are_the_files_sha256_read_once(tmp_path, monkeypatch, shard):
+    """The manifest's input hashes equal sha256sum's; the rows' own read hashes JSON Lines, JSON and
+    CSV, and a second read is left to Parquet (and to every file of a --shard part)."""
+    import hashlib
+
+    from qwen_factory_kit.convert import sinks
+
+    src = tmp_path / "src"
+    write_jsonl(src / "a.jsonl", rows(3000))
+    (src / "b.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(rows(5)).encode())
+    (src / "c.csv").write_text("prompt,answer\n" + "".join(f'"q\n{i}",a{i}\n' for i in range(2000)), encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist(rows(700)), src / "d.parquet", row_group_size=300)
+    second: list[str] = []
+    hash_file = sinks.sha256_file
+    monkeypatch.setattr(sinks, "sha256_file", lambda p: second.append(Path(p).name) or hash_file(p))
+    res = cols(src, tmp_path / "o.jsonl", shard=shard)
+    files = json.loads(res.manifest.read_text())["source"]["files"]
+    assert {f["path"].rsplit("/", 1)[-1]: f["sha256"] for f in files} == {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(src.iterdir())}
+    assert second == (["d.parquet"] if shard is None else ["a.jsonl", "b.json", "c.csv", "d.parquet"])
+
+
+def test_moses_files_are_hashed_as_their_lines_are_read(tmp_path, monkeypatch):
+    import hashlib
+
+    from qwen_factory_kit.convert import sinks
+
+    src = tmp_path / "corpus"
+    src.mkdir()
+    (src / "corpus.en").write_text("".join(f"line {i}\n" for i in range(500)), encoding="utf-8")
+    (src / "corpus.ja").write_text("".join(f"行 {i}\n" for i in range(500)), encoding="utf-8")
+    (src / "README").write_text("not a corpus file\n")
+    second: list[str] = []
+    hash_file = sinks.sha256_file
+    monkeypatch.setattr(sinks, "sha256_file", lambda p: second.append(Path(p).name) or hash_file(p))
+    res = convert("moses", str(src), output=str(tmp_path / "o.jsonl"))
+    files = json.loads(res.manifest.read_text())["source"]["files"]
+    assert {f["path"].rsplit("/", 1)[-1]: f["sha256"] for f in files} == {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(src.iterdir())}
+    assert second == ["README"]  # no row comes from it: read for its hash alone
 
 
 def test_empty_input_and_missing_source(tmp_path, qfk):

@@ -341,7 +341,67 @@ class Passes:
         return problems, lost
 
 
-Expect = Rows | AllRejected | Fails | Finds | Passes
+def registered(name: str, data: bytes, also: dict[str, bytes] | None = None, target: str | None = None) -> Build:
+    """Dataset ``name`` (Alpaca rows ``data``) registered beside the user's ``keep`` (and the files
+    ``also`` in the workspace); the build returns ``target`` (default: the name)."""
+    def build(ws: Path) -> str:
+        for rel, content in (also or {}).items():
+            write(ws, rel, content)
+        write(ws, f"data/{name}.jsonl", data)
+        entries = json.loads(SEED_REGISTRY)
+        entries[name] = {"file_name": f"{name}.jsonl"}
+        write(ws, "data/dataset_info.json", json.dumps(entries))
+        return target or name
+    return build
+
+
+def _leak_cases() -> list[Case]:
+    """``lint --against`` and ``datasets decontaminate``: the user's ``keep`` (one row) against eval rows."""
+    lint, dec = "lint", "datasets decontaminate"
+    copy = good("lint", 0)
+    long_row = line(row("lint", "Why does the moon show phases as it goes around the earth each month of the year?",
+                        "Because the half lit by the sun is seen from the earth at a changing angle over the month."))
+    near = line(row("lint", "Why does the moon show phases as it goes around the earth each month of the year",
+                    "Because the half lit by the sun is seen from the earth at a changing angle over the month!"))
+    return [
+        Case("lint/against-exact-copy", lint, file(copy), Finds(("overlap",), ("1 of its 1 rows are in", "share prompt and answer")), ("--against", "keep")),
+        Case("lint/against-empty-file", lint, file(), Fails(("holds no readable rows",)), ("--against", "keep")),
+        Case("lint/against-invalid-lines-skipped", lint, file(b"{oops\n", b"[1]\n", good("lint", 5)), Passes(),
+             ("--against", "keep")),
+        Case("lint/against-unregistered", lint, file(copy), Fails(("'nope'",), names="nope"), ("--against", "nope")),
+        Case("lint/against-ngram-zero", lint, file(copy), Refused(("--ngram",)), ("--against", "keep", "--ngram", "0")),
+        Case("lint/against-threshold-text", lint, file(copy), Refused(("--threshold",)), ("--against", "keep", "--threshold", "half")),
+        Case("lint/against-threshold-above-one", lint, file(copy), Refused(("--threshold",)), ("--against", "keep", "--threshold", "1.5")),
+        Case("lint/ngram-without-against", lint, file(copy), Refused(("--against",)), ("--ngram", "13")),
+        Case("lint/against-near-copy", lint, registered("exam", long_row, also={"near.jsonl": near}),
+             Finds(("overlap",), ("near duplicates",)), ("--against", "near.jsonl")),
+        Case(f"{dec}/against-itself", dec, lambda ws: "keep", Fails(("every row would be removed",), names="keep"), ("--against", "keep")),
+        Case(f"{dec}/against-unregistered", dec, lambda ws: "keep", Fails(("'nope' is not registered",), names="nope"),
+             ("--against", "nope")),
+        Case(f"{dec}/against-nothing", dec, lambda ws: "keep", Refused(("--against",))),
+        Case(f"{dec}/against-empty-eval", dec, registered("exam", b"", target="keep"), Fails(("holds no readable rows",), names="exam"),
+             ("--against", "exam")),
+        Case(f"{dec}/against-commas-and-blanks", dec, registered("exam", long_row, target="keep"), Passes(), ("--against", " ,exam,,exam ")),
+        Case(f"{dec}/against-broken-eval-lines", dec, registered("exam", b"{oops\n" + long_row, target="keep"), Passes(), ("--against", "exam")),
+        Case(f"{dec}/threshold-zero", dec, registered("exam", long_row, target="keep"), Refused(("--threshold",)), ("--against", "exam", "--threshold", "0")),
+        Case(f"{dec}/name-with-comma", dec, registered("exam", long_row, target="keep"), Fails(("comma-separated",), names=None),
+             ("--against", "exam", "--name", "a,b")),
+    ]
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A usage error (click's): exit 2, ``words`` on stderr, nothing written."""
+
+    words: tuple[str, ...]
+
+    def check(self, run: Run) -> tuple[list[str], list[str]]:
+        problems = [] if run.proc.returncode == 2 else [f"exit {run.proc.returncode}, expected 2"]
+        problems += [f"the error does not say {w!r}" for w in self.words if w not in run.proc.stderr]
+        return problems, [f"output left by a refused command: {p.name}" for p in run.output_files()]
+
+
+Expect = Rows | AllRejected | Fails | Finds | Passes | Refused
 
 
 @dataclass(frozen=True)
@@ -540,7 +600,7 @@ def _moses_cases() -> list[Case]:
     mismatch = ("line-count mismatch", "corpus.en has 5 lines", "corpus.zh_tw has 4")
     cases = [
         ("big5", corpus(text(EN), text(ZH, codec="big5")), Rows(5)),
-        ("gb18030", corpus(text(EN), text(ZH_HANS, codec="gb18030")), Rows(5)),
+        ("gb18030", corpus(text(EN), text(ZH, codec="gb18030")), Rows(5)),
         ("utf8-bom", corpus(BOM + text(EN), BOM + text(ZH)), Rows(5)),
         ("crlf", corpus(text(EN, "\r\n"), text(ZH, "\r\n")), Rows(5)),
         ("no-final-newline", corpus(text(EN)[:-1], text(ZH)), Rows(5)),
@@ -555,7 +615,9 @@ def _moses_cases() -> list[Case]:
         ("blank-lines", corpus(text(EN[:2] + ["", " "] + EN[4:]), text(ZH)), Rows(3, {"empty_segment": 2})),
         ("chat-special-tokens", corpus(text(EN[:4] + ["<|im_end|>"]), text(ZH)), Rows(4, {"chat_special_tokens": 1})),
         ("think-tags", corpus(text(EN[:4] + ["<think>x</think>"]), text(ZH)), Rows(4, {"reasoning_in_prompt": 1})),
-        ("mojibake-kept", corpus(text(EN), text([mojibake(z, "latin-1") if i == 0 else z for i, z in enumerate(ZH)])), Rows(5)),
+        # mis-decoded Chinese is Latin letters only: the zh_TW side holds no Chinese character
+        ("mojibake-zh-side", corpus(text(EN), text([mojibake(z, "latin-1") if i == 0 else z for i, z in enumerate(ZH)])),
+         Rows(4, {"language_mismatch": 1})),
         ("10mb-line", corpus(text(["x" * TEN_MB, "ok"]), text(ZH[:2])), Rows(2)),
         ("undecodable-legacy-bytes", corpus(text(EN), text(ZH[:4], codec="big5") + b"\xff\xfe\xff\xfe\n"),
          Fails(("cannot tell the text encoding",), names="corpus.zh_tw")),
@@ -652,8 +714,121 @@ def _registry_cases() -> list[Case]:
     ]
 
 
+def parallel(**files: bytes) -> Build:
+    """A corpus folder holding ``corpus.SUFFIX`` files (``parallel(en=..., ja=...)``)."""
+    def build(ws: Path) -> Path:
+        for suffix, data in files.items():
+            write(ws, f"corpus/corpus.{suffix}", data)
+        return ws / "corpus"
+    return build
+
+
+def converted(rows: list[dict], manifest: dict) -> Build:
+    """Rows written by qfk convert, with the manifest beside them (what lint reads the languages from)."""
+    base = {"qfk_manifest": 1, "source": {"spec": "corpus"},
+            "dataset": {"formatting": "alpaca", "ranking": False, "columns": {"prompt": "instruction", "query": "input", "response": "output"}}}
+
+    def build(ws: Path) -> Path:
+        write(ws, "in.manifest.json", json.dumps({**base, **manifest}, ensure_ascii=False))
+        return write(ws, "in.jsonl", b"".join(line(r) for r in rows))
+    return build
+
+
+def translation(src: str, tgt: str, source: str, target: str) -> dict:
+    return {"instruction": f"Translate <{src}> to <{tgt}>.", "input": source, "output": f"<think>\n\n</think>\n\n{target}"}
+
+
+def _script_cases() -> list[Case]:
+    """The language and script checks (qwen_factory_kit.scripts): Simplified lines in a zh_TW
+    file, English in corpus.ja, lines of punctuation, emoji, mixed scripts; their options where
+    they mean nothing or hold a bad value; lint on rows converted before the checks existed."""
+    hans = text(ZH_HANS)  # 4 of 5 lines hold Simplified-only characters; 早安。 is shared by both scripts
+    ja = ["おはよう。", "ありがとう。", "駅はどこですか。", "お茶が好きです。", "また明日。"]
+    to_trad = ("--to-traditional",)
+    moses = [
+        ("simplified-zh_tw-lines", corpus(text(EN), hans), Rows(1, {"script_mismatch": 4}), ()),
+        ("simplified-zh_tw-lines-to-traditional", corpus(text(EN), hans), Rows(5), to_trad),
+        ("gb18030-simplified-to-traditional", corpus(text(EN), text(ZH_HANS, codec="gb18030")), Rows(5), to_trad),
+        ("mixed-script-line", corpus(text(EN), text(ZH[:4] + ["明天见，明天見。"])), Rows(4, {"script_mismatch": 1}), ()),
+        ("english-in-corpus-ja", parallel(en=text(EN), ja=text(ja[:4] + ["See you tomorrow."])), Rows(4, {"language_mismatch": 1}), ()),
+        ("latin-only-zh-side", corpus(text(EN), text(ZH[:4] + ["OK"])), Rows(4, {"language_mismatch": 1}), ()),
+        ("punctuation-and-number-lines", corpus(text(EN[:3] + ["...", "2024"]), text(ZH[:3] + ["……", "2024"])), Rows(5), ()),
+        ("emoji-lines", corpus(text(EN[:4] + ["😀👍"]), text(ZH[:4] + ["😀👍"])), Rows(5), ()),
+        ("blank-lines-to-traditional", corpus(text(EN), text(ZH_HANS[:3] + ["", " "])), Rows(3, {"empty_segment": 2}), to_trad),
+        ("every-line-simplified", corpus(text(EN[1:]), text(ZH_HANS[1:])), AllRejected({"script_mismatch": 4}), ()),
+        ("to-traditional-without-zh_tw", parallel(en=text(EN), ja=text(ja)),
+         Fails(("--to-traditional", "no zh_TW file"), names="corpus"), to_trad),
+        ("to-traditional-with-langs-en-ja", parallel(en=text(EN), ja=text(ja), zh_tw=text(ZH)),
+         Fails(("--to-traditional", "--langs"), names=None), (*to_trad, "--langs", "en,ja")),
+    ]
+    c, q = "columns", {"q": "這是什麼？", "a": "這是書。"}
+    simp = {"q": "这是什么？", "a": "这是书。"}
+    columns = [
+        ("script-traditional", with_bad(c, simp), Rows(1, {"script_mismatch": 1}), ("--script", "traditional")),
+        ("script-traditional-mixed-row", with_bad(c, {**q, "a": "這是书。"}), Rows(1, {"script_mismatch": 1}), ("--script", "traditional")),
+        ("script-traditional-shared-and-latin", rows_file(q, {"q": "中文", "a": "OK"}, {"q": "😀", "a": "..."}), Rows(3),
+         ("--script", "traditional")),
+        ("to-traditional", with_bad(c, simp), Rows(2), ("--to-traditional",)),
+        ("script-bad-value", rows_file(q), Fails(("--script must be one of", "traditional"), names=None), ("--script", "simplified")),
+    ]
+    manifest = {"converter": "moses", "options": {"found": {"corpus/corpus.{en,ja,zh_tw}": ["en", "ja", "zh_TW"]},
+                                                  "instruction_template": "Translate {src_tag} to {tgt_tag}."}}
+    rows = [translation("en", "zh_TW", "Good morning.", "早安。"), translation("en", "zh_TW", "Thank you.", "非常感谢你。"),
+            translation("zh_TW", "ja", "非常感謝你。", "Thank you."), translation("ja", "en", "おはよう。", "😀")]
+    lint = [
+        ("moses-rows-out-of-script", converted(rows, manifest), Finds(("script_mismatch", "language_mismatch"),
+                                                                      ("row 2: simplified characters 谢", "row 3: no kana"), code=0, rows=4)),
+        ("columns-rows-out-of-script", converted([{"instruction": "这是什么？", "input": "", "output": "書"}],
+                                                 {"converter": "columns", "options": {"script": "traditional", "prompt": "q"}}),
+         Finds(("script_mismatch",), ("field 'instruction'",), code=0, rows=1)),
+        ("manifest-with-odd-options", converted(rows, {"converter": "moses", "options": {"found": ["zh_TW"], "instruction_template": 7}}),
+         Passes(rows=4)),
+        ("manifest-with-bad-template", converted(rows, {**manifest, "options": {**manifest["options"], "instruction_template": "{0}{x_y}"}}),
+         Passes(rows=4)),
+    ]
+    return ([Case(f"moses/{name}", "moses", build, expect, args) for name, build, expect, args in moses]
+            + [Case(f"columns/{name}", c, build, expect, (*ARGS[c], *args)) for name, build, expect, args in columns]
+            + [Case(f"lint/{name}", "lint", build, expect) for name, build, expect in lint])
+
+
+def _near_dedup_cases() -> list[Case]:
+    """``--near-dedup [JACCARD]``: values that are no similarity (one error line saying what to
+    type), with ``--shard`` (refused), and rows: near copies, rows without a word, a 10 MB line,
+    10,000 turns, a Moses line repeated with other punctuation; lint's info finding."""
+    m, s = "medical-r1", "sharegpt"
+    q = "Which foods lower blood pressure in adults over sixty who already take one medicine for it every morning?"
+    a = ("Vegetables, fruit, beans and whole grains lower it; so do less salt, less alcohol and a daily walk of half an "
+         "hour. Keep taking the medicine, and measure the pressure at the same time of day for two weeks before the next visit.")
+    copy = (row(m, q, a), row(m, q.replace("medicine", "prescribed medicine"), a.replace(",", ";", 1)))
+    what = ("--near-dedup takes a Jaccard similarity above 0 and at most 1", "--near-dedup 0.9")
+    bad = [("zero", ("0",)), ("above-one", ("1.5",)), ("text", ("high",)), ("nan", ("nan",)), ("inf", ("inf",)),
+           ("empty", ("",)), ("joined-text", ()), ("source-taken-as-value", None)]
+    out = [Case(f"{m}/near-dedup-{name}", m, file(good(m, 0), good(m, 1)), Fails(what, names=None),
+                ("--near-dedup", *value) if value else ("--near-dedup=half",) if value == () else ("--near-dedup", "in.jsonl"))
+           for name, value in bad]
+    near = ("--near-dedup",)
+    big = row(m, "Summarise this.", "x" * TEN_MB)
+    en, zh = ["Good morning.", "Good morning!", "Thank you."], ["早安。", "早安！", "謝謝。"]
+    return out + [
+        Case(f"{m}/near-dedup-negative", m, file(good(m, 0)), Refused(("No such option",)), ("--near-dedup", "-0.2")),
+        Case(f"{m}/near-dedup-negative-joined", m, file(good(m, 0)), Refused(("No such option",)), ("--near-dedup=-0.2",)),
+        Case(f"{m}/near-dedup-with-shard", m, file(good(m, 0), good(m, 1)),
+             Fails(("--near-dedup cannot be used with --shard", "near duplicate"), names=None), ("--near-dedup", "--shard", "0/2")),
+        Case(f"{m}/near-dedup-copies", m, rows_file(*copy), Rows(1, {"near_duplicate": 1}), near),
+        Case(f"{m}/near-dedup-after-exact-dedup", m, rows_file(copy[0], copy[0], copy[1]),
+             Rows(1, {"duplicate": 1, "near_duplicate": 1}), ("--dedup", *near)),
+        Case(f"{m}/near-dedup-rows-without-words", m, rows_file(row(m, "???", "!!!"), row(m, "?!", "..."), row(m, "¿?", "…")),
+             Rows(3), near),
+        Case(f"{m}/near-dedup-10mb-line", m, file(good(m, 0), line(big), line(big)), Rows(2, {"near_duplicate": 1}), near),
+        Case(f"{s}/near-dedup-10000-turns", s, with_bad(s, turns(10_000)), Rows(2), near),
+        Case("moses/near-dedup-other-punctuation", "moses", corpus(text(en), text(zh)), Rows(2, {"near_duplicate": 1}), near),
+        Case("lint/near-duplicates-are-info", "lint", rows_file(row("lint", q, a), row("lint", q + " please", a)), Passes(rows=2)),
+    ]
+
+
 CASES: list[Case] = [*_file_cases(), *_more_file_cases(), *_think_cases(), *_field_cases(), *_moses_cases(),
-                     *_filesystem_cases(), *_registry_cases()]
+                     *_filesystem_cases(), *_registry_cases(), *_script_cases(), *_leak_cases()]
+CASES += _near_dedup_cases()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -667,6 +842,8 @@ def _argv(case: Case, target: Path | str, ws: Path) -> list[str]:
         return ["datasets", "add", str(target), "--name", "added", "--data-dir", str(data), "--json", *case.args]
     if case.command == "datasets check":
         return ["datasets", "check", "--data-dir", str(data), "--json"]
+    if case.command == "datasets decontaminate":
+        return ["datasets", "decontaminate", str(target), "--data-dir", str(data), "--json", "--no-progress", *case.args]
     if case.command == "recipe check":
         write(ws, "recipe.yaml", RECIPE)
         return ["recipe", "check", "recipe.yaml", "--json", "--no-stats"]
@@ -730,4 +907,5 @@ def test_hostile_input(case: Case, tmp_path):
 def test_the_table_has_unique_ids_and_covers_every_command():
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids)), [i for i, n in Counter(ids).items() if n > 1]
-    assert {c.command for c in CASES} == {*CONVERTERS, "moses", "lint", "datasets add", "datasets check", "recipe check"}
+    assert {c.command for c in CASES} == {*CONVERTERS, "moses", "lint", "datasets add", "datasets check", "recipe check",
+                                          "datasets decontaminate"}

@@ -110,11 +110,14 @@ def planted_alpaca(data: Path) -> None:
 def test_overlap_finds_planted_alpaca_rows_from_either_side(data):
     planted_alpaca(data)
     ov = overlap("train", "exam", data)
-    assert (ov.count, ov.b_shared, ov.a_shared) == (2, 2, 2)  # the different answer to row 12 is not a leak
+    # the other answer to row 12 is not the same row, but the same question with a near answer: a near leak
+    assert (ov.count, ov.b_shared, ov.a_shared, ov.b_near, ov.a_near) == (3, 2, 2, 1, 1)
     assert (ov.a_rows, ov.b_rows, ov.a_examples, ov.b_examples) == (30, 6, [5, 10], [2, 4])
+    assert [(e["a_row"], e["b_row"]) for e in ov.examples["near"]] == [(12, 6)]
     back = overlap("exam", "train", data)  # the smaller side is kept in memory, whichever it is
-    assert (back.count, back.a_rows, back.b_rows, back.a_examples, back.b_examples) == (2, 6, 30, [2, 4], [5, 10])
-    assert json.loads(json.dumps(ov.as_dict()))["count"] == 2
+    assert (back.count, back.a_rows, back.b_rows, back.a_examples, back.b_examples) == (3, 6, 30, [2, 4], [5, 10])
+    assert [(e["a_row"], e["b_row"]) for e in back.examples["near"]] == [(6, 12)]
+    assert json.loads(json.dumps(ov.as_dict()))["count"] == 3
 
 
 def test_overlap_counts_every_repeated_row_and_lists_at_most_five(data):
@@ -144,7 +147,7 @@ def test_overlap_reads_files_too(data, tmp_path):
 # --------------------------------------------------------------------------------------------
 def test_a_clean_pair_is_ok_and_says_what_was_compared(data):
     register(data, "train", [qa(i) for i in range(1, 31)])
-    register(data, "exam", [qa(i) for i in range(100, 104)] + [qa(12, answer="It is 25.")])
+    register(data, "exam", [qa(i) for i in range(100, 104)] + [{**qa(12), "instruction": "Name a prime number above 12."}])
     found = check_leaks(["train"], ["exam"], data)
     assert [(f.id, f.severity) for f in found] == [("leak", "ok")]
     assert "exam (5 rows) against train (30 rows)" in found[0].message
@@ -258,15 +261,21 @@ def test_qfk_lint_against(data, qfk):
     register(data, "fresh", [qa(i) for i in range(500, 504)])
     code, out, err = qfk("lint", "train", "--against", "exam", "--data-dir", data)
     assert code == 1, err
-    assert "error overlap: exam: 2 of its 6 rows share prompt and answer with train" in " ".join(out.split())
+    text = " ".join(out.split())
+    assert "error overlap: exam: 3 of its 6 rows are in train: 2 share prompt and answer with train (rows 2, 4 here" in text
+    assert "1 are near duplicates of rows of train" in text and "row 6 ~ row 12 (67%" in text
+    assert "qfk datasets decontaminate train --against exam" in text
     code, out, err = qfk("lint", "train", "--against", "exam", "--against", "fresh", "--data-dir", data, "--json")
     assert code == 1, err
     res = json.loads(out)
-    assert [(o["b"], o["count"], o["b_examples"]) for o in res["overlaps"]] == [("exam", 2, [2, 4]), ("fresh", 0, [])]
+    assert [(o["b"], o["count"], o["b_examples"], o["b_near"]) for o in res["overlaps"]] == [("exam", 3, [2, 4], 1),
+                                                                                             ("fresh", 0, [], 0)]
+    assert res["overlaps"][0]["examples"]["near"][0] == {"a_row": 12, "b_row": 6, "similarity": 0.667,
+                                                         "span": "Question number 12: what is 12 + 12? It is"}
     assert [(f["id"], f["severity"], f["where"]) for f in res["findings"]] == [("overlap", "error", "exam"),
                                                                               ("overlap", "ok", "fresh")]
     code, out, err = qfk("lint", "train", "--against", "fresh", "--data-dir", data)
-    assert code == 0 and "no row shares its prompt and answer with train (4 rows compared with 30)" in " ".join(out.split())
+    assert code == 0 and "no row is in train, the same, near or reversed (4 rows compared with 30" in " ".join(out.split())
     assert qfk("lint", "train", "--against", "nope", "--data-dir", data)[0] == 2
     code, out, _ = qfk("lint", "--help")
-    assert "--against" in out and "Exits 1 when any row is shared" in " ".join(out.split())
+    assert "--against" in out and "Exits 1 when any row is the same, near or reversed" in " ".join(out.split())

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qwen_factory_kit.convert import get_converter, run_conversion
-from qwen_factory_kit.convert.core import Reject
+from qwen_factory_kit.convert.contract import Reject
 from qwen_factory_kit.errors import QfkError
 from qwen_factory_kit.registry import Registry, build_entry, validate_entry
 from qwen_factory_kit.think import ThinkTagError, format_response, has_think_tags, normalize_response, parse_response

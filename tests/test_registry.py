@@ -72,7 +72,7 @@ def test_name_collision_refused_unless_force(tmp_path, qfk):
 
 def test_name_collision_is_found_before_any_row_is_read(tmp_path, qfk, monkeypatch):
     """The registry is checked before the conversion starts: exit 2, the same message and hint, nothing written."""
-    from qwen_factory_kit.convert.core import TableSource
+    from qwen_factory_kit.convert.contract import TableSource
 
     data = tmp_path / "data"
     Registry.at(data).add("prefs", build_entry("elsewhere.jsonl", ranking=True, columns={"chosen": "chosen", "rejected": "rejected"}))

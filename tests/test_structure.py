@@ -1,5 +1,5 @@
 """The package's import graph runs one way: no cycles, leaf modules import (almost) nothing, and
-the registry does not load the converters.
+the registry does not load the converters; and no module grows past :data:`MAX_LINES`.
 
 :func:`import_graph` reads every ``qwen_factory_kit/**/*.py`` with :mod:`ast` (imports at module
 level and inside functions, relative imports resolved) and returns module -> modules it imports;
@@ -118,10 +118,10 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_function_level_and_relative_imports():
     graph, top = import_graph(), import_graph(function_level=False)
-    core = "qwen_factory_kit.convert.core"
-    assert "qwen_factory_kit.catalog" in graph[core] and "qwen_factory_kit.catalog" not in top[core]  # inside default_name
-    assert "qwen_factory_kit.think" in top[core] and "qwen_factory_kit" in top[core]  # from ..think, from .. import __version__
-    assert {"qwen_factory_kit.convert", "qwen_factory_kit.convert.core"} <= graph["qwen_factory_kit.recipe.bundle.untrusted"]
+    contract, sinks = "qwen_factory_kit.convert.contract", "qwen_factory_kit.convert.sinks"
+    assert "qwen_factory_kit.catalog" in graph[contract] and "qwen_factory_kit.catalog" not in top[contract]  # inside default_name
+    assert "qwen_factory_kit.think" in top[contract] and "qwen_factory_kit" in top[sinks]  # from ..think, from .. import __version__
+    assert {"qwen_factory_kit.convert", sinks} <= graph["qwen_factory_kit.recipe.bundle.untrusted"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
@@ -144,3 +144,23 @@ def test_importing_the_registry_loads_no_converter():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+#: the longest a module of the package may grow before it is split by role (issue 18)
+MAX_LINES = 700
+
+
+def test_no_module_is_over_max_lines():
+    long = {name: n for name, path in _module_files().items()
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not long, f"split these by role (at most {MAX_LINES} lines a module): {long}"
+
+
+def test_the_convert_core_runs_one_way():
+    """contract <- sinks <- pipeline: a converter plug-in needs the contract alone."""
+    graph = import_graph()
+    contract, sinks, pipeline = (f"qwen_factory_kit.convert.{m}" for m in ("contract", "sinks", "pipeline"))
+    assert not {sinks, pipeline} & graph[contract]
+    assert pipeline not in graph[sinks]
+    for plugin in ("medical_r1", "sharegpt", "moses", "columns", "preference", "registered"):
+        assert not {sinks, pipeline} & graph[f"qwen_factory_kit.convert.{plugin}"], plugin

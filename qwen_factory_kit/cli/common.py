@@ -42,6 +42,17 @@ class KeyValueType(click.ParamType):
         return k.strip(), v.strip()
 
 
+class JaccardType(click.ParamType):
+    """A Jaccard similarity in (0, 1] (``--near-dedup``); a bad one is the library's error, with what to type."""
+
+    name = "JACCARD"
+
+    def convert(self, value, param, ctx):
+        from ..minhash import check_threshold
+
+        return check_threshold(value)
+
+
 def split_csv(values: tuple[str, ...] | None) -> list[str] | None:
     """Options given as ``a,b`` or repeated ``--opt a --opt b``."""
     if not values:
@@ -92,3 +103,21 @@ class Waiting:
             self.bar.stop()
         if kind is None:
             self.out.print(f"{self.label}: done in {time.time() - self.started:.1f} s", soft_wrap=True, markup=False)
+
+
+def near_options(fn):
+    """``--ngram`` and ``--threshold``: what makes two rows near duplicates (:mod:`qwen_factory_kit.ngrams`)."""
+    from ..ngrams import NGRAM, THRESHOLD
+
+    fn = click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None, metavar="SHARE",
+                      help=f"Near duplicates share at least this part of the n-grams of the shorter row [default: {THRESHOLD}, "
+                           "marin's 50%].")(fn)
+    return click.option("--ngram", type=click.IntRange(1, 64), default=None, metavar="N",
+                        help=f"Units an n-gram spans: words, or characters of Chinese/Japanese/Korean [default: {NGRAM}, "
+                             "open-r1's word 8-grams; lm-eval's and marin's are 13].")(fn)
+
+
+def near_settings(ngram: int | None, threshold: float | None) -> dict:
+    from ..ngrams import NGRAM, THRESHOLD
+
+    return {"ngram": NGRAM if ngram is None else ngram, "threshold": THRESHOLD if threshold is None else threshold}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import click
 
-from .common import KeyValueType, SizeType, console, emit_json, split_csv
+from ..scripts import SCRIPT_CHOICES
+from .common import JaccardType, KeyValueType, SizeType, console, emit_json, split_csv
 
 
 def common_options(fn):
@@ -21,6 +22,11 @@ def common_options(fn):
         click.option("--val-size", type=SizeType(), help="Validation split: fraction (0.05) or row count, written to NAME_val.jsonl."),
         click.option("--test-size", type=SizeType(), help="Test split: fraction or row count, written to NAME_test.jsonl."),
         click.option("--dedup/--no-dedup", default=None, help="Drop exact duplicate rows (default: on for moses, off otherwise)."),
+        click.option("--near-dedup", type=JaccardType(), is_flag=False, flag_value="0.8", default=None, metavar="[JACCARD]",
+                     help="Drop (near_duplicate) a row whose prompt and answer nearly repeat an earlier kept row's: "
+                          "MinHash estimate of the Jaccard similarity of their 5-word (CJK: 5-character) shingles at least "
+                          "JACCARD (alone: 0.8, SlimOrca's MinHash dedup). The reject names the kept row. Not with --shard. "
+                          "For example: --near-dedup, or --near-dedup 0.9."),
         click.option("--split", default="train", show_default=True, help="For folders/hub datasets: use files whose names mention this split."),
         click.option("--encoding", multiple=True, type=str,
                      help="Input text encoding (default: detected), or FILE=ENCODING for one file (moses)."),
@@ -42,7 +48,7 @@ def common_options(fn):
         click.option("--shard", metavar="I/N",
                      help="Convert part I of N (from 0) of the source alone: its rows [I*T/N, (I+1)*T/N) to "
                           "DATA_DIR/NAME/part-I-of-N.jsonl; the parts in order are the whole output. Not with "
-                          "--val-size/--test-size or --dedup. Register the set with: qfk datasets add DATA_DIR/NAME."),
+                          "--val-size/--test-size, --dedup or --near-dedup. Register the set with: qfk datasets add DATA_DIR/NAME."),
         click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout."),
         click.option("--progress/--no-progress", default=True, help="Progress bar on a terminal."),
     ]
@@ -113,11 +119,15 @@ def convert_group() -> None:
     is read. Batches are converted by --workers processes (default: the cores, at most 8); the
     output is the same byte for byte whatever their number. --shard I/N converts one contiguous
     part of the source (on another machine, say); qfk datasets add registers the set of parts.
+    --near-dedup [JACCARD] also rejects (near_duplicate) a row nearly the same as an earlier kept
+    row, naming that row: the same on any --workers, in bounded memory (about 150 bytes a kept row).
 
     \b
     Examples:
       qfk convert medical-r1 modelscope://krisfu/delicate_medical_r1_data --val-size 0.1
       qfk convert finetome ./FineTome-100k --limit 20000 --seed 1
+      qfk convert medical-r1 rows.jsonl --dedup --near-dedup            # near: Jaccard >= 0.8
+      qfk convert finetome ./FineTome-100k --near-dedup 0.9 --val-size 0.02
       qfk convert moses ./_dataset --langs en,zh_TW,ja --test-size 500
       qfk convert moses ./opus --no-dedup --shard 0/4      # then 1/4, 2/4, 3/4; qfk datasets add data/opus_...
       qfk convert columns rows.csv --prompt question --response answer
@@ -187,6 +197,9 @@ convert_group.add_command(sharegpt, "finetome")
 @click.option("--unescape-html/--keep-html", default=True, show_default=True, help="Decode HTML entities such as &amp; &#39;.")
 @click.option("--max-length-ratio", type=float, help="Reject lines whose lengths differ more than this (CJK-aware, e.g. 3).")
 @click.option("--max-chars", type=click.IntRange(min=1), help="Reject lines longer than this many characters.")
+@click.option("--to-traditional", is_flag=True,
+              help="Convert zh_TW lines written in Simplified Chinese (or mixed) with OpenCC s2twp (Taiwan standard) "
+                   "instead of rejecting them as script_mismatch; counted as converted_to_traditional in the manifest.")
 def moses(source, langs, directions, lang_map, system, **kw):
     """Moses / OPUS parallel corpora -> translation rows in both directions, with language tags.
 
@@ -194,10 +207,18 @@ def moses(source, langs, directions, lang_map, system, **kw):
     or OPUS *.txt.zip files) or one OPUS .txt.zip. Three languages give six directions. A line-count
     mismatch stops the run, naming both files and counts. Duplicates are dropped (counted).
 
+    Each line must be in its language's script: a side with letters but none of its script
+    (English pasted into corpus.ja, Latin-only text on a zh side) is rejected as language_mismatch;
+    a zh_TW line with Simplified-only characters (们, 这 ...) as script_mismatch, unless
+    --to-traditional converts it. Lines of numbers or punctuation only pass. A Simplified file
+    named .zh is mapped with --lang-map zh=zh_CN.
+
     \b
     Examples:
       qfk convert moses ./_dataset --test-size 500 --val-size 500
       qfk convert moses en-zh_TW.txt.zip --max-length-ratio 3 --limit 200000
+      qfk convert moses en-zh_TW.txt.zip --to-traditional      # Simplified zh_TW lines converted, not rejected
+      qfk convert moses en-zh.txt.zip --lang-map zh=zh_CN      # a Simplified Chinese corpus
       qfk convert moses ./kftt --langs en,ja --directions en-ja --encoding kyoto.ja=utf-8
     """
     from ..convert.moses import DEFAULT_SYSTEM
@@ -214,6 +235,12 @@ def moses(source, langs, directions, lang_map, system, **kw):
 @click.option("--system", help="Column with a system prompt.")
 @click.option("--think", help="Column with plain reasoning text (becomes the <think> block).")
 @click.option("--history", help="Column with [[user, assistant], ...] earlier turns.")
+@click.option("--script", metavar="SCRIPT",
+              help=f"Every text must be in this Chinese script ({', '.join(SCRIPT_CHOICES)}): a text with Simplified-only "
+                   "characters is rejected as script_mismatch (characters shared by both scripts are fine).")
+@click.option("--to-traditional", is_flag=True,
+              help="Convert texts with Simplified characters with OpenCC s2twp (Taiwan standard) instead of rejecting "
+                   "them (implies --script traditional); counted as converted_to_traditional in the manifest.")
 def columns(source, **kw):
     """Any table -> Alpaca by naming its columns (dotted names reach into nested objects).
 
@@ -221,6 +248,8 @@ def columns(source, **kw):
     Examples:
       qfk convert columns rows.csv --prompt question --response answer
       qfk convert columns qa.parquet --prompt q --response a --think reasoning --system sys --name my_qa
+      qfk convert columns zh_tw_qa.jsonl --prompt q --response a --script traditional
+      qfk convert columns zh_tw_qa.jsonl --prompt q --response a --to-traditional
     """
     _run("columns", source, **kw)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import console, emit_json
+from .common import console, emit_json, near_options, near_settings
 
 data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), envvar="QFK_DATA_DIR",
                                help="LLaMA-Factory dataset_dir holding dataset_info.json (default: $QFK_DATA_DIR or ./data).")
@@ -198,16 +198,58 @@ def filter_(name, max_tokens, template, enable_thinking, new_name, force, data_d
                           f"fit {max_tokens} tokens")
 
 
+@datasets_group.command("decontaminate")
+@click.argument("name")
+@click.option("--against", "against", multiple=True, required=True, metavar="EVAL[,EVAL...]",
+              help="The eval datasets (registered names); repeat it or separate names with commas.")
+@near_options
+@click.option("--name", "new_name", help="Name of the decontaminated dataset (default: NAME__clean).")
+@click.option("--force", is_flag=True, help="Replace a dataset of the new name that points to another file.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes that look rows up (default: the cores, for a large file).")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on a terminal.")
+def decontaminate_cmd(name, against, ngram, threshold, new_name, force, workers, data_dir, as_json, progress):
+    """Register NAME without its rows that leak into the eval sets: NAME__clean, written next to
+    NAME's file with its .rejects.jsonl (each removed row with the eval row it matched) and
+    .manifest.json (the eval sets with their sha256, the n-gram settings, the counts).
+
+    A row is removed when it has the same prompt and answer as an eval row (reason leak), is a
+    near duplicate of one (near_leak: at least --threshold of the n-grams of --ngram units of the shorter row
+    shared: words, or characters of Chinese and Japanese), is an eval translation pair in the other
+    direction (reversed_leak), or holds an eval source sentence as its source or target
+    (source_leak). The eval sets are held in memory; NAME is streamed.
+
+    \b
+    Examples:
+      qfk datasets decontaminate medical --against exam          # -> dataset medical__clean
+      qfk datasets decontaminate kftt_en_ja --against kftt_ja_en_test,wmt_test --json
+      qfk recipe check sft.yaml dataset=medical__clean eval_dataset=exam
+    """
+    from ..convert.decontaminate import decontaminate
+    from .convert import print_summary
+
+    evals = [n.strip() for item in against for n in item.split(",") if n.strip()]
+    result = decontaminate(name, evals, data_dir=data_dir, new_name=new_name, force=force, workers=workers,
+                           progress=progress and not as_json, **near_settings(ngram, threshold))
+    if as_json:
+        emit_json(result.summary())
+        return
+    removed = result.read - result.written
+    print_summary(result, f"[bold green]decontaminated[/] {name} -> [bold]{result.output}[/]: kept {result.written} of "
+                          f"{result.read} rows, removed {removed} that leak into {', '.join(evals)}")
+
+
 @datasets_group.command("remove")
 @click.argument("name")
-@click.option("--only", is_flag=True, help="Remove NAME's entry alone; its splits, mix and filter entries stay registered.")
+@click.option("--only", is_flag=True, help="Remove NAME's entry alone; its splits, mix, filter and clean entries stay registered.")
 @click.option("--delete-files", is_flag=True,
               help="Also delete the data files and their .rejects.jsonl / .manifest.json (never one a remaining entry uses).")
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print what was removed, deleted and kept as JSON.")
 def remove(name, only, delete_files, data_dir, as_json):
     """Remove dataset NAME with the entries that belong to it: its splits (NAME_val, NAME_test) and
-    its mix and filter entries (NAME__nN, NAME__max<N>). The data stays unless --delete-files; a
+    its mix, filter and decontaminated entries (NAME__nN, NAME__max<N>, NAME__clean). The data stays unless --delete-files; a
     file another remaining entry still uses is never deleted.
 
     \b

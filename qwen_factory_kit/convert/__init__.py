@@ -1,4 +1,4 @@
-"""Converters: small plug-ins over one streaming core (:mod:`.core`).
+"""Converters: small plug-ins (:mod:`.contract`) over one streaming core (:mod:`.pipeline`).
 
 >>> from qwen_factory_kit.convert import convert
 >>> result = convert("medical-r1", "examples/medical_r1/rows.jsonl", output="/tmp/med.jsonl")  # doctest: +SKIP
@@ -11,7 +11,9 @@ from typing import Any
 
 from ..errors import QfkError
 from .columns import Columns
-from .core import ConvertResult, Converter, Reject, run_conversion
+from .contract import Converter, Reject
+from .pipeline import run_conversion
+from .sinks import ConvertResult
 from .medical_r1 import MedicalR1
 from .moses import Moses
 from .preference import Preference
@@ -23,7 +25,7 @@ for _cls in (MedicalR1, ShareGPT, Moses, Columns, Preference):
         CONVERTERS[_name] = _cls
 
 RUN_OPTIONS = ("output", "name", "data_dir", "limit", "seed", "val_size", "test_size", "dedup", "split", "encoding",
-               "cache_dir", "progress", "max_tokens", "template", "enable_thinking", "workers", "shard")
+               "cache_dir", "progress", "max_tokens", "template", "enable_thinking", "workers", "shard", "near_dedup")
 
 
 def get_converter(name: str, **options: Any) -> Converter:

@@ -23,7 +23,8 @@ from ..io.sources import resolve_source
 from ..lfformat import PLUGIN_FORMATTINGS
 from ..registry import Registry, file_name_for, filtered_name, manifest_for, resolve_file
 from ..think import ThinkTally, parse_response, training_settings
-from .core import ConvertResult, run_conversion
+from .pipeline import run_conversion
+from .sinks import ConvertResult
 from .registered import Registered
 
 #: ``enable_thinking=AUTO``: from the dataset's think mode

@@ -17,7 +17,7 @@ import re
 
 from ..errors import QfkError
 from ..think import format_response, has_think_tags, parse_response
-from .core import Converter, Reject, check_text, get_field, text_field
+from .contract import Converter, Reject, check_text, get_field, text_field
 
 INSTRUCTION_USES = ("ignore", "system", "user")
 _ESCAPED_NL = re.compile(r"(?<!\\)\\n")

@@ -8,6 +8,11 @@ directions) with the language tags in the instruction and a translation system p
 
 Files are read in lock-step with constant memory; a line-count mismatch stops the run before
 anything is written, naming both files and both counts.
+
+Each segment must be written in its language's script (:mod:`qwen_factory_kit.scripts`): one with
+letters but none of its script (English in ``corpus.ja``) is rejected as ``language_mismatch``; a
+zh_TW segment with Simplified-only characters as ``script_mismatch``, unless ``to_traditional``
+converts it with OpenCC ``s2twp`` (counted in the note ``converted_to_traditional``).
 """
 
 from __future__ import annotations
@@ -31,12 +36,13 @@ import orjson
 
 from ..errors import QfkError
 from ..io.encoding import SAMPLE_BYTES, detect_encoding, normalize_encoding
-from ..io.readers import BATCH_ROWS, CR_LINE_BREAKS, BadRecord, Batch, draw_end
+from ..io.readers import BATCH_ROWS, CR_LINE_BREAKS, BadRecord, Batch, draw_end, open_hashing
 from ..io.sources import ResolvedSource
 from ..langs import LANG_NAMES, known_codes, name as lang_name, normalize_code, tag
+from ..scripts import CONVERTED_TO_TRADITIONAL, SCRIPT_MISMATCH, checker, chinese_script_of, resolve
 from ..think import ThinkTally, format_response
 from ..workspace import slug
-from .core import CHECKED_MARKERS, Converter, Reject, check_text
+from .contract import CHECKED_MARKERS, Converter, Reject, check_text
 
 DEFAULT_INSTRUCTION = "Translate {src_tag} to {tgt_tag}."
 DEFAULT_SYSTEM = "You are a professional translator. Translate the user's text faithfully and fluently, and reply with the translation only."
@@ -125,12 +131,31 @@ def _suffix_split(name: str) -> tuple[str, str] | None:
 
 
 class ParallelSource:
-    """Aligned lines from one or more groups of language files (folders and OPUS zips)."""
+    """Aligned lines from one or more groups of language files (folders and OPUS zips). ``paths``:
+    the files the manifest hashes (every file of the folder, a zip whole); the language files on
+    disk are hashed as their lines are read (:meth:`hash_as_read`), the others by a read of their own."""
 
     def __init__(self, groups: list[Group], paths: list[Path]):
         self.groups = groups
         self.paths = paths
         self._counts: dict[str, int] | None = None
+        self._hashing = False
+        self._hashes: dict[str, str] = {}
+
+    def hash_as_read(self) -> list[Path]:
+        """Hash the language files on disk as :meth:`batches` reads their lines; those files (a zip's
+        members are not its bytes: a zip is hashed apart)."""
+        self._hashing = True
+        return [p for g in self.groups for f in g.files if (p := self._on_disk(f)) is not None]
+
+    def hashes(self) -> dict[str, str]:
+        """sha256 of the files that :meth:`batches` read to their end since :meth:`hash_as_read`."""
+        return dict(self._hashes)
+
+    def _on_disk(self, f: LangFile) -> Path | None:
+        """The file of the folder that ``f`` reads (its display is its path), None for a zip member."""
+        path = Path(f.display)
+        return path if path in self.paths else None
 
     def count(self) -> int:
         """Lines per group; a mismatch inside a group is a :class:`QfkError` naming both files."""
@@ -157,7 +182,8 @@ class ParallelSource:
         """Aligned lines in batches of their raw bytes (decoded where the rows are built: :func:`decode_aligned`)."""
         self.count()  # never stream a misaligned group
         for g in self.groups:
-            handles = [f.open() for f in g.files]
+            on_disk = [self._on_disk(f) if self._hashing else None for f in g.files]
+            handles = [f.open() if p is None else open_hashing(p) for f, p in zip(g.files, on_disk)]
             try:
                 parse = partial(decode_aligned, tuple((f.lang, f.encoding) for f in g.files))
                 lines = zip(*handles)
@@ -166,6 +192,10 @@ class ParallelSource:
                     end = lineno + len(chunk)
                     yield Batch(g.display, "line", range(lineno + 1, end + 1), raw=chunk, parse=parse, draw_end=draw_end(end, total))
                     lineno = end
+                for h, p in zip(handles, on_disk):
+                    if p is not None:
+                        h.read()  # zip() stops at the first file's end: meet the others' (nothing is left)
+                        self._hashes[str(p)] = h.raw.sha256
             finally:
                 for h in handles:
                     h.close()
@@ -284,10 +314,13 @@ class Moses(Converter):
     def __init__(self, *, langs: list[str] | None = None, directions: list[str] | None = None,
                  lang_map: dict[str, str] | None = None, instruction_template: str = DEFAULT_INSTRUCTION,
                  system: str = DEFAULT_SYSTEM, unescape_html: bool = True, max_length_ratio: float | None = None,
-                 max_chars: int | None = None, file_encodings: dict[str, str] | None = None, **kw):
+                 max_chars: int | None = None, file_encodings: dict[str, str] | None = None, to_traditional: bool = False,
+                 **kw):
         super().__init__(langs=langs, directions=directions, lang_map=lang_map, instruction_template=instruction_template,
                          system=system, unescape_html=unescape_html, max_length_ratio=max_length_ratio,
                          max_chars=max_chars, file_encodings=file_encodings, **kw)
+        if to_traditional:  # recorded only when asked: the manifests of other runs stay as they were
+            self.options["to_traditional"] = True
         self.lang_map = {k: v for k, v in (lang_map or {}).items()}
         self.langs = None
         if langs:
@@ -309,6 +342,9 @@ class Moses(Converter):
         self.max_ratio = max_length_ratio
         self.max_chars = max_chars
         self.file_encodings = file_encodings or {}
+        self.to_traditional = to_traditional
+        if to_traditional and self.langs and not any(map(chinese_script_of, self.langs)):
+            raise _no_traditional_side(self.langs, "--langs asks for")
         self._group_dirs: dict[tuple[str, ...], list[tuple[str, str]]] = {}
         self._plans: dict[tuple[str, ...], list[tuple[str, str, str]]] = {}
         self._found_langs: list[str] = []
@@ -329,6 +365,8 @@ class Moses(Converter):
             return f"--encoding {note.partition(':')[2].partition('=')[0]}=ENCODING when that is wrong"
         if note == "html_entities_unescaped":
             return "--keep-html keeps them as written"
+        if note == CONVERTED_TO_TRADITIONAL:
+            return f"Simplified zh_TW lines converted by --to-traditional; without it they are rejected as {SCRIPT_MISMATCH}"
         return ""
 
     # -- discovery --------------------------------------------------------------------------
@@ -357,6 +395,8 @@ class Moses(Converter):
                 if l not in self._found_langs:
                     self._found_langs.append(l)
         self.options["found"] = {g.display: g.langs for g in out_groups}
+        if self.to_traditional and not any(map(chinese_script_of, self._found_langs)):
+            raise _no_traditional_side(self._found_langs, f"'{src.spec}' holds")
         return ParallelSource(out_groups, hashed)
 
     def _groups(self, entries: list[tuple[str, str, Callable]]) -> dict[tuple[str, str], dict[str, tuple[str, Callable]]]:
@@ -443,7 +483,19 @@ class Moses(Converter):
             raise Reject("empty_segment", f"the {lang} side is empty")
         if self.max_chars and len(text) > self.max_chars:
             raise Reject("too_long", f"the {lang} side has {len(text)} characters (> --max-chars {self.max_chars})")
-        return check_text(text, lang, prompt=True)
+        check_text(text, lang, prompt=True)
+        check = checker(lang)
+        return text if check is None else self._in_script(text, check)
+
+    def _in_script(self, text: str, check) -> str:
+        """``text`` written in its language's script (:mod:`~qwen_factory_kit.scripts`): rejected as
+        ``language_mismatch`` or ``script_mismatch``, or, with --to-traditional, converted."""
+        text, found, converted = resolve(text, check, convert=self.to_traditional)
+        if found is not None:
+            raise Reject(found.code, found.detail)
+        if converted:
+            self.notes[CONVERTED_TO_TRADITIONAL] += 1
+        return text
 
     def convert(self, row: dict) -> list[dict]:
         texts = self._texts(row)
@@ -460,7 +512,8 @@ class Moses(Converter):
         serialised once and the six lines of a row are put together from those strings and the
         plan's fixed parts (:class:`_Lines`). The bytes are those of :meth:`convert`'s rows dumped
         by the core (tested); a row that any rule might refuse or change (an empty or too long
-        segment, ``&``, a tab, a NUL, ``<|``, ``think>``) goes through :meth:`convert`'s checks."""
+        segment, ``&``, a tab, a NUL, ``<|``, ``think>``, a segment out of its language's script)
+        goes through :meth:`convert`'s checks."""
         if self.max_ratio:
             return None
         return self._lines_batch(batch, keep)
@@ -472,6 +525,7 @@ class Moses(Converter):
         max_chars = self.max_chars
         dumps = orjson.dumps
         lines_of: dict[tuple[str, ...], _Lines] = {}
+        checks_of: dict[tuple[str, ...], list] = {}
         for i, row in enumerate(rows):
             if keep is not None and not keep[i]:
                 yield None
@@ -480,13 +534,17 @@ class Moses(Converter):
                 yield Reject(row.reason, row.detail)
                 continue
             texts = [t.strip() for t in row.values()]
-            if i in suspect or not all(texts) or (max_chars and max(map(len, texts)) > max_chars):
+            langs = tuple(row)
+            checks = checks_of.get(langs)
+            if checks is None:  # the script check of each segment that has one (scripts.checker)
+                checks = checks_of[langs] = [(k, c) for k, c in enumerate(map(checker, langs)) if c is not None]
+            if (i in suspect or not all(texts) or (max_chars and max(map(len, texts)) > max_chars)
+                    or any(check(texts[k]) for k, check in checks)):
                 try:
                     texts = list(self._texts(row).values())
                 except Reject as r:
                     yield r
                     continue
-            langs = tuple(row)
             lines = lines_of.get(langs) or lines_of.setdefault(langs, _Lines(self, langs))
             yield lines.of([dumps(t) for t in texts])
 
@@ -548,6 +606,13 @@ class _Lines:
         lines = self.template % self.pick(quoted + [q[1:] for q in quoted])
         key = self.tag + b"".join(quoted if self.used is None else self.used(quoted))
         return lines, self.rows, self.tally, key
+
+
+def _no_traditional_side(langs: list[str], where: str) -> QfkError:
+    """The error of --to-traditional on a corpus without a Traditional Chinese side."""
+    return QfkError(f"--to-traditional converts the zh_TW side, but {where} no zh_TW file (languages: {', '.join(langs)})",
+                    "drop --to-traditional, or name the Traditional Chinese file's suffix: --lang-map SUFFIX=zh_TW "
+                    "(for example --lang-map tw=zh_TW)")
 
 
 def _escaped(fixed: bytes) -> bytes:

@@ -3,7 +3,7 @@ registered with ``"ranking": true``."""
 
 from __future__ import annotations
 
-from .core import Converter, Reject, check_text, text_field
+from .contract import Converter, Reject, check_text, text_field
 
 
 class Preference(Converter):

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from ..io.sources import ResolvedSource, table_files
 from ..lfformat import ALPACA_DEFAULTS, SHAREGPT_TAGS
-from .core import Converter, Reject, TableSource
+from .contract import Converter, Reject, TableSource
 
 
 class Registered(Converter):

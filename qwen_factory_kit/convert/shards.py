@@ -7,8 +7,8 @@ data files, and the rejects files too.
 What works with shards: ``--limit`` (the seeded selection is drawn over the whole source, so
 each part keeps the rows the unsharded run keeps), ``--max-tokens``, every converter option,
 ``--workers``. What cannot be exact, and is refused: ``--val-size``/``--test-size`` (their sizes
-are of the rows accepted in every part) and ``--dedup`` (a duplicate may sit in another part;
-moses drops duplicates by default: pass ``--no-dedup``).
+are of the rows accepted in every part), ``--dedup`` (a duplicate may sit in another part;
+moses drops duplicates by default: pass ``--no-dedup``) and ``--near-dedup`` (so may a near duplicate).
 
 Layout, for the output ``data/NAME.jsonl``: part I of N writes ``data/NAME/part-0000I-of-0000N.jsonl``
 (a folder that holds the data files alone: LLaMA-Factory loads every file of a folder given as
@@ -64,7 +64,7 @@ class Shard:
         return {"index": self.index, "count": self.count, "first_row": start + 1, "last_row": end}
 
 
-def check_options(shard: Shard, *, val_size, test_size, dedup: bool, converter: str) -> None:
+def check_options(shard: Shard, *, val_size, test_size, dedup: bool, converter: str, near_dedup: float | None = None) -> None:
     """Refuse what a part cannot do exactly on its own."""
     if val_size or test_size:
         raise QfkError("--val-size/--test-size cannot be used with --shard: a split's size counts the rows accepted in "
@@ -73,6 +73,9 @@ def check_options(shard: Shard, *, val_size, test_size, dedup: bool, converter: 
         raise QfkError(f"--shard cannot drop duplicates exactly: a row's duplicate may sit in another part"
                        f"{' (' + converter + ' drops duplicates by default)' if converter else ''}",
                        "pass --no-dedup with --shard, or convert the whole source once to drop duplicates")
+    if near_dedup is not None:
+        raise QfkError("--near-dedup cannot be used with --shard: a row's near duplicate may sit in another part",
+                       "convert the parts without --near-dedup, or convert the whole source once with --near-dedup")
 
 
 def no_rows(shard: Shard, total: int) -> QfkError:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..errors import QfkError
 from ..lfformat import ASSISTANT, FUNCTION, OBSERVATION, SHAREGPT_TAGS, SYSTEM, USER, turn_problem
 from ..think import format_response
-from .core import CHECKED_MARKERS, Converter, Reject, check_text, get_field
+from .contract import CHECKED_MARKERS, Converter, Reject, check_text, get_field
 from .fit import MESSAGE_KEYS
 
 _M0, _M1, _M2 = CHECKED_MARKERS

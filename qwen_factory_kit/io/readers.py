@@ -7,12 +7,23 @@ can name its place. Rows that cannot even be parsed arrive as :class:`BadRecord`
 Memory stays constant: JSON Lines are read in blocks of lines, Parquet by record batches, CSV
 through pyarrow's streaming reader. A JSON *array* file is the one exception (it is loaded whole;
 use JSON Lines for large data).
+
+A pass asked to hash (``batches(hashed=True)``) gives the file's sha256 (:attr:`TableFile.sha256`)
+from the bytes it reads, through :class:`HashingFile`, once it has read the file to its end: the
+conversion's manifest needs no second read of JSON Lines, JSON or CSV. Parquet is the exception
+(:attr:`TableFile.hashed_when_read`): pyarrow reads the footer first, then the column chunks by
+their offsets, so its bytes never pass in order; a Parquet file is hashed by a read of its own.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import queue
 import stat
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -98,14 +109,80 @@ class Batch:
         self.source, self.unit, self.positions, self._rows, self.arrow, self.raw, self.parse, self.draw_end = state
 
 
+class HashingFile(io.RawIOBase):
+    """A file whose every byte read passes through a sha256: :attr:`sha256` is its digest once a
+    read has met the end of the file (None before). Wrap it in :class:`io.BufferedReader`
+    (:func:`open_hashing`) to read lines; pyarrow reads it as any Python file. The blocks are
+    hashed in a thread (:class:`_Sha256Thread`) while the reader goes on with them, as the second
+    read of earlier versions was: the hash stays off the path of the rows."""
+
+    def __init__(self, path: str | os.PathLike):
+        self._fh = open(path, "rb", buffering=0)
+        self._sha = _Sha256Thread()
+        self.sha256: str | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        data = self._fh.read(len(buf))  # a block of its own: the thread hashes it while buf is reused
+        n = len(data)
+        if n:
+            buf[:n] = data
+            self._sha.update(data)
+        elif len(buf) and self.sha256 is None:
+            self.sha256 = self._sha.hexdigest()
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._fh.close()
+            self._sha.stop()
+        super().close()
+
+
+class _Sha256Thread:
+    """A sha256 fed block by block, in order, and computed in a thread; a few blocks queue at most
+    (memory stays bounded), and hashlib releases the GIL on each."""
+
+    def __init__(self):
+        self._sha = hashlib.sha256()
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._sha.update(data)
+
+    def update(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        self.stop()
+        return self._sha.hexdigest()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+def open_hashing(path: str | os.PathLike) -> io.BufferedReader:
+    """``open(path, "rb")`` that hashes what it reads (``.raw.sha256`` once read to its end)."""
+    return io.BufferedReader(HashingFile(path), buffer_size=BLOCK_BYTES)
+
+
 class TableFile:
-    """One JSONL/JSON/Parquet/CSV file."""
+    """One JSONL/JSON/Parquet/CSV file. :attr:`sha256`: its digest, once a pass of
+    :meth:`batches` asked to hash has read it to its end."""
 
     def __init__(self, path: str | os.PathLike, *, display: str | None = None, encoding: str | None = None):
         self.path = Path(path)
         self.display = display or str(path)
         self.fmt = self.path.suffix.lower()
         self.encoding = encoding
+        self.sha256: str | None = None
         if self.fmt not in TABLE_EXTENSIONS:
             raise QfkError(
                 f"{self.display}: unsupported file type '{self.fmt or '(none)'}'",
@@ -128,26 +205,33 @@ class TableFile:
         return count_lines(self.path)
 
     # -- reading ----------------------------------------------------------------------------
-    def batches(self, batch_rows: int | None = None) -> Iterator[Batch]:
+    @property
+    def hashed_when_read(self) -> bool:
+        """Whether a pass of :meth:`batches` asked to hash gives :attr:`sha256` (all but Parquet)."""
+        return self.fmt != ".parquet"
+
+    def batches(self, batch_rows: int | None = None, *, hashed: bool = False) -> Iterator[Batch]:
+        """The file's rows in batches; ``hashed``: hash the bytes read, setting :attr:`sha256` at
+        the end of the file (not for Parquet: :attr:`hashed_when_read`)."""
         batch_rows = batch_rows or BATCH_ROWS
         if self.fmt == ".parquet":
             yield from self._parquet(batch_rows)
         elif self.fmt == ".csv":
-            yield from self._csv(batch_rows)
+            yield from self._csv(batch_rows, hashed)
         elif self.fmt == ".json" and self._json_is_array():
-            yield from self._json_array(batch_rows)
+            yield from self._json_array(batch_rows, hashed)
         else:
-            yield from self._jsonl()
+            yield from self._jsonl(hashed)
 
     def _json_is_array(self) -> bool:
         with open(self.path, "rb") as fh:
             head = fh.read(4096)
         return head.removeprefix(BOM).lstrip()[:1] == b"["
 
-    def _jsonl(self) -> Iterator[Batch]:
+    def _jsonl(self, hashed: bool = False) -> Iterator[Batch]:
         lineno = 0
         parse = partial(parse_jsonl_lines, self.encoding)
-        with open(self.path, "rb") as fh:
+        with open_hashing(self.path) if hashed else open(self.path, "rb") as fh:
             first = True
             while True:
                 lines = fh.readlines(BLOCK_BYTES)
@@ -158,10 +242,15 @@ class TableFile:
                     first = False
                 yield Batch(self.display, "line", range(lineno + 1, lineno + len(lines) + 1), raw=lines, parse=parse)
                 lineno += len(lines)
+            if hashed:
+                self.sha256 = fh.raw.sha256
 
-    def _json_array(self, batch_rows: int) -> Iterator[Batch]:
+    def _json_array(self, batch_rows: int, hashed: bool = False) -> Iterator[Batch]:
+        raw = self.path.read_bytes()
+        if hashed:
+            self.sha256 = hashlib.sha256(raw).hexdigest()
         try:
-            data = orjson.loads(self.path.read_bytes().removeprefix(BOM))
+            data = orjson.loads(raw.removeprefix(BOM))
         except orjson.JSONDecodeError as exc:
             raise QfkError(f"{self.display}: not valid JSON ({exc})",
                            "fix the file, or save it as JSON Lines (one object per line) so that bad rows are rejected one by one") from None
@@ -185,7 +274,7 @@ class TableFile:
             yield Batch(self.display, "row", range(pos + 1, end + 1), arrow=rb, draw_end=draw_end(end, rows))
             pos = end
 
-    def _csv(self, batch_rows: int) -> Iterator[Batch]:
+    def _csv(self, batch_rows: int, hashed: bool = False) -> Iterator[Batch]:
         import csv as _csv
 
         import pyarrow as pa
@@ -201,27 +290,30 @@ class TableFile:
         if not header:
             return
         header[0] = header[0].lstrip("\ufeff")
-        try:
-            reader = pcsv.open_csv(
-                self.path,
-                read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES, encoding=enc),
-                parse_options=pcsv.ParseOptions(newlines_in_values=True),
-                convert_options=pcsv.ConvertOptions(column_types={h: pa.string() for h in header},
-                                                    strings_can_be_null=False),
-            )
-        except Exception as exc:
-            raise QfkError(f"{self.display}: cannot read CSV ({exc})", "check the delimiter (comma) and quoting, or pass --encoding") from None
-        pos = 0
-        try:
-            for rb in reader:
-                rows = rb.to_pylist()
-                if rows and header[0] not in rows[0]:  # BOM left on the first name by pyarrow
-                    first = next(iter(rows[0]))
-                    rows = [{(header[0] if k == first else k): v for k, v in r.items()} for r in rows]
-                yield Batch(self.display, "row", range(pos + 1, pos + len(rows) + 1), rows)
-                pos += len(rows)
-        except Exception as exc:
-            raise QfkError(f"{self.display}: CSV error after data row {pos} ({exc})", "fix the quoting near that row") from None
+        with open_hashing(self.path) if hashed else nullcontext(self.path) as src:
+            try:
+                reader = pcsv.open_csv(
+                    src,
+                    read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES, encoding=enc),
+                    parse_options=pcsv.ParseOptions(newlines_in_values=True),
+                    convert_options=pcsv.ConvertOptions(column_types={h: pa.string() for h in header},
+                                                        strings_can_be_null=False),
+                )
+            except Exception as exc:
+                raise QfkError(f"{self.display}: cannot read CSV ({exc})", "check the delimiter (comma) and quoting, or pass --encoding") from None
+            pos = 0
+            try:
+                for rb in reader:
+                    rows = rb.to_pylist()
+                    if rows and header[0] not in rows[0]:  # BOM left on the first name by pyarrow
+                        first = next(iter(rows[0]))
+                        rows = [{(header[0] if k == first else k): v for k, v in r.items()} for r in rows]
+                    yield Batch(self.display, "row", range(pos + 1, pos + len(rows) + 1), rows)
+                    pos += len(rows)
+            except Exception as exc:
+                raise QfkError(f"{self.display}: CSV error after data row {pos} ({exc})", "fix the quoting near that row") from None
+            if hashed:
+                self.sha256 = src.raw.sha256
 
 
 def _utf8(encoding: str | None) -> bool:

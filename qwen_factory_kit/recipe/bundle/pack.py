@@ -225,6 +225,8 @@ def _manifest_to_pack(c: _Contents, n: str, path: Path, rec: dict) -> tuple[dict
     if isinstance(manifest, dict):
         split = next((s for s, o in data_splits(manifest).items() if isinstance(o, dict) and o.get("file") == path.name), None)
     why = _why_not_remade(manifest, manifest_file, split, digest)
+    if isinstance(manifest, dict) and manifest.get("converter") == "decontaminate":  # what it was cleaned against
+        rec["decontaminated_against"] = (manifest.get("options") or {}).get("decontaminated_against")
     if why:
         if not c.with_data:
             raise QfkError(f"dataset '{n}' ({path}) {why}: it cannot be re-made from its source",
@@ -237,6 +239,11 @@ def _manifest_to_pack(c: _Contents, n: str, path: Path, rec: dict) -> tuple[dict
 def _why_not_remade(manifest: Any, manifest_file: Path | None, split: str | None, digest: str) -> str | None:
     if manifest_file is None or not isinstance(manifest, dict):
         return "has no qfk manifest (registered by hand?)"
+    if manifest.get("converter") == "decontaminate":
+        against = [s.get("name") for s in (manifest.get("options") or {}).get("decontaminated_against") or []
+                   if isinstance(s, dict)]
+        return (f"was decontaminated against {', '.join(map(str, against)) or 'eval sets'} (qfk datasets decontaminate): "
+                "only its rows re-make it")
     if split is None:
         return f"is not an output of its manifest {manifest_file.name}"
     recorded = manifest["outputs"][split].get("sha256")
@@ -315,7 +322,7 @@ def _listing(c: _Contents) -> list[dict]:
 
 def _bundle_json(name: str, text: bytes, overrides: list[str], c: _Contents, listing: list[dict]) -> dict:
     from ... import __version__
-    from ...convert.core import versions
+    from ...convert.sinks import versions
 
     return {
         "qfk_bundle": FORMAT,

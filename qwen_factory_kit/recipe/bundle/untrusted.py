@@ -397,7 +397,7 @@ def _check_source(src: Any, member: str) -> None:
 
 
 def _check_outputs(manifest: dict, member: str) -> None:
-    from ...convert.core import output_paths
+    from ...convert.sinks import output_paths
 
     splits = data_splits(manifest)
     need("train" in splits, f"manifest {member} has no train output")
