@@ -355,3 +355,66 @@ def stream_reply(model, messages: list[dict], system: str | None = None, **gener
     """The reply to ``messages`` (``{"role", "content"}`` dicts, ending with the user's) as text
     pieces while it is generated; ``generation`` overrides the model's sampling for this reply."""
     yield from model.stream_chat(messages, system=system, **generation)
+
+
+# ---- qfk serve: LLaMA-Factory's OpenAI-style API app around a loaded ChatModel -----------------
+#: the route of LLaMA-Factory's api app that ``qfk serve`` replaces (reasoning apart, think mode per request)
+CHAT_COMPLETIONS = "/v1/chat/completions"
+
+
+def api_app(model, *, api_key: str | None, model_name: str):
+    """LLaMA-Factory's api app (``llamafactory.api.app.create_app``: ``/v1/models``,
+    ``/v1/score/evaluation``, CORS, the bearer-key check it reads from ``$API_KEY`` when it is
+    created) for a loaded ChatModel, WITHOUT its chat completions route; and that route's
+    dependencies (the key check), for the route that replaces it. ``/v1/models`` names the model
+    ``$API_MODEL_NAME`` (read on each request): set to ``model_name`` unless the user set it."""
+    quiet_llamafactory()
+    from llamafactory.api.app import create_app
+
+    saved = os.environ.get("API_KEY")
+    os.environ["API_KEY"] = api_key or ""
+    os.environ.setdefault("API_MODEL_NAME", model_name)
+    try:
+        app = create_app(model)
+    finally:
+        if saved is None:
+            os.environ.pop("API_KEY", None)
+        else:
+            os.environ["API_KEY"] = saved
+    route = next(r for r in app.router.routes
+                 if getattr(r, "path", None) == CHAT_COMPLETIONS and "POST" in getattr(r, "methods", ()))
+    app.router.routes.remove(route)
+    return app, list(route.dependencies)
+
+
+def api_messages(request) -> tuple:
+    """``(messages, system, tools, images, videos, audios)`` of an OpenAI chat request, as
+    LLaMA-Factory's api reads it (system first, u/a/u... turns, tools as JSON); a bad request
+    raises its HTTPException (400)."""
+    from llamafactory.api.chat import _process_request
+
+    return _process_request(request)
+
+
+def use_thinking(model, thinking: bool) -> None:
+    """Render the next prompts of ``model`` in think mode ``thinking``: its template's
+    ``enable_thinking``, read when a prompt is encoded (the caller keeps one request at a time)."""
+    model.engine.template.enable_thinking = thinking
+
+
+def rendered_prompt(model, messages: list[dict], system: str | None = None, tools: str | None = None) -> str:
+    """The prompt text ``model`` generates from for ``messages``: the encoding LLaMA-Factory's Hugging
+    Face engine does (its template's ``encode_oneturn`` with an empty assistant turn), decoded."""
+    engine = model.engine
+    ids, _ = engine.template.encode_oneturn(engine.tokenizer, [*messages, {"role": "assistant", "content": ""}],
+                                            system, tools)
+    return engine.tokenizer.decode(ids, skip_special_tokens=False)
+
+
+def extract_tool_calls(model, text: str) -> list[dict] | None:
+    """The function calls in a reply, by the template's tool format (``{"name", "arguments"}`` dicts);
+    None when the reply is text."""
+    found = model.engine.template.extract_tool(text)
+    if isinstance(found, list):
+        return [{"name": call.name, "arguments": call.arguments} for call in found]
+    return None

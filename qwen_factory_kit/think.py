@@ -176,12 +176,14 @@ def strip_think(text: str) -> tuple[str | None, str]:
     return None, text.strip()
 
 
-def split_partial(text: str) -> tuple[str | None, str]:
+def split_partial(text: str, *, done: bool = False) -> tuple[str | None, str]:
     """``(reasoning, answer)`` of a response still being generated, to show the two apart as it
     streams: reasoning is None when the text does not open with a think block; inside an open
     block it is the reasoning so far (a partly generated ``</think>`` held back) and the answer is
     empty. Leading newlines of both are dropped. Each part only grows as ``text`` grows (what was
-    shown stays a prefix); a finished response is split by :func:`strip_think`.
+    shown stays a prefix); a finished response is split by :func:`strip_think`, or, to stay a
+    continuation of what was streamed, with ``done=True``: nothing held back (a reply cut off inside
+    its think block is all reasoning; one that is only ``<thi`` is its answer).
 
     >>> split_partial("<think>\\nstep one\\n</th")
     ('step one\\n', '')
@@ -189,16 +191,18 @@ def split_partial(text: str) -> tuple[str | None, str]:
     ('step one\\n', 'Answer')
     >>> split_partial("<thi"), split_partial("Answer")
     ((None, ''), (None, 'Answer'))
+    >>> split_partial("<think>\\nstep one\\n</th", done=True), split_partial("<thi", done=True)
+    (('step one\\n</th', ''), (None, '<thi'))
     """
     head = text.lstrip()
     if not head.startswith(THINK_OPEN):
-        return (None, "") if THINK_OPEN.startswith(head) else (None, head)
+        return (None, "") if THINK_OPEN.startswith(head) and not done else (None, head)
     body = head[len(THINK_OPEN):]
     end = body.find(THINK_CLOSE)
     if end >= 0:
         return body[:end].lstrip("\n"), body[end + len(THINK_CLOSE):].lstrip("\n")
     for k in range(len(THINK_CLOSE) - 1, 0, -1):  # "...</thi": wait for the rest of the tag
-        if body.endswith(THINK_CLOSE[:k]):
+        if not done and body.endswith(THINK_CLOSE[:k]):
             body = body[:-k]
             break
     return body.lstrip("\n"), ""

@@ -267,6 +267,19 @@ def test_merge_chat_translate(trained_run, tmp_path, qfk):
     assert serving["source_run"] == str(trained_run.resolve()) and serving["kit_version"]
     assert serving["translation_prompt"]["instruction_template"] == "Translate {src_tag} to {tgt_tag}."
     assert (merged / "qfk_merge.yaml").is_file() and "Modelfile" in err and (merged / "Modelfile").is_file()
+    # the trained mode is the template's default: a client that passes nothing gets the empty think block
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(merged))
+    hi = [{"role": "user", "content": "hi"}]
+    assert tok.apply_chat_template(hi, add_generation_prompt=True, tokenize=False).endswith("<think>\n\n</think>\n\n")
+    assert tok.apply_chat_template(hi, add_generation_prompt=True, tokenize=False, enable_thinking=True).endswith("assistant\n")
+    assert serving["chat_template"]["changed"] and "enable_thinking defaults to false" in serving["chat_template"]["why"]
+    assert "--reasoning-parser qwen3" in serving["vllm_command"] and str(merged) in serving["vllm_command"]
+    modelfile = (merged / "Modelfile").read_text()
+    assert "PARAMETER temperature 0.7" in modelfile and "{{ if not (and $.IsThinkSet $.Think) -}}" in modelfile
+    assert f"PARAMETER num_predict {serving['reply_budget']['max_new_tokens']}" in modelfile
+    assert "chat template: " in err and "changed: trained without thinking" in err and "vLLM: vllm serve" in err
     code, _, err = qfk("merge", trained_run, "-o", merged)
     assert code == 2 and "is not empty" in err
 

@@ -36,7 +36,7 @@ def _register() -> None:
     from .eval import eval_cmd
     from .lint import lint
     from .recipe import recipe_group
-    from .serve import chat, merge, translate
+    from .serve import chat, merge, serve, translate
     from .stats import render, stats
     from .train import train
     from .webui import webui
@@ -56,6 +56,7 @@ def _register() -> None:
     cli.add_command(merge)
     cli.add_command(chat)
     cli.add_command(translate)
+    cli.add_command(serve)
     cli.add_command(webui)
 
 

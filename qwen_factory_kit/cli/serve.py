@@ -1,4 +1,4 @@
-"""``qfk merge``, ``qfk chat`` and ``qfk translate``: after training."""
+"""``qfk merge``, ``qfk chat``, ``qfk translate`` and ``qfk serve``: after training."""
 
 from __future__ import annotations
 
@@ -21,18 +21,21 @@ def merge(run_dir, out, force, as_json):
     (OUT/qfk_merge.yaml: a QLoRA adapter merges onto the unquantized base) and runs
     `llamafactory-cli export` (log: OUT/qfk_merge.log). Then OUT/generation_config.json gets Qwen3's
     recommended sampling for the run's think mode and OUT/qfk_serving.json records how to serve
-    it (template, enable_thinking, sampling, base model, adapter, source run). LLaMA-Factory's
-    export also writes an Ollama Modelfile into OUT.
+    it (template, enable_thinking, sampling, base model, adapter, source run, the vLLM command).
 
-    A model trained without thinking must be served with enable_thinking=False: Qwen's chat
-    template, which the merged model keeps, thinks by default. A full fine-tune has nothing to
-    merge: its output_dir is the model.
+    The merged model keeps the think mode it was trained in wherever it is served: for a run
+    trained without thinking, the chat template's enable_thinking defaults to false (a client that
+    passes nothing gets the empty think block; enable_thinking=True still thinks), and
+    OUT/Modelfile (replacing LLaMA-Factory's plain ChatML one) is Ollama's Qwen3 format with the
+    think switch, Qwen3's sampling for the mode and the ChatML stop tokens. A full fine-tune has
+    nothing to merge: its output_dir is the model.
 
     \b
     Examples:
       qfk merge saves/qwen3-4b/lora/medical_r1
       qfk merge saves/qwen3-4b/lora/medical_r1 -o models/medical-4b
       qfk merge saves/qwen3-4b/lora/medical_r1/checkpoint-500 -o models/medical-4b-500 --force
+      ollama create medical-4b -f models/medical-4b/Modelfile     # after the merge
     """
     from ..post.merge import plan_merge, run_merge
     from ..recipe.build import invoked_command
@@ -60,12 +63,12 @@ def merged_lines(result) -> list[str]:
              f"  generation_config.json: {s['sampling_source']}: {sampling}",
              f"  qfk_serving.json: template {s['template']}, enable_thinking {str(s['enable_thinking']).lower()}",
              f"  recipe: {result.files['recipe']}   log: {result.files['log']}"]
-    if result.modelfile:
-        lines.append(f"  Ollama Modelfile, written by LLaMA-Factory's export: {result.modelfile} (it sets no sampling"
-                     + ("; its TEMPLATE has no empty think block, so Ollama would prompt this non-thinking model "
-                        "unlike its training)" if not s["enable_thinking"] else ")"))
-    else:
-        lines.append("  no Ollama Modelfile: this LLaMA-Factory's export wrote none")
+    template = s.get("chat_template") or {}
+    lines.append(f"  chat template: {template.get('file')} " + ("changed: " if template.get("changed") else "kept: ")
+                 + str(template.get("why")) if template.get("file") else f"  chat template: {template.get('why')}")
+    lines.append(f"  Ollama: {result.modelfile} (Qwen3's think switch, sampling and stops): "
+                 f"ollama create {result.out.name} -f {result.modelfile}")
+    lines.append(f"  vLLM: {s['vllm_command']}")
     lines += [f"note: {s['serve_note']}", f"next: qfk chat {result.out}"]
     return lines
 
@@ -217,3 +220,65 @@ def translate(model, text, src, tgt, instruction_template, system, max_new_token
 
 def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+@click.command("serve")
+@click.argument("model")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface, reachable from the network: set --api-key).")
+@click.option("--port", default="auto", show_default=True, metavar="N|auto", help="Port, or auto for a free one.")
+@click.option("--api-key", help="Requests must send 'Authorization: Bearer KEY' (else 401) [default: $API_KEY, "
+                                "LLaMA-Factory's variable; unset: no key].")
+@click.option("--think/--no-think", default=None,
+              help="Default think mode (default: the mode the model was trained in); a request can still switch it.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1),
+              help="max_tokens of a request that gives none (default: 1.5x the longest response of the run's "
+                   "training rows; else 4096 thinking, 1024 not).")
+@click.option("--log-prompts", is_flag=True, help="Also log each request's prompt as rendered by the template (stderr).")
+def serve(model, host, port, api_key, think, max_new_tokens, log_prompts):
+    """Serve a model as it was trained behind an OpenAI-compatible API (/v1/chat/completions).
+
+    MODEL is what qfk chat takes: a folder from qfk merge, a qfk train output_dir (base model +
+    adapter), a Qwen3 model folder or name, or qfk-tiny. It runs LLaMA-Factory's api app in this
+    process (Hugging Face backend) with the training template, the trained think mode and Qwen3's
+    recommended sampling for it as defaults; a request's own temperature, top_p, top_k and
+    max_tokens win. Prints the base URL (http://127.0.0.1:PORT/v1) and a client snippet when it
+    accepts requests; one line a request on stderr. Ctrl-C stops it (exit 130), SIGTERM too (exit 0).
+
+    The reasoning of a thinking model is sent apart from the answer, as vLLM and DeepSeek send it:
+    message.reasoning_content (streamed: delta.reasoning_content) holds the think block's text,
+    content only the answer. A request switches the think mode with
+    chat_template_kwargs {"enable_thinking": false} (openai: extra_body=...). Not supported by
+    LLaMA-Factory's Hugging Face backend: stop and presence_penalty (ignored; use
+    repetition_penalty). Requests are answered one at a time.
+
+    It listens on 127.0.0.1 only unless --host says otherwise: anyone who reaches the port can use
+    the model, so set --api-key (or $API_KEY) with --host.
+
+    \b
+    Examples:
+      qfk serve models/medical-4b
+      qfk serve saves/qwen3-4b/lora/medical_r1 --port 8000
+      qfk serve models/medical-4b --host 0.0.0.0 --port 8000 --api-key "$(openssl rand -hex 16)"
+      qfk serve qfk-tiny --no-think --max-new-tokens 64 --log-prompts
+    \b
+    A client:
+      from openai import OpenAI
+      client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="none")
+      m = client.chat.completions.create(model="medical-4b", messages=[{"role": "user", "content": "Hi"}],
+            extra_body={"chat_template_kwargs": {"enable_thinking": False}}).choices[0].message
+      print(m.reasoning_content, m.content)
+    """
+    from ..launch.signals import stop_signals
+    from ..post.serve import plan_serve, serve as run, startup_lines
+
+    def say(line: str) -> None:
+        click.secho(line, fg="yellow" if line.startswith("warning:") else None, err=True)
+
+    with stop_signals():  # from the first step (qfk-tiny may be built, training rows read): one Ctrl-C stops it
+        plan = plan_serve(model, host=host, port=port, api_key=api_key, think=think, max_new_tokens=max_new_tokens,
+                          log_prompts=log_prompts)
+        for line in startup_lines(plan):
+            say(line)
+        return run(plan, say=say, show=click.echo,
+                   loading=lambda: Waiting(console(stderr=True), f"loading {plan.served.describe()}"))

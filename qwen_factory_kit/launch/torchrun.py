@@ -15,6 +15,8 @@ import socket
 import sys
 from dataclasses import dataclass, field
 
+from ..errors import QfkError
+
 ENTRY_MODULE = "qwen_factory_kit.launch"
 
 
@@ -45,6 +47,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_number(port: str | int, example: int) -> int | None:
+    """A ``--port`` value: None for ``auto`` (the caller picks a free one), else the port number;
+    anything else is the user's mistake, with ``example`` in the fix."""
+    if str(port).lower() == "auto":
+        return None
+    try:
+        value = int(port)
+    except ValueError:
+        raise QfkError(f"--port {port} is neither a number nor auto", f"for example: --port {example}, or --port auto") from None
+    if not 1 <= value <= 65535:
+        raise QfkError(f"--port {value} is outside 1-65535", "or let qfk pick one: --port auto")
+    return value
 
 
 def device_count() -> int:

@@ -10,7 +10,7 @@ exist). Here:
   ``llamaboard_config/`` and ``llamaboard_cache/`` go there; recipes' relative paths mean what they
   mean under ``qfk train``), and its Data dir box holds the data dir's absolute path;
 * each ``--recipe`` becomes ``llamaboard_config/NAME.yaml`` (:mod:`.webui_args`): pick NAME.yaml in
-  "Config path" and press "Load arguments"; the ``NAME__nN`` mix entries it names are registered;
+  "Config path" and press "Load arguments"; the mix entries it names (``NAME__nN``, ``NAME__tN``) are registered;
 * the process has the kit's plugin registered, and the WebUI's training runs start as the kit's
   entry module (the command ``qfk train`` runs: plugin, callbacks, run record) instead of
   ``llamafactory-cli train``, so ``qfk_*`` raw-row datasets train from the WebUI too, with the
@@ -21,9 +21,7 @@ exist). Here:
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any, Callable
 
 from ..errors import QfkError
 from ..lfbridge import WEBUI_CONFIG_DIR
+from .signals import stop_signals
 from .webui_args import lost_keys, model_name_for, webui_arguments
 
 DEFAULT_HOST = "127.0.0.1"
@@ -84,20 +83,13 @@ class WebuiPlan:
 
 def pick_port(port: str | int | None, environ: dict | None = None) -> int:
     """``auto``: a free port; a number; nothing: ``$GRADIO_SERVER_PORT`` or 7860."""
-    from .torchrun import free_port
+    from .torchrun import free_port, port_number
 
     env = os.environ if environ is None else environ
     if port is None:
         port = env.get("GRADIO_SERVER_PORT") or DEFAULT_PORT
-    if str(port).lower() == "auto":
-        return free_port()
-    try:
-        value = int(port)
-    except ValueError:
-        raise QfkError(f"--port {port} is neither a number nor auto", "for example: --port 7860, or --port auto") from None
-    if not 1 <= value <= 65535:
-        raise QfkError(f"--port {value} is outside 1-65535", "or let qfk pick one: --port auto")
-    return value
+    value = port_number(port, DEFAULT_PORT)
+    return free_port() if value is None else value
 
 
 def registered_datasets(data_dir: Path) -> list[str]:
@@ -107,11 +99,11 @@ def registered_datasets(data_dir: Path) -> list[str]:
 
 
 def _unregistered(names: list[str], registered: list[str]) -> list[str]:
-    """Names neither registered nor a ``BASE__nN`` mix entry of a registered BASE (registered at startup)."""
-    from ..registry import MIXED_RE
+    """Names neither registered nor a ``BASE__nN`` / ``BASE__tN`` mix entry of a registered BASE (registered at startup)."""
+    from ..registry import mix_entry
 
     def known(name: str) -> bool:
-        m = MIXED_RE.match(name)
+        m = mix_entry(name)
         return name in registered or bool(m and m["base"] in registered)
 
     return [n for n in names if not known(n)]
@@ -244,30 +236,6 @@ def kit_training_command(argv: list[str], env: dict, *, devices: int | None = No
     env = {k: v for k, v in env.items() if k not in QUIETED}
     launch = compose(argv[2], [], args=load_recipe(argv[2]), environ=env, devices=devices)
     return launch.argv, {**env, **launch.env}
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGINT or SIGTERM reached ``qfk webui`` (a KeyboardInterrupt: nothing on the way catches it)."""
-
-
-def _raise_stopped(signum, frame):
-    raise Stopped
-
-
-@contextlib.contextmanager
-def stop_signals():
-    """SIGINT and SIGTERM raise :class:`Stopped` inside the block, also where SIGINT was ignored (a
-    background job, ``nohup``); the previous handlers come back after it.
-
-    Entered before anything slow starts, so one signal at any moment stops the command: a handler
-    installed only once the server is up loses a signal sent right after the banner (Python ignores
-    an inherited SIG_IGN) and lets one during startup skip closing the server."""
-    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def serve(plan: WebuiPlan, say: Callable[[str], None] = print) -> int:

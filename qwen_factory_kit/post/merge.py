@@ -9,8 +9,9 @@
    adapter, source run, kit version): how ``qfk chat`` and other servers must run the model;
 5. move the folder into OUT.
 
-LLaMA-Factory 0.9.5's export also writes an Ollama ``Modelfile`` into the export folder (its
-template's chat format and stop tokens; no sampling parameters).
+Step 4 also makes the merged chat template default to the trained think mode and replaces the
+plain ChatML ``Modelfile`` LLaMA-Factory's export writes with a thinking-aware one
+(:mod:`.serving_files`); ``qfk_serving.json`` records both and the ``vllm serve`` line.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..errors import QfkError
 from ..recipe import presets
 from ..recipe.document import Recipe
 from .served import SERVING_NAME, TrainedRun, read_run, require_adapter, serving_thinking
+from .serving_files import modelfile, set_template_default, vllm_command
 
 RECIPE_NAME = "qfk_merge.yaml"
 LOG_NAME = "qfk_merge.log"
@@ -136,15 +138,17 @@ def run_merge(plan: MergePlan, *, on_stage=None) -> MergeResult:
         (stage / RECIPE_NAME).write_text(plan.recipe.render(), encoding="utf-8")
         export(stage / RECIPE_NAME, stage, failed_log=Path(f"{plan.out}.{LOG_NAME}"), on_stage=on_stage)
         write_generation_config(stage, plan.sampling)
-        modelfile = MODELFILE if (stage / MODELFILE).is_file() else None
-        serving = serving_info(plan, modelfile, __version__)
+        template = set_template_default(stage, plan.thinking)
+        budget = plan.budget.as_dict().get("max_new_tokens") if plan.budget is not None else None
+        (stage / MODELFILE).write_text(modelfile(plan.thinking, plan.sampling, num_predict=budget), encoding="utf-8")
+        serving = serving_info(plan, MODELFILE, __version__, template)
         (stage / SERVING_NAME).write_text(json.dumps(serving, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         install(stage, plan.out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     files = {"recipe": plan.out / RECIPE_NAME, "log": plan.out / LOG_NAME, "generation_config": plan.out / GENERATION_CONFIG,
              "serving": plan.out / SERVING_NAME}
-    return MergeResult(plan.out, serving, plan.out / modelfile if modelfile else None, files)
+    return MergeResult(plan.out, serving, plan.out / MODELFILE, files)
 
 
 #: what LLaMA-Factory's export log says as it goes, and the stage it means (first match wins, in log order)
@@ -214,8 +218,8 @@ def write_generation_config(folder: Path, sampling: dict) -> Path:
     return path
 
 
-def serving_info(plan: MergePlan, modelfile: str | None, kit_version: str) -> dict:
-    """The content of ``qfk_serving.json``."""
+def serving_info(plan: MergePlan, modelfile: str | None, kit_version: str, template: dict | None = None) -> dict:
+    """The content of ``qfk_serving.json`` (``template``: what :func:`.serving_files.set_template_default` did)."""
     from ..launch.record import now
 
     run, info = plan.run, plan.recipe.info
@@ -234,6 +238,8 @@ def serving_info(plan: MergePlan, modelfile: str | None, kit_version: str) -> di
         "translation_prompt": run.translation() or None,
         "reply_budget": plan.budget.as_dict() if plan.budget is not None else None,
         "modelfile": modelfile,
+        "chat_template": template,
+        "vllm_command": vllm_command(plan.out),
         "kit_version": kit_version,
         "created": now(),
         "serve_note": serve_note(plan.thinking),
@@ -244,9 +250,9 @@ def serve_note(thinking: bool) -> str:
     """How another server must run the model in its think mode."""
     if thinking:
         return "Qwen's chat template thinks by default (enable_thinking=True): serve it as it is; never decode greedily."
-    return ("trained without thinking: serve with enable_thinking=False (transformers: apply_chat_template(..., "
-            "enable_thinking=False); vLLM/SGLang: chat_template_kwargs={\"enable_thinking\": false}); "
-            "Qwen's chat template thinks by default")
+    return ("trained without thinking: the merged chat template defaults to enable_thinking=False (a client that "
+            "passes nothing gets the empty think block; enable_thinking=True still thinks); servers that use their own "
+            "template must pass enable_thinking=False (vLLM/SGLang: chat_template_kwargs={\"enable_thinking\": false})")
 
 
 def install(stage: Path, out: Path) -> None:
