@@ -86,15 +86,28 @@ def file_name_for(path: Path, data_dir: Path) -> str:
 
 
 #: derived entries: ``NAME__nN`` (an exact-mix entry with ``num_samples: N``, made by ``qfk recipe new
-#: --mix``), ``NAME__max<N>`` (NAME without its rows over N tokens, made by ``qfk datasets filter``)
-#: and ``NAME__clean`` (NAME without its rows that leak into eval sets, ``qfk datasets decontaminate``)
+#: --mix``), ``NAME__tN`` (a token-mix entry: a file of N rows of NAME chosen by a fixed seed, made by
+#: ``qfk recipe new --mix-by tokens``), ``NAME__max<N>`` (NAME without its rows over N tokens, made by
+#: ``qfk datasets filter``) and ``NAME__clean`` (NAME without its rows that leak into eval sets,
+#: ``qfk datasets decontaminate``)
 MIXED_RE = re.compile(r"^(?P<base>.+)__n(?P<count>[1-9][0-9]*)$")
+PICKED_RE = re.compile(r"^(?P<base>.+)__t(?P<count>[1-9][0-9]*)$")
 FILTERED_RE = re.compile(r"^(?P<base>.+)__max(?P<tokens>[1-9][0-9]*)$")
 CLEAN_RE = re.compile(r"^(?P<base>.+)__clean$")
 
 
 def mixed_name(name: str, count: int) -> str:
     return f"{name}__n{count}"
+
+
+def picked_name(name: str, count: int) -> str:
+    """The token-mix entry of ``count`` rows of NAME: ``NAME__tN``."""
+    return f"{name}__t{count}"
+
+
+def mix_entry(name: str) -> re.Match | None:
+    """``NAME__nN`` or ``NAME__tN`` (a mix entry, made from its base NAME alone), matched: ``base``, ``count``."""
+    return MIXED_RE.match(name) or PICKED_RE.match(name)
 
 
 def filtered_name(name: str, max_tokens: int) -> str:
@@ -108,10 +121,10 @@ def clean_name(name: str) -> str:
 
 
 def base_name(name: str) -> str:
-    """The dataset a derived entry was made from: ``med__n100``, ``med__max2048``, ``med__clean``
-    and ``med__clean__max2048__n100`` -> ``med``."""
+    """The dataset a derived entry was made from: ``med__n100``, ``med__t100``, ``med__max2048``,
+    ``med__clean`` and ``med__clean__max2048__n100`` -> ``med``."""
     while True:
-        m = MIXED_RE.match(name) or FILTERED_RE.match(name) or CLEAN_RE.match(name)
+        m = mix_entry(name) or FILTERED_RE.match(name) or CLEAN_RE.match(name)
         if not m:
             return name
         name = m["base"]
@@ -279,9 +292,9 @@ def split_name(name: str, split: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # qfk datasets remove: a dataset's related entries, and the files still in use
 # ---------------------------------------------------------------------------------------------
-#: the suffixes of the entries made from a dataset: a mix entry (NAME__nN), a filtered one (NAME__max<N>),
-#: a decontaminated one (NAME__clean)
-_DERIVED_SUFFIX = r"(?:__n[1-9][0-9]*|__max[1-9][0-9]*|__clean)+"
+#: the suffixes of the entries made from a dataset: a mix entry (NAME__nN, NAME__tN), a filtered one
+#: (NAME__max<N>), a decontaminated one (NAME__clean)
+_DERIVED_SUFFIX = r"(?:__n[1-9][0-9]*|__t[1-9][0-9]*|__max[1-9][0-9]*|__clean)+"
 
 
 def _split_file(path: Path, split: str) -> Path:
@@ -292,7 +305,7 @@ def _split_file(path: Path, split: str) -> Path:
 def related_names(name: str, data: dict, data_dir: Path) -> list[str]:
     """The entries that belong to dataset ``name``, in registry order: its splits NAME_val and
     NAME_test (when they point to NAME's split files, as ``qfk convert`` wrote them), and the mix
-    filter and decontaminated entries (``__nN``, ``__max<N>``, ``__clean``, in any chain) of NAME and of
+    filter and decontaminated entries (``__nN``, ``__tN``, ``__max<N>``, ``__clean``, in any chain) of NAME and of
     those splits."""
     bases = [name]
     own = resolve_file(data[name], data_dir) if isinstance(data.get(name), dict) else None

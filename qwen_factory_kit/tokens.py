@@ -10,7 +10,8 @@ chunk's texts are encoded in one batch by the fast tokenizer (the call ``encode`
 a thread, while the next chunk is rendered), and a row's length is the sum of its pieces: the same ids as LLaMA-Factory's ``input_ids``, in one
 tokenizer call per chunk. A row longer than ``cutoff_len`` is encoded again at ``cutoff_len`` (from
 the chunk's ids, no new tokenization) so the rows that lose ``</think>`` or part of the answer can
-be named. :func:`file_stats` keeps the result in a cache keyed by the file's sha256 and the settings.
+be named, and what it keeps of them counted (:attr:`RowStats.trained`: the label tokens a mix
+weighs). :func:`file_stats` keeps the result in a cache keyed by the file's sha256 and the settings.
 """
 
 from __future__ import annotations
@@ -92,9 +93,10 @@ class Encoder:
             return None
         return _encode_example(self.cut if limit else self.full, ex)
 
-    def measure(self, rows: list) -> list[tuple[int, int, str | None] | None]:
-        """``(total, response, lost)`` tokens of each row as LLaMA-Factory encodes it (``lost``: what
-        ``cutoff_len`` cuts, see :func:`_lost`), or None for a row it drops: the rows are rendered
+    def measure(self, rows: list) -> list[tuple[int, int, str | None, int | None, int | None] | None]:
+        """``(total, response, lost, kept_total, kept_response)`` tokens of each row as LLaMA-Factory
+        encodes it (``lost``: what ``cutoff_len`` cuts, see :func:`_lost`; the kept counts: what it
+        keeps at ``cutoff_len`` of a row longer than that, else None), or None for a row it drops: the rows are rendered
         with the recording tokenizer (:meth:`render`), their texts encoded in one batch call
         (:meth:`tokenize`), and the rows longer than ``cutoff_len`` encoded again at it (:meth:`count`)."""
         rendered = self.render(rows)
@@ -111,7 +113,7 @@ class Encoder:
         """The ids of each text, in one call of the fast tokenizer (the call ``encode`` makes for one text)."""
         return self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"] if texts else []
 
-    def count(self, rendered: "_Rendered", ids: list[list[int]]) -> list[tuple[int, int, str | None] | None]:
+    def count(self, rendered: "_Rendered", ids: list[list[int]]) -> list[tuple[int, int, str | None, int | None, int | None] | None]:
         sizes = [len(t) for t in ids]
         self._memo.table = dict(zip(rendered.texts, ids))
         out: list[tuple[int, int, str | None] | None] = []
@@ -120,10 +122,12 @@ class Encoder:
                 out.append(None)
                 continue
             total, response = _count(encoded[0], sizes), _count(encoded[1], sizes, skip=IGNORE_INDEX)
-            lost = None
+            lost = kept_total = kept_response = None
             if total > self.cutoff_len:
-                lost = _lost(_encode_example(self._memo_full, ex)[1], _encode_example(self._memo_cut, ex)[1])
-            out.append((total, response, lost))
+                cut_ids, cut_labels = _encode_example(self._memo_cut, ex)
+                lost = _lost(_encode_example(self._memo_full, ex)[1], cut_labels)
+                kept_total, kept_response = len(cut_ids), sum(1 for t in cut_labels if t != IGNORE_INDEX)
+            out.append((total, response, lost, kept_total, kept_response))
         self._memo.table = {}
         return out
 
@@ -199,11 +203,27 @@ def _count(ids: list[int], sizes: list[int], skip: int | None = None) -> int:
 
 @dataclass
 class RowStats:
+    """One row's tokens as LLaMA-Factory encodes it: ``total``, ``prompt`` and ``response`` (labels)
+    of the whole row; a row longer than the statistics' ``cutoff_len`` also has what LLaMA-Factory
+    keeps of it (``kept_total`` input ids, ``kept_response`` labels) and ``lost``, what the cut loses."""
+
     row: int
     total: int
     prompt: int
     response: int
     lost: str | None = None  # None | "answer" | "think_close" | "all_response"
+    kept_total: int | None = None
+    kept_response: int | None = None
+
+    @property
+    def trained(self) -> int:
+        """Label tokens LLaMA-Factory trains at ``cutoff_len`` (the loss is taken over these)."""
+        return self.response if self.kept_response is None else self.kept_response
+
+    @property
+    def kept(self) -> int:
+        """Input tokens LLaMA-Factory feeds the model at ``cutoff_len``."""
+        return self.total if self.kept_total is None else self.kept_total
 
 
 @dataclass
@@ -281,8 +301,8 @@ def token_stats(rows: Iterator[tuple[int, Any]], entry: dict, *, path: str = "",
                 if m is None:
                     st.dropped.append(n)
                     continue
-                total, response, lost = m
-                st.rows.append(RowStats(n, total, total - response, response, lost))
+                total, response, lost, kept_total, kept_response = m
+                st.rows.append(RowStats(n, total, total - response, response, lost, kept_total, kept_response))
             if bar is not None:
                 bar.advance(task, len(chunk))
     finally:
@@ -320,7 +340,8 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
 # Statistics of a file, cached
 # ---------------------------------------------------------------------------------------------
 #: bump when what :func:`token_stats` computes changes: older cache entries are then never read
-STATS_CACHE_VERSION = 1
+#: (2: the kept counts of rows over cutoff_len)
+STATS_CACHE_VERSION = 2
 #: cache entries kept (the oldest are removed beyond this)
 STATS_CACHE_ENTRIES = 256
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
@@ -436,7 +457,8 @@ def _write_cached(where: Path, st: Stats) -> None:
 
     from .io.atomic import atomic_write_bytes
 
-    data = {"rows": [[r.row, r.total, r.prompt, r.response, r.lost] for r in st.rows], "dropped": st.dropped}
+    data = {"rows": [[r.row, r.total, r.prompt, r.response, r.lost, r.kept_total, r.kept_response] for r in st.rows],
+            "dropped": st.dropped}
     try:
         atomic_write_bytes(where, orjson.dumps(data))
         old = sorted(where.parent.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)[STATS_CACHE_ENTRIES:]

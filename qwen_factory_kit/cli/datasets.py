@@ -249,8 +249,8 @@ def decontaminate_cmd(name, against, ngram, threshold, new_name, force, workers,
 @click.option("--json", "as_json", is_flag=True, help="Print what was removed, deleted and kept as JSON.")
 def remove(name, only, delete_files, data_dir, as_json):
     """Remove dataset NAME with the entries that belong to it: its splits (NAME_val, NAME_test) and
-    its mix, filter and decontaminated entries (NAME__nN, NAME__max<N>, NAME__clean). The data stays unless --delete-files; a
-    file another remaining entry still uses is never deleted.
+    its mix, filter and decontaminated entries (NAME__nN, NAME__tN, NAME__max<N>, NAME__clean). The data
+    stays unless --delete-files; a file another remaining entry still uses is never deleted.
 
     \b
     Examples:

@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..recipe import presets
+from ..recipe.tokenmix import MIX_BY
 from .common import console, emit_json, split_csv
 from .datasets import data_dir_option
 
@@ -34,6 +35,10 @@ def recipe_group() -> None:
 @click.option("--dataset", "datasets", multiple=True, metavar="A,B", help="Registered training datasets.")
 @click.option("--mix", metavar="A=0.75,B=0.25", help="Exact mixing ratios (per-dataset num_samples from the real row counts).")
 @click.option("--mix-total", type=click.IntRange(min=1), help="Rows per epoch of the mix (default: as many as fit without repeats).")
+@click.option("--mix-by", type=click.Choice(MIX_BY, case_sensitive=False), default=None,
+              help="What the --mix ratios hold in: rows (default; NAME__nN entries with num_samples) or tokens (the label "
+                   "tokens LLaMA-Factory trains, within 1 point where the rows allow it; NAME__tN files of the rows chosen). "
+                   "The header states the shares in rows and in tokens either way.")
 @click.option("--eval-dataset", "eval_datasets", multiple=True, metavar="X", help="Held-out dataset(s) (for predict: the rows to predict).")
 @click.option("--from", "from_recipe", type=click.Path(exists=True, dir_okay=False),
               help="predict/merge: the training recipe (model, adapter, template, enable_thinking come from it).")
@@ -73,7 +78,7 @@ def recipe_group() -> None:
 @click.option("--list-models", is_flag=True, help="List the model names --model accepts and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was decided (and the recipe text) as JSON.")
 @OVERRIDES
-def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, adapter, base, sample, deepspeed, output_dir,
+def new(model, method, datasets, mix, mix_total, mix_by, eval_datasets, from_recipe, adapter, base, sample, deepspeed, output_dir,
         device, gpu_memory, gpus, cutoff_len, max_cutoff, drop_long, liger, packing, no_stats, stats_rows, explain_memory, output, force,
         data_dir, list_models, as_json, overrides):
     """Write a LLaMA-Factory recipe that `llamafactory-cli train` runs as it is.
@@ -90,6 +95,7 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
     Examples:
       qfk recipe new --model Qwen3-4B --method lora --dataset medical_r1,finetome \\
           --mix medical_r1=0.75,finetome=0.25 --eval-dataset medical_r1_val -o sft.yaml
+      qfk recipe new --model Qwen3-4B --method lora --mix medical_r1=0.75,finetome=0.25 --mix-by tokens -o sft.yaml
       qfk recipe new --model Qwen3-1.7B --method qlora --dataset opus_opensubtitles -o mt.yaml
       qfk recipe new --model Qwen3-4B --method orpo --dataset prefs -o orpo.yaml
       qfk recipe new --model Qwen3-4B --method lora --dataset medical_r1 --gpu-memory 24 --explain-memory -o sft.yaml
@@ -114,6 +120,7 @@ def new(model, method, datasets, mix, mix_total, eval_datasets, from_recipe, ada
         raise click.UsageError(f"--method is required ({', '.join(presets.METHODS)})")
     adapter = _adapter_choice(method, adapter, base, sample)
     req = RecipeRequest(method=method, model=model, datasets=split_csv(datasets) or [], mix=parse_mix(mix), mix_total=mix_total,
+                        mix_by=mix_by.lower() if mix_by else None,
                         eval_datasets=split_csv(eval_datasets) or [], data_dir=data_dir, output_dir=output_dir, adapter=adapter,
                         sample=sample, from_recipe=from_recipe, deepspeed=deepspeed, overrides=parse_overrides(overrides),
                         filename=output or "recipe.yaml", command=invoked_command(sys.argv), cutoff_len=cutoff_len,

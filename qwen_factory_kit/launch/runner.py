@@ -136,7 +136,7 @@ class TrainPlan:
     args: dict
     launch: Launch | None = None
     data_dir: str = "data"
-    registered: list[str] = field(default_factory=list)  # the *__nN mix entries registered in data_dir
+    registered: list[str] = field(default_factory=list)  # the *__nN / *__tN mix entries registered in data_dir
     findings: list[Finding] = field(default_factory=list)  # the warnings and failures worth showing
     cpu: dict = field(default_factory=dict)  # the overrides --cpu applied (before the user's), {} without --cpu
 
@@ -159,7 +159,7 @@ def prepare_training(recipe: str, overrides: list[str] | tuple[str, ...] = (), *
        whether a GPU is visible) is refused, naming those overrides;
     3. LLaMA-Factory's own argument parsing and the value types, before anything is written
        (an unknown key stops here, with the LLaMA-Factory argument it is closest to);
-    4. register the ``NAME__nN`` mix entries the recipe names;
+    4. register the mix entries the recipe names (``NAME__nN``; ``NAME__tN``, its rows picked again);
     5. the kit's quick checks (datasets, template, think mode, output_dir, machine; no length stats);
     6. compose the launch command (one process or torchrun; one process on the CPU with ``cpu``).
 

@@ -2,7 +2,9 @@
 
 The template and ``enable_thinking`` come from what the datasets contain (:mod:`.request`), never
 from a guess. ``--mix`` ratios are made exact with per-dataset ``num_samples`` entries in
-``dataset_info.json`` (:mod:`.mix`). A training recipe's cutoff_len, liger kernel, packing and
+``dataset_info.json`` (:mod:`.mix`); with ``--mix-by tokens`` they hold in trained tokens instead,
+with ``NAME__tN`` files of the rows chosen (:mod:`.tokenmix`), and every mix's header states its
+shares in rows and in tokens. A training recipe's cutoff_len, liger kernel, packing and
 per-device batch come from the rows' token lengths and the GPU (:mod:`qwen_factory_kit.recipe.sizing`);
 its header gives the memory model's estimate. Predict and merge recipes are made in :mod:`.inference`.
 """
@@ -18,7 +20,7 @@ from ..errors import QfkError
 from . import memory, presets, sizing
 from .document import Recipe
 from .inference import _inference_recipe
-from .mix import _exact_mix, _register, require_registered, upsampling_warnings
+from .mix import require_registered, upsampling_warnings
 from .request import (
     DatasetFacts,
     RecipeRequest,
@@ -37,6 +39,7 @@ from .skeleton import (
     _set_device_keys,
     _set_think_keys,
 )
+from .tokenmix.plan import check_request, plan_mix, register
 
 
 def recipe_warnings(recipe: Recipe) -> list[str]:
@@ -45,7 +48,7 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
 
 
 def new_recipe(req: RecipeRequest) -> Recipe:
-    """Build the recipe (and register the ``num_samples`` entries an exact ``--mix`` needs)."""
+    """Build the recipe (and register the mix entries a ``--mix`` needs: ``NAME__nN``, or ``NAME__tN`` files)."""
     from ..workspace import data_dir as resolve_data_dir
 
     if req.method not in presets.METHODS:
@@ -82,25 +85,27 @@ def _train_recipe_once(req: RecipeRequest, data_dir: Path) -> Recipe:
 
     r = _blank_recipe("train")
     _model_and_method(r, req.method, model, preset)
-    dataset_names, mix_lines, mix_entries = _exact_mix(req, facts)
-    _train_data(r, dataset_names, eval_facts, data_dir, think)
+    _train_data(r, [f.name for f in facts], eval_facts, data_dir, think)
     _training(r, preset)
     _train_output(r, req, model, facts, evaluate=bool(eval_facts))
     sized = _size(r, req, model, facts, think)
     device_lines = _set_device_keys(r, req)
+    # the mix once template, enable_thinking and cutoff_len are known: its tokens are encoded as the recipe trains them
+    mix = plan_mix(req, facts, {**r.args, **req.overrides}, data_dir)
+    r.section("data")["dataset"] = ",".join(mix.names)
     _apply_overrides(r, req.overrides)
     estimate = _estimate(r.args, model, sized) if not device_lines else None
     memory_lines = device_lines or _memory_lines(estimate, model, measured=sized.lengths is not None)
-    r.header = _train_header(req, r, names, model, preset, facts, think, mix_lines,
+    r.header = _train_header(req, r, names, model, preset, facts, think, mix.lines,
                              _dropped_lines(req) + sized.lines + memory_lines)
     r.info = {"model": model.name, "model_kind": model.kind, "method": req.method, "preset_source": preset.source,
               "think_mode": think.mode, "template": think.template, "enable_thinking": think.enable,
               "datasets": {f.name: {"rows": f.rows, "mode": f.mode, "source": f.source} for f in facts},
-              "mix": {n: c for n, c in zip([f.name for f in facts], dataset_names)} if req.mix else None,
+              "mix": {n: c for n, c in zip([f.name for f in facts], mix.names)} if req.mix else None, **mix.info,
               "sizing": sized.info, "memory": _memory_info(estimate),
               "dropped": {name: d.as_dict() for name, d in req.dropped.items()} or None,
-              "files": _extra_files(r.args), "device": req.device or "gpu"}
-    _register(mix_entries, data_dir)
+              "files": _extra_files(r.args), "device": req.device or "gpu", "warnings": mix.warnings}
+    register(mix, data_dir)
     return r
 
 
@@ -109,6 +114,7 @@ def _require_train_inputs(req: RecipeRequest) -> None:
         raise QfkError("--model is required", "for example: --model Qwen3-4B (or a local model folder)")
     if not req.datasets and not req.mix:
         raise QfkError("--dataset is required", "name registered datasets: --dataset medical_r1,finetome (list them: qfk datasets list)")
+    check_request(req)
     if req.drop_long and not req.stats:
         raise QfkError("--drop-long drops the rows over the cutoff, which --no-stats leaves unmeasured",
                        "drop --no-stats, or --drop-long")

@@ -15,6 +15,7 @@ None when the message names what it is about. Checks (finding ``id``s):
 * ``leak``: eval rows that are training rows, the same dataset (or a mix/filtered entry of it) on both sides,
   two conversions of one source (:func:`qwen_factory_kit.leaks.check_leaks`; train recipes with ``eval_dataset``);
 * ``mix``: ``num_samples`` (``NAME__nN`` mix entries or set by hand) that repeats a dataset's rows more than twice;
+  a mix's stated shares in rows and tokens against the data, token-mix files whose source changed (:mod:`.tokenmix.check`);
 * ``template``: the template fits the model family (Instruct-2507 -> qwen3_nothink, other Qwen3 -> qwen3);
 * ``think``: ``template``/``enable_thinking`` train what the data holds (QWEN3-THINK.md); these two live in
   :mod:`.check_think`;
@@ -44,6 +45,7 @@ from . import presets
 from .check_think import check_template, check_think
 from .cpu import CPU_OPTIM
 from .document import MODEL_KEYS, PATH_KEYS, recipe_data_dir, scalar, split_names
+from .tokenmix.check import check_token_mix
 
 PREFERENCE_STAGES = ("dpo", "rm")
 CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin",
@@ -292,12 +294,13 @@ def _check_dataset(name: str, registry: dict, reg, args: dict, *, wants_facts: b
 
 def _undefined(name: str, registry: dict, where: Path, args: dict) -> Finding:
     """A dataset the registry lacks: a mix entry not registered yet, or a name to correct (the close ones)."""
-    from ..registry import MIXED_RE
+    from ..registry import MIXED_RE, mix_entry
 
-    m = MIXED_RE.match(name)
+    m = mix_entry(name)
     if m and m["base"] in registry:
+        what = f"num_samples: {m['count']}" if MIXED_RE.match(name) else f"a file of {m['count']} rows picked by the token mix"
         return Finding("datasets", "error", None, f"dataset '{name}' is not in {where}: the mix entry ({m['base']} with "
-                                                  f"num_samples: {m['count']}) is not registered yet",
+                                                  f"{what}) is not registered yet",
                        "qfk train registers it; for llamafactory-cli run once: qfk train RECIPE --dry-run")
     message = f"dataset '{name}' is not in {where} (LLaMA-Factory: Undefined dataset {name})"
     close = _close_names(name, registry)
@@ -622,6 +625,8 @@ def check_recipe(recipe: str | os.PathLike | dict, overrides: list[str] | tuple[
     findings += check_think(args, facts, model)
     if stats and _lengths_checkable(args, findings):
         findings += check_cutoff(args, facts, max_rows=stats_rows)
+    if recipe_kind(args) == "train":
+        findings += check_token_mix(args, path, stats=stats and _lengths_checkable(args, findings))
     findings += check_output(args)
     findings += check_machine(args, recipe_path=path, machine=machine)
     findings += check_sampling(args)

@@ -78,7 +78,7 @@ def rename_in_header(text: str, old: str, new: str) -> str:
 class Copied:
     path: Path
     data_dir: str
-    registered: list[str]  # the *__nN mix entries the copy registered in data_dir
+    registered: list[str]  # the *__nN / *__tN mix entries the copy registered in data_dir
 
 
 def copy_curated(name: str, dest: str, *, force: bool = False) -> Copied:

@@ -173,6 +173,21 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     return data
 
 
+def read_header(path: str | os.PathLike) -> list[str]:
+    """The comment header of a recipe file (its first ``#`` lines, up to the first blank line or key,
+    ``# `` taken off), as :meth:`Recipe.render` wrote it; [] when the file cannot be read."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        out.append(line[1:].removeprefix(" "))
+    return out
+
+
 def write_text(path: str | os.PathLike, text: str, *, force: bool = False) -> Path:
     from ..io.atomic import atomic_write_bytes
 

@@ -1,6 +1,7 @@
 """Exact ``--mix`` ratios: whole row counts in exactly the requested proportions, made exact with
 per-dataset ``NAME__nN`` entries (``num_samples: N``) in ``dataset_info.json``; the warnings for a
-dataset a mix repeats many times, and the check that every dataset a recipe names is registered."""
+dataset a mix repeats many times, and the check that every dataset a recipe names is registered.
+Mixes that hold in trained tokens (``--mix-by tokens``, ``NAME__tN`` entries) are :mod:`.tokenmix`'s."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from ..errors import QfkError
-from ..registry import MIXED_RE, mixed_name
+from ..registry import MIXED_RE, mix_entry, mixed_name
 from .request import DatasetFacts, RecipeRequest
 from .skeleton import _rel
 
@@ -21,11 +22,7 @@ def mix_counts(ratios: dict[str, float], rows: dict[str, int], total: int | None
     Without ``total`` the mix is as large as it can be without repeating a row, rounded down to a
     total that the ratios split into whole rows (75/25 -> a multiple of 4), so the mix is exact.
     When no such total fits (or ``total`` is given), counts are rounded by largest remainder."""
-    if any(r <= 0 for r in ratios.values()):
-        raise QfkError(f"every --mix ratio must be > 0: {ratios}", "drop the dataset from --dataset instead")
-    s = sum(ratios.values())
-    if abs(s - 1) > 1e-6:
-        raise QfkError(f"--mix ratios add up to {s:g}, not 1", "for example: --mix medical=0.75,finetome=0.25")
+    check_ratios(ratios)
     if total is None:
         most = math.floor(min(rows[n] / r for n, r in ratios.items()) + 1e-9)
         # the largest total that splits into whole rows in exactly these proportions (0.75/0.25 -> a multiple of 4)
@@ -39,6 +36,15 @@ def mix_counts(ratios: dict[str, float], rows: dict[str, int], total: int | None
     for n in sorted(exact, key=lambda k: (counts[k] - exact[k], k))[:short]:
         counts[n] += 1
     return counts
+
+
+def check_ratios(ratios: dict[str, float]) -> None:
+    """Every ``--mix`` ratio above 0, all adding up to 1."""
+    if any(r <= 0 for r in ratios.values()):
+        raise QfkError(f"every --mix ratio must be > 0: {ratios}", "drop the dataset from --dataset instead")
+    s = sum(ratios.values())
+    if abs(s - 1) > 1e-6:
+        raise QfkError(f"--mix ratios add up to {s:g}, not 1", "for example: --mix medical=0.75,finetome=0.25")
 
 
 #: a dataset repeated more than this many times per epoch is flagged (header and stderr)
@@ -74,7 +80,7 @@ def upsampling_warnings(info: dict) -> list[str]:
     (from ``recipe.info``: the mix entries and the datasets' row counts)."""
     out = []
     for name, entry in (info.get("mix") or {}).items():
-        m = MIXED_RE.match(str(entry))
+        m = mix_entry(str(entry))
         rows = (info.get("datasets") or {}).get(name, {}).get("rows")
         factor = upsample_factor(int(m["count"]), rows) if m else None
         if factor and factor > UPSAMPLE_WARN:
@@ -95,7 +101,7 @@ def require_registered(req: RecipeRequest, data_dir: Path) -> None:
     if not reg.path.exists():
         return  # dataset_facts says so, with how to register
     have = reg.read()
-    known = [n for n in have if not MIXED_RE.match(n)]
+    known = [n for n in have if not mix_entry(n)]
     asked = {"--dataset": req.datasets, "--mix": list(req.mix or {}), "--eval-dataset": req.eval_datasets}
     problems: dict[str, str] = {}
     for option, names in asked.items():
@@ -130,9 +136,12 @@ def parse_mix(text: str | None) -> dict[str, float] | None:
 
 
 def ensure_mix_entries(names: list[str], data_dir: str | os.PathLike) -> list[str]:
-    """Register ``BASE__nN`` entries (BASE's entry + ``num_samples: N``) that a recipe names and the
-    registry lacks, when BASE is registered. Returns the names registered."""
+    """Register the mix entries a recipe names and the registry lacks, when their BASE is registered:
+    ``BASE__nN`` (BASE's entry + ``num_samples: N``) and ``BASE__tN`` (N rows of BASE picked by the
+    token mix's fixed seed, written beside BASE's file: :func:`.tokenmix.picks.ensure_picked`).
+    Returns the names registered."""
     from ..registry import Registry
+    from .tokenmix.picks import ensure_picked
 
     reg = Registry.at(data_dir)
     if not reg.path.exists():
@@ -140,10 +149,13 @@ def ensure_mix_entries(names: list[str], data_dir: str | os.PathLike) -> list[st
     have = reg.read()
     made = []
     for name in names:
-        m = MIXED_RE.match(name)
+        m = mix_entry(name)
         if name in have or not m or m["base"] not in have:
             continue
-        reg.add(name, {**have[m["base"]], "num_samples": int(m["count"])})
+        if MIXED_RE.match(name):
+            reg.add(name, {**have[m["base"]], "num_samples": int(m["count"])})
+        else:
+            ensure_picked(name, m["base"], have, reg.data_dir, count=int(m["count"]))
         made.append(name)
     return made
 
@@ -159,7 +171,7 @@ def register_mix_entries(args: dict) -> tuple[str, list[str]]:
 
 def _exact_mix(req: RecipeRequest, facts: list[DatasetFacts]) -> tuple[list[str], list[str], dict[str, dict]]:
     """The dataset names the recipe trains, the header lines that account for a ``--mix``, and the
-    ``NAME__nN`` entries to register for it (once the recipe is made: :func:`_register`)."""
+    ``NAME__nN`` entries to register for it (once the recipe is made: :func:`.tokenmix.plan.register`)."""
     if not req.mix:
         return [f.name for f in facts], [], {}
     counts = mix_counts(req.mix, {f.name: f.rows or 0 for f in facts}, req.mix_total)
@@ -180,12 +192,3 @@ def _exact_mix(req: RecipeRequest, facts: list[DatasetFacts]) -> tuple[list[str]
             lines.append(f"  {f.name}: {how} of {f.rows} rows = {n / total:.2%} (asked {req.mix[f.name]:.2%}){note}")
     return dataset_names, [f"Mix (exact, rows per epoch = {total}; *__nN entries carry num_samples: N in dataset_info.json):",
                            *lines], entries
-
-
-def _register(entries: dict[str, dict], data_dir: Path) -> None:
-    if entries:
-        from ..registry import Registry
-
-        reg = Registry.at(data_dir)
-        for name, entry in entries.items():
-            reg.add(name, entry)

@@ -93,6 +93,7 @@ class RecipeRequest:
     datasets: list[str] = field(default_factory=list)
     mix: dict[str, float] | None = None
     mix_total: int | None = None
+    mix_by: str | None = None  # --mix-by: "rows" (None: the default) or "tokens" (the ratios hold in trained tokens)
     eval_datasets: list[str] = field(default_factory=list)
     data_dir: str | None = None
     output_dir: str | None = None

@@ -5,10 +5,11 @@ A bundle is a zip that lets someone else run the same recipe on the same data:
 =========================  ==================================================================
 ``bundle.json``            format, kit and library versions, the recipe's name and sha256, the
                            KEY=VALUE overrides given to pack, for every dataset the recipe uses:
-                           its registry entry (and the base entry of a ``NAME__nN`` mix entry),
-                           the summary of its qfk manifest (source ids and revisions, conversion
-                           options, sha256 of the converted files); every other member with its
-                           sha256 and size
+                           its registry entry (and the base entry of a ``NAME__nN`` or
+                           ``NAME__tN`` mix entry), the summary of its qfk manifest (source ids
+                           and revisions, conversion options, sha256 of the converted files), a
+                           token mix's row count and sha256; every other member with its sha256
+                           and size
 ``recipe.yaml``            the recipe text, byte for byte
 ``dataset_info.json``      the registry entries (a subset of the packer's ``dataset_info.json``)
 ``data/...``               the qfk manifests, and with ``--with-data`` the converted files, at
@@ -20,8 +21,9 @@ The zip is deterministic (members sorted, fixed timestamps and modes): the same 
 same bytes. :func:`unpack` treats a bundle as untrusted input: it checks every member name, mode
 and size before it writes anything, reads YAML with ``yaml.safe_load`` only, and refuses recipe
 values and registry entries that point outside the destination unless told otherwise. Datasets
-are re-converted from their recorded sources (or taken from the bundle), every converted file is
-checked against the sha256 in its manifest, and only then is anything registered.
+are re-converted from their recorded sources (or taken from the bundle), a token mix's rows are
+picked again from its base, every file is checked against its recorded sha256, and only then is
+anything registered.
 
 Modules, in the order they depend on each other:
 

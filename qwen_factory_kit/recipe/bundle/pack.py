@@ -1,5 +1,9 @@
 """``qfk recipe pack``: a recipe, the registry entries and qfk manifests of its datasets (and with
-``--with-data`` the converted files), and its DeepSpeed config, in one deterministic zip."""
+``--with-data`` the converted files), and its DeepSpeed config, in one deterministic zip.
+
+A mix entry travels with its base dataset: ``NAME__nN`` as an entry, ``NAME__tN`` (a token mix's
+file) as an entry with its sha256 that unpack makes again from the base's rows (never its rows:
+``--with-data`` or not, the base carries them), or, when its base changed since, as data only."""
 
 from __future__ import annotations
 
@@ -149,12 +153,12 @@ def _contents_for(recipe: Path, args: dict, with_data: bool, warnings: list[str]
 
 
 def _wanted(names: list[str], registry: dict) -> list[tuple[str, str | None]]:
-    """(dataset, its base) in packing order: the base entry of a ``NAME__nN`` mix entry comes first."""
-    from ...registry import MIXED_RE
+    """(dataset, its base) in packing order: the base entry of a ``NAME__nN`` or ``NAME__tN`` mix entry comes first."""
+    from ...registry import mix_entry
 
     wanted: list[tuple[str, str | None]] = []
     for n in names:
-        m = MIXED_RE.match(n)
+        m = mix_entry(n)
         base = m["base"] if m and m["base"] in registry else None
         if base and base not in names:
             wanted.append((base, None))
@@ -183,12 +187,40 @@ def _add_dataset(c: _Contents, n: str, base: str | None) -> None:
         c.warnings.append(f"dataset {n}: {c.registry[n]['file_name']} is outside {c.data_dir}; the bundle places it at "
                           f"{c.dataset_dir}/{entry['file_name']}")
     rec.update(kind="file", file=target)
+    if base and _add_picked(c, n, path, rec):
+        c.info[n], c.records[n] = entry, rec
+        return
     manifest, manifest_file, split = _manifest_to_pack(c, n, path, rec)
     rec["manifest"] = None if manifest is None else _add_manifest(c, n, manifest, manifest_file, split, target)
     rec["included"] = bool(c.with_data)
     if c.with_data:
         rec["members"] = _add_data(c, n, path, target)
     c.info[n], c.records[n] = entry, rec
+
+
+def _add_picked(c: _Contents, n: str, path: Path, rec: dict) -> bool:
+    """A token mix's ``NAME__tN`` file (its base is packed too): recorded with its sha256 for unpack to
+    make it again from the base, or, when the base changed since it was picked, packed as data
+    (``--with-data``; refused without). False when ``n`` is not a token mix's file."""
+    from ...io.atomic import sha256_file
+    from ...registry import PICKED_RE
+    from ..tokenmix.picks import read_manifest, staleness
+
+    m = PICKED_RE.match(n)
+    if m is None or read_manifest(c.registry[n], c.data_dir) is None:
+        return False
+    why = staleness(n, c.registry[n], c.data_dir)
+    if why and not c.with_data:
+        raise QfkError(f"dataset '{n}': {why}: unpack could not make its rows again from {m['base']}",
+                       "make the recipe again (qfk recipe new ... --mix-by tokens --force), or pack it with --with-data")
+    digest = c.hashed[path] = sha256_file(path)
+    rec.update(sha256=digest, bytes=path.stat().st_size, manifest=None)
+    if why:
+        c.warnings.append(f"dataset {n}: {why}: packed as data only")
+        rec.update(included=True, members=_add_data(c, n, path, rec["file"]))
+    else:
+        rec.update(kind="picked", included=False, count=int(m["count"]))
+    return True
 
 
 def _add_remote(c: _Contents, n: str, entry: dict, rec: dict) -> None:
@@ -237,8 +269,12 @@ def _manifest_to_pack(c: _Contents, n: str, path: Path, rec: dict) -> tuple[dict
 
 
 def _why_not_remade(manifest: Any, manifest_file: Path | None, split: str | None, digest: str) -> str | None:
+    from ..tokenmix.picks import KEY
+
     if manifest_file is None or not isinstance(manifest, dict):
         return "has no qfk manifest (registered by hand?)"
+    if isinstance(manifest.get(KEY), dict):
+        return f"is a token mix of {manifest[KEY].get('base')}, which is not registered: only its rows re-make it"
     if manifest.get("converter") == "decontaminate":
         against = [s.get("name") for s in (manifest.get("options") or {}).get("decontaminated_against") or []
                    if isinstance(s, dict)]

@@ -2,8 +2,9 @@
 
 The plan says where the recipe goes, which registry entries are registered, and how each dataset
 is made: taken from the bundle (``included``), re-converted from its recorded source
-(``converted``, one :class:`Reconversion` per manifest), or registered as it is (``remote`` hub
-entries, ``external`` entries allowed to point outside). Every check of the bundle and of the
+(``converted``, one :class:`Reconversion` per manifest), picked again from its base's rows (``picked``:
+a token mix's ``NAME__tN`` file, checked against its recorded sha256), or registered as it is
+(``remote`` hub entries, ``external`` entries allowed to point outside). Every check of the bundle and of the
 destination runs here, so the later phases never refuse a bundle half-way through writing it.
 """
 
@@ -34,6 +35,7 @@ from .untrusted import (
     check_entries,
     check_listing,
     check_manifest,
+    check_picked,
     check_recipe_args,
     need,
     parse_json,
@@ -46,15 +48,17 @@ from .untrusted import (
 class DatasetPlan:
     """How one dataset of the bundle is made."""
 
-    how: str                      # included | converted | remote | external
+    how: str                      # included | converted | picked | remote | external
     file: str | None = None       # its data file, relative to the data dir
     manifest: str | None = None   # its manifest member
-    base: str | None = None       # the base entry of a NAME__nN mix entry
+    base: str | None = None       # the base entry of a NAME__nN / NAME__tN mix entry
     outside: str | None = None    # why its entry points outside the destination (external)
+    sha256: str | None = None     # picked: what the file made again must be
+    count: int | None = None      # picked: its rows
 
     def summary(self) -> dict:
         out: dict = {"how": self.how}
-        if self.how in ("included", "converted"):
+        if self.how in ("included", "converted", "picked"):
             out.update(file=self.file, manifest=self.manifest)
         if self.base:
             out["base"] = self.base
@@ -196,6 +200,11 @@ def _plan_datasets(members: Members, plan: UnpackPlan, records: dict[str, dict],
     """How each dataset is made; reads and checks the manifests."""
     for n, rec in records.items():
         base = rec.get("base")
+        if rec.get("kind") == "picked":
+            check_picked(n, rec, plan.info, records, outside)
+            plan.datasets[n] = DatasetPlan("picked", posixpath.normpath(plan.info[n]["file_name"]), None, base,
+                                           sha256=rec["sha256"], count=rec["count"])
+            continue
         if n in outside or not plan.info[n].get("file_name"):
             need(not rec.get("included"), f"dataset {n}: included data for an entry outside the destination")
             plan.datasets[n] = DatasetPlan("external" if n in outside else "remote", base=base, outside=outside.get(n))
@@ -314,6 +323,9 @@ def _check_data_files(plan: UnpackPlan, listed: dict[str, dict]) -> None:
         writes.update(_outputs(member, plan.manifests[member]))
     for member in plan.data_members - set(plan.manifests):
         writes[member[len(DATA_PREFIX):]] = listed[member].get("sha256")
+    for d in plan.datasets.values():
+        if d.how == "picked":
+            writes[d.file] = d.sha256
     for rel, sha in sorted(writes.items()):
         existing = plan.data_dir / rel
         if existing.is_file() and sha256_file(existing) != sha:

@@ -1,6 +1,7 @@
 """``qfk recipe unpack``: plan (every check, nothing written), fetch the included data or re-convert
-from the recorded sources into a staging folder, verify against the manifests, move into place,
-register. A failure before the move leaves nothing behind."""
+from the recorded sources into a staging folder, pick the token mixes' rows again from their base,
+verify against the manifests and recorded sha256s, move into place, register. A failure before the
+move leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ def _unpack(zf: zipfile.ZipFile, bundle_path: Path, dest: Path, *, trust_remote_
         _verify_included(plan, staging)
         conversions = {rc.manifest["name"]: reconvert(rc, staging, plan.data_dir, cache_dir, warnings)
                        for _, rc in sorted(plan.reconversions.items())}
+        _pick_again(plan, staging)
         _move_into_place(plan, staging)
         registered = _register(plan, force=force)
     for n, d in plan.datasets.items():
@@ -109,6 +111,17 @@ def _verify_included(plan: UnpackPlan, staging: Path) -> None:
             staged = staging / d.file
             if staged.is_file():
                 verify_sha(staged, recorded[d.file], f"{d.file} (dataset {n}) in the bundle")
+
+
+def _pick_again(plan: UnpackPlan, staging: Path) -> None:
+    """Each token mix's ``NAME__tN`` file, picked from its base's staged file as ``qfk recipe new`` picked
+    it (with its manifest), must be the file the packer had."""
+    from ..tokenmix.picks import write_picked
+
+    for n, d in plan.datasets.items():
+        if d.how == "picked":
+            picked = write_picked(n, d.base, plan.info[d.base], staging, count=d.count)
+            verify_sha(picked.file, d.sha256, f"{d.file} (dataset {n}, picked again from {d.base})")
 
 
 def _move_into_place(plan: UnpackPlan, staging: Path) -> None:

@@ -6,7 +6,8 @@
 - the recipe: plain YAML only, no anchors, no OmegaConf interpolation (:func:`safe_recipe_args`),
   no ``trust_remote_code`` and no path outside the destination unless allowed
   (:func:`check_recipe_args`);
-- the registry entries (:func:`check_entries`) and the qfk manifests (:func:`check_manifest`);
+- the registry entries (:func:`check_entries`), the qfk manifests (:func:`check_manifest`) and the
+  token-mix records, made again from their base (:func:`check_picked`);
 - a file against the sha256 its manifest records (:func:`verify_sha`).
 
 Every refusal is a :class:`~qwen_factory_kit.errors.QfkError` that says nothing was written.
@@ -425,6 +426,26 @@ def check_manifest(manifest: Any, member: str) -> None:
     need(isinstance(manifest.get("options"), dict), f"manifest {member} has no options")
     _check_source(manifest.get("source"), member)
     _check_outputs(manifest, member)
+
+
+def check_picked(n: str, rec: dict, info: dict, records: dict, outside: dict) -> None:
+    """A token mix's ``NAME__tN`` record: made again at unpack from its base's file, beside it, so its
+    name, base, count, file name and sha256 must agree, and the base must be a local file the bundle makes."""
+    from ...registry import PICKED_RE
+
+    m = PICKED_RE.match(n)
+    base = rec.get("base")
+    need(m is not None and m["base"] == base, f"dataset {n}: a picked record whose name is not BASE__tN of its base")
+    need(isinstance(rec.get("count"), int) and not isinstance(rec["count"], bool) and rec["count"] == int(m["count"]),
+         f"dataset {n}: its row count does not match its name")
+    need(isinstance(rec.get("sha256"), str) and _SHA_RE.match(rec["sha256"]), f"dataset {n}: no sha256 to check its rows against")
+    need(not rec.get("included") and not rec.get("manifest"), f"dataset {n}: a picked record carries data or a manifest")
+    need(base in info and isinstance(records.get(base), dict), f"dataset {n}: its base {base!r} is not in the bundle")
+    bfn = info[base].get("file_name")
+    need(isinstance(bfn, str) and base not in outside and n not in outside and records[base].get("kind") == "file",
+         f"dataset {n}: its base {base!r} is not a local file the bundle makes")
+    want = posixpath.join(posixpath.dirname(posixpath.normpath(bfn)), f"{n}.jsonl")
+    need(posixpath.normpath(str(info[n].get("file_name"))) == want, f"dataset {n}: its file is not {want!r}, beside its base")
 
 
 def parse_sources(sources: dict | None) -> dict[str, str]:
