@@ -296,6 +296,12 @@ def test_filter_names(tmp_path, fake_encoder, qfk):
         filter_dataset("med", 50, data_dir=data, new_name="a,b")
     with pytest.raises(QfkError, match="overwrite"):
         filter_dataset("med", 50, data_dir=data, new_name="med")
+    # a mix entry stands for N rows drawn at training time: filtering its file would keep every row
+    entry = Registry.at(data).get("med")
+    Registry.at(data).add("med__n2", {**entry, "num_samples": 2})
+    with pytest.raises(QfkError, match="mix entry") as exc:
+        filter_dataset("med__n2", 50, data_dir=data)
+    assert "qfk datasets filter med --max-tokens 50" in exc.value.hint and not (data / "med__n2__max50.jsonl").exists()
     code, _, err = qfk("datasets", "filter", "nosuch", "--max-tokens", "50", "--data-dir", data)
     assert code == 2 and "Undefined dataset 'nosuch'" in err
     code, out, err = qfk("datasets", "filter", "med", "--max-tokens", "50", "--data-dir", data)

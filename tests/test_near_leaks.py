@@ -212,7 +212,16 @@ def test_decontaminate_refuses_what_cannot_work(tmp_path, qfk):
     assert code == 2 and "--threshold" in err
     code, _, err = qfk("lint", "train", "--ngram", "13", "--data-dir", data)
     assert code == 2 and "--against" in err
-    assert not (data / "train__clean.jsonl").exists() and "train__clean" not in Registry.at(data).read()
+    register(data, "exam", [english(2)])
+    Registry.at(data).add("train__n3", {**Registry.at(data).get("train"), "num_samples": 3})
+    code, _, err = qfk("datasets", "decontaminate", "train__n3", "--against", "exam", "--data-dir", data)
+    assert code == 2 and "mix entry" in err and "qfk datasets decontaminate train --against exam" in err
+    write_jsonl(data / "pairs.jsonl", [{"instruction": "q", "chosen": "a", "rejected": "b"}])
+    Registry.at(data).add("pairs", {"file_name": "pairs.jsonl", "ranking": True,
+                                    "columns": {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}})
+    code, _, err = qfk("datasets", "decontaminate", "pairs", "--against", "exam", "--data-dir", data)
+    assert code == 2 and "ranking (preference) data: qfk datasets decontaminate reads SFT rows" in err
+    assert not list(data.glob("*__clean*")) and not [n for n in Registry.at(data).read() if n.endswith("__clean")]
 
 
 def test_the_clean_entry_is_derived_from_its_dataset(tmp_path, qfk):

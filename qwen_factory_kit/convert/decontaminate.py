@@ -99,8 +99,8 @@ def decontaminate(name: str, against: list[str], *, data_dir: str | os.PathLike 
     reg = Registry.at(data_dir)
     registry = reg.read()
     entry = reg.get(name)
-    path = _source_file(name, entry, reg.data_dir)
     against = list(dict.fromkeys(against))
+    path = _source_file(name, entry, reg.data_dir, "decontaminate {name} --against " + (",".join(against) or "EVAL"))
     if not against:
         raise QfkError("no eval dataset to decontaminate against", f"for example: qfk datasets decontaminate {name} --against {name}_val")
     for ev in against:

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import QfkError
 from ..io.sources import resolve_source
 from ..lfformat import PLUGIN_FORMATTINGS
-from ..registry import Registry, file_name_for, filtered_name, manifest_for, resolve_file
+from ..registry import Registry, file_name_for, filtered_name, manifest_for, mix_entry, resolve_file
 from ..think import ThinkTally, parse_response, training_settings
 from .pipeline import run_conversion
 from .sinks import ConvertResult
@@ -40,7 +40,7 @@ def filter_dataset(name: str, max_tokens: int, *, data_dir: str | os.PathLike | 
     (``registered`` holds the new name)."""
     reg = Registry.at(data_dir)
     entry = reg.get(name)
-    path = _source_file(name, entry, reg.data_dir)
+    path = _source_file(name, entry, reg.data_dir, f"filter {{name}} --max-tokens {max_tokens}")
     new_name = _checked_name(new_name or filtered_name(name, max_tokens))
     output = path.parent / f"{new_name}.jsonl"
     if output.resolve() == path.resolve():
@@ -58,8 +58,15 @@ def filter_dataset(name: str, max_tokens: int, *, data_dir: str | os.PathLike | 
     return result
 
 
-def _source_file(name: str, entry: dict, data_dir: Path) -> Path:
-    """The local file (or folder) of an SFT Alpaca/ShareGPT entry, else a :class:`QfkError`."""
+def _source_file(name: str, entry: dict, data_dir: Path, command: str) -> Path:
+    """The local file (or folder) of an SFT Alpaca/ShareGPT entry that is not a mix entry, else a
+    :class:`QfkError` whose fix is ``qfk datasets COMMAND`` (``{name}`` in it: the dataset to run it on)."""
+    mixed = mix_entry(name)
+    if mixed:
+        raise QfkError(f"dataset '{name}' is a mix entry ({mixed['count']} rows of {mixed['base']} drawn when training): "
+                       f"a new dataset made from it would hold every row of {mixed['base']}",
+                       f"make it from {mixed['base']}, then mix that: qfk datasets {command.format(name=mixed['base'])}, "
+                       "and qfk recipe new --mix with the new name")
     path = resolve_file(entry, data_dir) if isinstance(entry, dict) else None
     if path is None:
         raise QfkError(f"dataset '{name}' is not a local file (hub or script entry): there are no rows to filter here",
@@ -73,8 +80,8 @@ def _source_file(name: str, entry: dict, data_dir: Path) -> Path:
     if formatting not in ("alpaca", "sharegpt"):
         raise QfkError(f"dataset '{name}' has formatting '{formatting}'; filter reads alpaca and sharegpt entries")
     if entry.get("ranking"):
-        raise QfkError(f"dataset '{name}' is ranking (preference) data: --max-tokens measures SFT rows",
-                       "filter the SFT datasets of the recipe")
+        raise QfkError(f"dataset '{name}' is ranking (preference) data: qfk datasets {command.split()[0]} reads SFT rows",
+                       f"run it on the SFT datasets of the recipe: qfk datasets {command.format(name='SFT_NAME')}")
     return path
 
 
