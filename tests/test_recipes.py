@@ -111,6 +111,20 @@ def test_mix_counts_are_exact():
         parse_mix("a:0.5")
 
 
+@pytest.mark.parametrize("text,words", [
+    ("a=nan,b=0.5", "not a finite number"),          # nan passed every later check and crashed the count
+    ("a=inf,b=0.25", "not a finite number"),
+    ("a=0.75,a=0.25", "names a twice"),              # a dict kept the last one: "add up to 0.25"
+    ("a__n6=0.5,b=0.5", "itself a mix entry"),       # its 6 rows were counted as its file's rows
+    ("a__t3=0.5,b=0.5", "itself a mix entry"),
+])
+def test_parse_mix_refuses_what_cannot_be_a_share(text, words, qfk, tmp_path):
+    with pytest.raises(QfkError, match=words):
+        parse_mix(text)
+    code, _, err = qfk("recipe", "new", "--model", "qfk-tiny", "--method", "lora", "--mix", text, "-o", tmp_path / "r.yaml")
+    assert code == 2 and words in err and "Traceback" not in err and not (tmp_path / "r.yaml").exists()
+
+
 @pytest.mark.parametrize("value", [1e-5, 5e-6, 2e-4, 0.05, 0.1, 3.0, 180000000, True, False, None, "qwen3", "a,b",
                                    "saves/x y", "no", "1e-5", "/abs/path", "~/x", "", "null", "中文"])
 def test_scalars_read_back_identically(value):

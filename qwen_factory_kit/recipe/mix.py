@@ -118,6 +118,10 @@ def require_registered(req: RecipeRequest, data_dir: Path) -> None:
 
 
 def parse_mix(text: str | None) -> dict[str, float] | None:
+    """``--mix a=0.75,b=25%`` as ``{name: ratio}``; a ratio that is not a finite number, a name given
+    twice and a mix entry (``NAME__nN``/``NAME__tN``: mix NAME itself) are the user's mistakes."""
+    from ..registry import mix_entry
+
     if not text:
         return None
     out: dict[str, float] = {}
@@ -131,6 +135,14 @@ def parse_mix(text: str | None) -> dict[str, float] | None:
             ratio = float(value.rstrip("%")) / (100 if value.endswith("%") else 1)
         except ValueError:
             raise QfkError(f"--mix ratio '{value}' for {name} is not a number", "use 0.75 or 75%") from None
+        if not math.isfinite(ratio):
+            raise QfkError(f"--mix ratio '{value}' for {name} is not a finite number", "use 0.75 or 75%")
+        if name in out:
+            raise QfkError(f"--mix names {name} twice", f"give each dataset once, with its whole share: {name}={out[name] + ratio:g}")
+        mixed = mix_entry(name)
+        if mixed:
+            raise QfkError(f"--mix names {name}, itself a mix entry ({mixed['count']} rows of {mixed['base']})",
+                           f"mix the dataset it was made from: --mix {mixed['base']}={value},...")
         out[name] = ratio
     return out
 
