@@ -467,8 +467,11 @@ def _inspectable_file(name: str, entry: dict, data_dir: Path):
     if path is None:
         return [Finding("file", "info", name, "hub/script entry: not checked offline")]
     if not path.exists():
-        return [Finding("file", "error", name, f"File {path} not found (LLaMA-Factory fails with the same words)",
-                        f"convert again, or fix file_name; remove the entry with: qfk datasets remove {name}")]
+        picked = PICKED_RE.match(name)
+        fix = (f"qfk train picks its rows from {picked['base']} again (for llamafactory-cli run once: qfk train RECIPE "
+               "--dry-run)" if picked else
+               f"convert again, or fix file_name; remove the entry with: qfk datasets remove {name}")
+        return [Finding("file", "error", name, f"File {path} not found (LLaMA-Factory fails with the same words)", fix)]
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     exts = {p.suffix.lower() for p in files}
     if not files:

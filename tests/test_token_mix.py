@@ -116,10 +116,14 @@ def _lf_trained(data: Path, recipe, name: str) -> int:
     return sum(sum(1 for t in ex["labels"] if t != -100) for ex in ds)
 
 
-def _mix_findings(path: str):
+def check_recipe_findings(path: str):
     from qwen_factory_kit.recipe.check import check_recipe
 
-    return [f for f in check_recipe(path, parse=False, types=False) if f.id == "mix"]
+    return check_recipe(path, parse=False, types=False)
+
+
+def _mix_findings(path: str):
+    return [f for f in check_recipe_findings(path) if f.id == "mix"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,6 +298,13 @@ def test_a_missing_token_mix_entry_is_made_again_from_its_name(made):
     _, made_now = register_mix_entries(load_recipe("mix.yaml"))  # what qfk train, recipe cp and webui --recipe run
     assert made_now == [name] and (data / f"{name}.jsonl").read_bytes() == before
     assert json.loads((data / f"{name}.manifest.json").read_text())["tokens"] is None  # rows known, tokens not measured here
+    # registered, its file gone (data copied without it): the check says qfk train makes it; qfk train does
+    (data / f"{name}.jsonl").unlink()
+    missing = [f for f in check_recipe_findings("mix.yaml") if f.severity == "error"]
+    assert missing and "not found" in missing[0].message and "qfk train picks its rows from long again" in missing[0].fix
+    _, made_now = register_mix_entries(load_recipe("mix.yaml"))
+    assert made_now == [name] and (data / f"{name}.jsonl").read_bytes() == before
+    assert register_mix_entries(load_recipe("mix.yaml"))[1] == []  # nothing to make once it is there
     removed = reg.remove("long", delete_files=True)
     assert name in removed.removed and not (data / f"{name}.jsonl").exists()
 

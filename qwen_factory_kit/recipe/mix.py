@@ -11,7 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from ..errors import QfkError
-from ..registry import MIXED_RE, mix_entry, mixed_name
+from ..registry import MIXED_RE, PICKED_RE, mix_entry, mixed_name
 from .request import DatasetFacts, RecipeRequest
 from .skeleton import _rel
 
@@ -150,9 +150,10 @@ def parse_mix(text: str | None) -> dict[str, float] | None:
 def ensure_mix_entries(names: list[str], data_dir: str | os.PathLike) -> list[str]:
     """Register the mix entries a recipe names and the registry lacks, when their BASE is registered:
     ``BASE__nN`` (BASE's entry + ``num_samples: N``) and ``BASE__tN`` (N rows of BASE picked by the
-    token mix's fixed seed, written beside BASE's file: :func:`.tokenmix.picks.ensure_picked`).
+    token mix's fixed seed, written beside BASE's file: :func:`.tokenmix.picks.ensure_picked`); a
+    registered ``BASE__tN`` whose file is gone (data copied without it) is picked again too.
     Returns the names registered."""
-    from ..registry import Registry
+    from ..registry import Registry, resolve_file
     from .tokenmix.picks import ensure_picked
 
     reg = Registry.at(data_dir)
@@ -162,8 +163,12 @@ def ensure_mix_entries(names: list[str], data_dir: str | os.PathLike) -> list[st
     made = []
     for name in names:
         m = mix_entry(name)
-        if name in have or not m or m["base"] not in have:
+        if not m or m["base"] not in have:
             continue
+        if name in have:
+            path = PICKED_RE.match(name) and isinstance(have[name], dict) and resolve_file(have[name], reg.data_dir)
+            if not path or path.exists():
+                continue
         if MIXED_RE.match(name):
             reg.add(name, {**have[m["base"]], "num_samples": int(m["count"])})
         else:
