@@ -97,3 +97,4 @@ def test_demo_trains_the_tiny_model(tmp_path):
     gen = json.loads((merged / "generation_config.json").read_text())
     assert gen["do_sample"] is True and gen["temperature"] == 0.6  # the run thinks (mixed data): thinking sampling
     assert json.loads((merged / "qfk_serving.json").read_text())["template"] == "qwen3"
+    assert "PARAMETER stop" in (merged / "Modelfile").read_text()  # the kit's Modelfile, not the export's plain one

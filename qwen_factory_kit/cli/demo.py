@@ -79,7 +79,7 @@ def demo(workdir, no_train, no_eval, as_json):
         if not as_json:
             out.print(f"[bold green]✓[/] qfk eval: {workdir}/{outcome.out}/metrics.json, predictions.jsonl")
             out.print(f"[bold green]✓[/] qfk merge: {workdir}/{merged.out} (generation_config.json with Qwen3's sampling, "
-                      "qfk_serving.json)")
+                      f"qfk_serving.json, Ollama Modelfile); serve it: qfk serve {workdir}/{merged.out}")
             out.print(f"report: {workdir}/{outcome.files['report_html']}")
     from ..demo import OWN_DATA_NOTE, own_data_commands
     from ..tiny import TINY_ALIAS, is_built, tiny_model_dir
