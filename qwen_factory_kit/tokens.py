@@ -283,18 +283,23 @@ CHUNK_ROWS = 1024
 
 
 def token_stats(rows: Iterator[tuple[int, Any]], entry: dict, *, path: str = "", tokenizer: Any = None, template: str = "qwen3",
-                enable_thinking: bool | None = True, cutoff_len: int = 2048, progress: bool = False) -> Stats:
+                enable_thinking: bool | None = True, cutoff_len: int = 2048, progress: bool | str = False,
+                total: int | None = None) -> Stats:
     """Every row's length (``(row number, row)`` pairs; a non-dict row counts as dropped), measured
-    by :meth:`Encoder.measure` a chunk of :data:`CHUNK_ROWS` rows at a time."""
+    by :meth:`Encoder.measure` a chunk of :data:`CHUNK_ROWS` rows at a time. ``progress``: a bar on
+    stderr (a string: its label), with rows done of ``total`` and the time left when it is given."""
     enc = Encoder(entry, tokenizer=tokenizer, template=template, enable_thinking=enable_thinking, cutoff_len=cutoff_len)
     st = Stats(path, cutoff_len, template, enable_thinking)
     bar = None
     if progress:
-        from rich.progress import Progress
+        from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        bar = Progress(transient=True)
+        from .console import console
+
+        bar = Progress(*Progress.get_default_columns()[:2], MofNCompleteColumn(), TimeRemainingColumn(),
+                       console=console(stderr=True), transient=True)
         bar.start()
-        task = bar.add_task("tokenizing", total=None)
+        task = bar.add_task(progress if isinstance(progress, str) else "tokenizing", total=total)
     try:
         for chunk, measured in _measured(enc, rows):
             for (n, _), m in zip(chunk, measured):
@@ -382,7 +387,7 @@ class TokenizerRef:
 
 def file_stats(path: str | os.PathLike, entry: dict, *, tokenizer: Any = None, template: str = "qwen3",
                enable_thinking: bool | None = True, cutoff_len: int = 2048, max_rows: int | None = None,
-               progress: bool = False, cache: bool = True) -> Stats:
+               progress: bool | str = False, total: int | None = None, cache: bool = True) -> Stats:
     """:func:`token_stats` of the first ``max_rows`` rows (None: all) of a file or folder.
 
     With ``cache`` the result is kept in ``$QFK_CACHE_DIR/stats/`` (default
@@ -401,7 +406,8 @@ def file_stats(path: str | os.PathLike, entry: dict, *, tokenizer: Any = None, t
     hit = _read_cached(where, str(path), settings) if where is not None else None
     if hit is not None:
         return hit
-    st = token_stats(islice(file_rows(path), max_rows), entry, path=str(path), tokenizer=ref.get(), progress=progress, **settings)
+    st = token_stats(islice(file_rows(path), max_rows), entry, path=str(path), tokenizer=ref.get(), progress=progress,
+                     total=total, **settings)
     if where is not None:
         _write_cached(where, st)
     return st

@@ -125,7 +125,8 @@ def new(model, method, datasets, mix, mix_total, mix_by, eval_datasets, from_rec
                         sample=sample, from_recipe=from_recipe, deepspeed=deepspeed, overrides=parse_overrides(overrides),
                         filename=output or "recipe.yaml", command=invoked_command(sys.argv), cutoff_len=cutoff_len,
                         liger=liger, packing=packing, gpu_memory=gpu_memory, gpus=gpus, max_cutoff=max_cutoff,
-                        drop_long=drop_long, stats=not no_stats, stats_rows=stats_rows, device=device)
+                        drop_long=drop_long, stats=not no_stats, stats_rows=stats_rows, device=device,
+                        progress=sys.stderr.isatty() and not as_json)
     recipe = new_recipe(req)
     text = recipe.render()
     if explain_memory and not as_json:

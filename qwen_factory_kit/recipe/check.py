@@ -626,7 +626,8 @@ def check_recipe(recipe: str | os.PathLike | dict, overrides: list[str] | tuple[
     if stats and _lengths_checkable(args, findings):
         findings += check_cutoff(args, facts, max_rows=stats_rows)
     if recipe_kind(args) == "train":
-        findings += check_token_mix(args, path, stats=stats and _lengths_checkable(args, findings))
+        findings += check_token_mix(args, path, stats=stats and _lengths_checkable(args, findings), stats_rows=stats_rows,
+                                    rows={f.name: f.rows for f in facts})
     findings += check_output(args)
     findings += check_machine(args, recipe_path=path, machine=machine)
     findings += check_sampling(args)

@@ -120,8 +120,6 @@ def require_registered(req: RecipeRequest, data_dir: Path) -> None:
 def parse_mix(text: str | None) -> dict[str, float] | None:
     """``--mix a=0.75,b=25%`` as ``{name: ratio}``; a ratio that is not a finite number, a name given
     twice and a mix entry (``NAME__nN``/``NAME__tN``: mix NAME itself) are the user's mistakes."""
-    from ..registry import mix_entry
-
     if not text:
         return None
     out: dict[str, float] = {}

@@ -117,6 +117,7 @@ class RecipeRequest:
     dropped: dict = field(default_factory=dict)  # what --drop-long dropped: dataset -> DroppedRows (set by recipe new)
     stats: bool = True                # measure the training rows' token lengths (--no-stats: keep the preset cutoff)
     stats_rows: int = 2000            # rows per dataset measured
+    progress: bool = False            # a bar on stderr while every row is tokenized (--mix-by tokens)
     gpu: sizing.Gpu | None = None     # None: this machine's (tests and curated recipes pass one)
     device: str | None = None         # --device: "cpu" writes a recipe that runs on a CPU as it is (recipe/cpu.py); None/"gpu": for a GPU
 

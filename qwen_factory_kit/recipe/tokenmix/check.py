@@ -7,7 +7,8 @@
   against the same shares measured now with the recipe's template, enable_thinking and cutoff_len:
   a share that moved by more than :data:`SLACK` points is a warning (the data changed, or the
   settings the recipe now trains with did). A mixed recipe without a stated block gets the shares as
-  information. Measuring tokenizes (cached), so it runs where the length check runs.
+  information. Measuring tokenizes (cached), so it runs where the length check runs, on the rows
+  ``qfk recipe new`` measured: every row for a token mix, else the first ``stats_rows`` of each file.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from pathlib import Path
 
 from ...findings import Finding
 from ..document import read_header, recipe_data_dir, split_names
-from .shares import Settings, entry_share, read_share_lines, share_table
+from .shares import TOKEN_MIX_TITLE, Settings, entry_share, read_share_lines, share_table, stated_sample
 
 #: points a stated share may differ from the data before recipe check warns
 SLACK = 0.5
 _KEYS = {"rows": "rows", "trained": "trained tokens", "total": "all tokens"}
 
 
-def check_token_mix(args: dict, recipe_path: str | None, *, stats: bool) -> list[Finding]:
-    """The findings of the module docstring for a train recipe's ``dataset`` (``stats``: measure the shares)."""
+def check_token_mix(args: dict, recipe_path: str | None, *, stats: bool, stats_rows: int | None = None,
+                    rows: dict[str, int | None] | None = None) -> list[Finding]:
+    """The findings of the module docstring for a train recipe's ``dataset`` (``stats``: measure the
+    shares; ``rows``: each dataset's row count, for the estimates from its first ``stats_rows``)."""
     from ...registry import Registry
 
     names = split_names(args.get("dataset"))
@@ -37,7 +40,10 @@ def check_token_mix(args: dict, recipe_path: str | None, *, stats: bool) -> list
     header = read_header(recipe_path) if recipe_path else []
     out = _stale(entries, reg.data_dir, header)
     if stats and len(names) > 1 and len(entries) == len(names) and _is_mix(entries, reg.data_dir, header):
-        out += _shares(entries, reg.data_dir, Settings.of(args), header)
+        # the rows the header's shares came from: every row for a token mix, else the first rows it names
+        every = any(line.startswith(TOKEN_MIX_TITLE) for line in header)
+        out += _shares(entries, reg.data_dir, Settings.of(args), header,
+                       None if every else stated_sample(header) or stats_rows, rows or {})
     return out
 
 
@@ -62,7 +68,8 @@ def _stale(entries: dict[str, dict], data_dir: Path, header: list[str]) -> list[
     return out
 
 
-def _shares(entries: dict[str, dict], data_dir: Path, settings: Settings, header: list[str]) -> list[Finding]:
+def _shares(entries: dict[str, dict], data_dir: Path, settings: Settings, header: list[str], max_rows: int | None,
+            rows: dict[str, int | None]) -> list[Finding]:
     from ...registry import resolve_file
     from ...tokens import TokenizerRef
 
@@ -71,7 +78,7 @@ def _shares(entries: dict[str, dict], data_dir: Path, settings: Settings, header
         path = resolve_file(entry, data_dir)
         if entry.get("ranking") or path is None or not path.exists() or entry.get("formatting", "alpaca") not in ("alpaca", "sharegpt"):
             return []  # nothing the kit can render: the other checks say why
-        measured.append(entry_share(name, entry, path, settings, tokenizer))
+        measured.append(entry_share(name, entry, path, settings, tokenizer, max_rows=max_rows, rows=rows.get(name)))
     now = share_table(measured)
     shown = "; ".join(f"{n} " + ", ".join(f"{_KEYS[k]} {v[k]:.1f}%" for k in _KEYS) for n, v in now.items())
     stated_settings, stated = read_share_lines(header)

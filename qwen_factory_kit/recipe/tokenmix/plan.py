@@ -18,7 +18,7 @@ from pathlib import Path
 from ...errors import QfkError
 from ..request import DatasetFacts, RecipeRequest
 from . import MIX_BY
-from .shares import HEADER, Settings, Share, by_row, entry_share, measure, share_lines, share_table
+from .shares import HEADER, TOKEN_MIX_TITLE, Settings, Share, by_row, entry_share, measure, share_lines, share_table
 
 
 @dataclass
@@ -77,7 +77,8 @@ def _row_mix(req: RecipeRequest, facts: list[DatasetFacts], settings: Settings) 
     from ...tokens import TokenizerRef
 
     tokenizer = TokenizerRef()
-    shares = [entry_share(name, f.entry, f.file, settings, tokenizer, num_samples=entries.get(name, {}).get("num_samples"))
+    shares = [entry_share(name, f.entry, f.file, settings, tokenizer, num_samples=entries.get(name, {}).get("num_samples"),
+                          max_rows=req.stats_rows, rows=f.rows)
               for f, name in zip(facts, names)]
     plan.lines += share_lines(shares, settings)
     plan.info["shares"] = share_table(shares)
@@ -109,7 +110,9 @@ def _token_mix(req: RecipeRequest, facts: list[DatasetFacts], settings: Settings
     tokenizer = TokenizerRef()
     measured: dict[str, tuple[list[int], dict, list[int]]] = {}   # name -> (positions, by row, order)
     for f in facts:
-        rows = by_row(measure(source_file(f.name, f.entry, data_dir), f.entry, settings, tokenizer))
+        label = f"tokenizing {f.name} (--mix-by tokens: every row)"
+        rows = by_row(measure(source_file(f.name, f.entry, data_dir), f.entry, settings, tokenizer,
+                              progress=label if req.progress else False, total=f.rows))
         positions = sorted(rows)
         measured[f.name] = (positions, rows, pick_order(len(positions)))
     weights = {n: [rows[pos[i]][0] for i in order] for n, (pos, rows, order) in measured.items()}
@@ -143,7 +146,7 @@ def _token_lines(req: RecipeRequest, facts: list[DatasetFacts], sol, names: list
     total = sum(sol.counts.values())
     held = (f"shares within {100 * tolerance:.0f} point of the asked ones" if sol.within
             else f"the closest the rows allow: off by {100 * sol.off:.1f} points")
-    lines = [f"Mix by trained tokens (--mix-by tokens; rows per epoch = {total}; {held}; *__tN entries are files of the N "
+    lines = [f"{TOKEN_MIX_TITLE} (--mix-by tokens; rows per epoch = {total}; {held}; *__tN entries are files of the N "
              f"rows picked by seed {PICK_SEED}, beside their dataset with a .manifest.json of the rows and their tokens):"]
     for f, name in zip(facts, names):
         n, rows = sol.counts[f.name], len(measured[f.name][0])

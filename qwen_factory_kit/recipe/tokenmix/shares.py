@@ -11,6 +11,10 @@ What a recipe's dataset entry trains per epoch (:func:`entry_share`):
 * an entry with ``num_samples: N`` (NAME__nN): N rows drawn at random at training time, so the
   token figures are expected values, N times the mean of its rows (``sampled``).
 
+A row mix measures the first ``--stats-rows`` rows of each file, as the cutoff choice does, and
+estimates the rest from them (``sampled``, a ``~`` in the header): the whole of a 100,000-row
+dataset would take minutes to tokenize. A token mix measures every row: its counts depend on them.
+
 :func:`share_lines` writes the header block and :func:`read_share_lines` reads it back (the one
 format, both ways), for ``qfk recipe check`` to compare with the data as it is now.
 """
@@ -25,7 +29,12 @@ from typing import Any
 from ..document import scalar
 
 HEADER = "Shares per epoch"
+#: the first words of a token mix's header block (its shares are measured on every row)
+TOKEN_MIX_TITLE = "Mix by trained tokens"
 _HEADER_RE = re.compile(rf"^{HEADER} \((?P<settings>template [^;]*); ")
+#: the note of a share estimated from the first rows of a file (and how it is read back)
+SAMPLE_NOTE = "estimated from the first {seen:,} of {rows:,} rows"
+_SAMPLE_RE = re.compile(r"estimated from the first ([\d,]+) of ")
 _LINE_RE = re.compile(r"^  (?P<name>[^\s:]+): rows (?P<rows>\d+(?:\.\d+)?)%, trained tokens (?P<trained>\d+(?:\.\d+)?)%, "
                       r"all tokens (?P<total>\d+(?:\.\d+)?)%")
 
@@ -59,12 +68,14 @@ class Share:
     note: str = ""
 
 
-def measure(file: Path, entry: dict, settings: Settings, tokenizer: Any = None):
-    """Every row of ``file`` as LLaMA-Factory encodes it with ``settings`` (the cached statistics)."""
+def measure(file: Path, entry: dict, settings: Settings, tokenizer: Any = None, max_rows: int | None = None, *,
+            progress: bool | str = False, total: int | None = None):
+    """The first ``max_rows`` rows (None: every row) of ``file`` as LLaMA-Factory encodes them with
+    ``settings`` (the cached statistics); ``progress``, ``total``: :func:`~qwen_factory_kit.tokens.token_stats`' bar."""
     from ...tokens import file_stats
 
     return file_stats(file, entry, tokenizer=tokenizer, template=settings.template, enable_thinking=settings.enable_thinking,
-                      cutoff_len=settings.cutoff_len, max_rows=None)
+                      cutoff_len=settings.cutoff_len, max_rows=max_rows, progress=progress, total=total)
 
 
 def by_row(stats) -> dict[int, tuple[int, int]]:
@@ -75,19 +86,23 @@ def by_row(stats) -> dict[int, tuple[int, int]]:
 
 
 def entry_share(name: str, entry: dict, file: Path, settings: Settings, tokenizer: Any = None,
-                num_samples: int | None = None) -> Share:
-    """What entry ``name`` (rows in ``file``) trains per epoch; ``num_samples`` (default: the entry's)
-    draws that many of the file's rows at random."""
-    st = measure(file, entry, settings, tokenizer)
+                num_samples: int | None = None, *, max_rows: int | None = None, rows: int | None = None) -> Share:
+    """What entry ``name`` (``rows`` rows in ``file``) trains per epoch; ``num_samples`` (default: the
+    entry's) draws that many of the file's rows at random; ``max_rows``: measure the first rows only
+    and estimate the others from them."""
+    st = measure(file, entry, settings, tokenizer, max_rows)
     n = num_samples if num_samples is not None else entry.get("num_samples")
-    rows = len(st.rows) + len(st.dropped)
-    trained, total = sum(r.trained for r in st.rows), sum(r.kept for r in st.rows)
-    if n is None or int(n) == rows:
-        return Share(name, len(st.rows), trained, total)
-    n = int(n)
-    per = n / rows if rows else 0.0
-    note = f"expected: num_samples draws {n} of {rows} rows at random when training starts"
-    return Share(name, n * len(st.rows) / rows if rows else 0, trained * per, total * per, True, note)
+    seen = len(st.rows) + len(st.dropped)
+    rows = max(seen, rows or 0)
+    kept, trained, total = len(st.rows), sum(r.trained for r in st.rows), sum(r.kept for r in st.rows)
+    notes = [SAMPLE_NOTE.format(seen=seen, rows=rows)] if seen < rows else []
+    draws = rows if n is None else int(n)
+    if draws != rows:
+        notes.append(f"expected: num_samples draws {draws} of {rows} rows at random when training starts")
+    per = draws / seen if seen else 0.0
+    if not notes:
+        return Share(name, kept, trained, total)
+    return Share(name, kept * per, trained * per, total * per, True, "; ".join(notes))
 
 
 def share_lines(shares: list[Share], settings: Settings, extra: str = "") -> list[str]:
@@ -124,6 +139,12 @@ def read_share_lines(header: list[str]) -> tuple[str | None, dict[str, dict[str,
         elif inside and not line.startswith("  "):
             inside = False
     return settings, out
+
+
+def stated_sample(header: list[str]) -> int | None:
+    """The rows per dataset the header's shares were estimated from (None: measured on every row)."""
+    found = _SAMPLE_RE.search("\n".join(header))
+    return int(found[1].replace(",", "")) if found else None
 
 
 def _n(x: float) -> str:
