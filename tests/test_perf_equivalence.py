@@ -86,7 +86,8 @@ def test_stats_cut_rows_equal_the_per_row_encoding(bench_rows, tok, kind, cutoff
 
 
 def _fake_stats(calls: list):
-    def fake(rows, entry, *, path="", tokenizer=None, template="qwen3", enable_thinking=True, cutoff_len=2048, progress=False):
+    def fake(rows, entry, *, path="", tokenizer=None, template="qwen3", enable_thinking=True, cutoff_len=2048, progress=False,
+             total=None):
         calls.append(cutoff_len)
         st = tokens.Stats(path, cutoff_len, template, enable_thinking)
         for n, row in rows:
