@@ -53,6 +53,7 @@ from ..workspace import data_dir as resolve_data_dir
 from ..workspace import slug
 from .contract import DUMPS_OPTS, Converter, Reject, reject_line
 from .dedup import Seen
+from .interrupts import Interrupts
 from .shards import Shard, check_options, no_rows
 from .sinks import ConvertResult, Hasher, Outputs, finish, output_paths
 from .splits import SPLITS, TRAIN, Selector, SplitPlan
@@ -261,22 +262,25 @@ def run_conversion(
     if shard is not None:
         res.shard = shard.describe(total)
     sink = None
-    try:
-        sink = Outputs(paths, plan)
-        batches = records.batches() if shard is None else _in_part(records.batches(), *shard.bounds(total), selector)
-        screen = _Screen(dedup, tokens, paths["train"].parent, near_dedup)
+    with Interrupts() as stop:
         try:
-            _write_rows(converter, batches, sink, res, selector, screen, workers, _Bar(total, src.spec) if progress else None)
-        finally:
-            screen.close()
-        finish(converter, src, res, sink, hasher, paths,
-               dict(limit=limit, seed=seed, val_size=val_size, test_size=test_size, dedup=dedup, near_dedup=near_dedup,
-                    split=split, encoding=encoding, source_records=total, **res.token_limit,
-                    **({"shard": res.shard} if res.shard else {})))
-    except BaseException:
-        if sink is not None:
-            sink.abort()
-        raise
+            sink = Outputs(paths, plan)
+            batches = records.batches() if shard is None else _in_part(records.batches(), *shard.bounds(total), selector)
+            screen = _Screen(dedup, tokens, paths["train"].parent, near_dedup)
+            try:
+                _write_rows(converter, batches, sink, res, selector, screen, workers,
+                            _Bar(total, src.spec) if progress else None, stop)
+            finally:
+                screen.close()
+            stop.check()  # a Ctrl-C whose KeyboardInterrupt was swallowed still stops the run before anything is committed
+            finish(converter, src, res, sink, hasher, paths,
+                   dict(limit=limit, seed=seed, val_size=val_size, test_size=test_size, dedup=dedup, near_dedup=near_dedup,
+                        split=split, encoding=encoding, source_records=total, **res.token_limit,
+                        **({"shard": res.shard} if res.shard else {})))
+        except BaseException:
+            if sink is not None:
+                sink.abort()
+            raise
     return res
 
 
@@ -397,18 +401,21 @@ def _in_part(batches: Iterator[Batch], start: int, end: int, selector: Selector 
 
 
 def _write_rows(converter: Converter, batches: Iterator[Batch], sink: Outputs, res: ConvertResult,
-                selector: Selector | None, screen: _Screen, workers: int, bar: "_Bar | None") -> None:
+                selector: Selector | None, screen: _Screen, workers: int, bar: "_Bar | None", stop: Interrupts) -> None:
     """Convert the source batch by batch (in ``workers`` processes), writing the batches in source
-    order; each batch's rows are picked (``--limit``) and given their first-pass split as it is read."""
+    order; each batch's rows are picked (``--limit``) and given their first-pass split as it is read.
+    A Ctrl-C stops it between batches (``stop``), never inside the wait for a worker's batch."""
     notes, converter.notes = converter.notes, Counter()  # open()'s notes, then each batch's
     drawn = _drawn(batches, selector, sink.plan)
     try:
-        for (batch, _, splits), converted in ordered_map(_convert, drawn, workers=workers, setup=_Work, payload="blob",
-                                                         setup_args=(converter, screen.seen is not None, screen.near_dedup)):
-            _write_batch(converter, batch, splits, converted, sink, res, screen)
-            notes.update(converted.notes)
-            if bar is not None:
-                bar.advance(len(batch))
+        with stop.deferring():
+            for (batch, _, splits), converted in ordered_map(_convert, drawn, workers=workers, setup=_Work, payload="blob",
+                                                             setup_args=(converter, screen.seen is not None, screen.near_dedup)):
+                stop.check()
+                _write_batch(converter, batch, splits, converted, sink, res, screen)
+                notes.update(converted.notes)
+                if bar is not None:
+                    bar.advance(len(batch))
     finally:
         converter.notes = notes
         if bar is not None:
